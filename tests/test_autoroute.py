@@ -1,0 +1,266 @@
+"""Orthanc-side autorouting (orthanc/autoroute.lua, orthanc/autoroute.py) against real peers.
+
+1. The routing half, now: a real Orthanc running the script forwards an MR series uploaded over
+   REST to a dcmtk ``storescp`` standing in for the node's AE; non-MR objects, the node's own
+   outputs (SeriesDescription "RESEARCH USE ONLY") and series sent by the node's AE are not
+   forwarded (no loop).
+2. The whole chain: upload to Orthanc only, the real node (``dicom-node serve``) gets the study
+   from the Lua script and its SEG + SR appear in the same study in Orthanc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+LUA = REPO / "orthanc" / "autoroute.lua"
+PY_SCRIPT = REPO / "orthanc" / "autoroute.py"
+ORTHANC_BIN = Path("/usr/sbin/Orthanc")
+STORESCP = Path("/usr/bin/storescp")
+STORESCU = Path("/usr/bin/storescu")
+PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+pytestmark = [
+    pytest.mark.orthanc,
+    pytest.mark.skipif(not ORTHANC_BIN.exists(), reason="Debian package orthanc not installed"),
+    pytest.mark.skipif(not STORESCP.exists(), reason="Debian package dcmtk not installed"),
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+class _Orthanc:
+    """Minimal real Orthanc for these tests (own storage, free ports, SIGTERM on stop)."""
+
+    def __init__(self, workdir: Path, extra: dict) -> None:
+        self.http_port, self.dicom_port = _free_port(), _free_port()
+        self.workdir = workdir
+        storage = workdir / "orthanc-db"
+        storage.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "autoroute-test", "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage), "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "HttpServerEnabled": True, "Plugins": [],
+            "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
+            **extra,
+        }
+        self.config_path = workdir / "orthanc.json"
+        self.config_path.write_text(json.dumps(config, indent=1))
+        self.log_path = workdir / "orthanc.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen([str(ORTHANC_BIN), str(self.config_path)], env=_env(),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("Orthanc did not start in 30 s")
+
+    def _req(self, method: str, path: str, data: bytes | None = None):
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def get(self, path: str):
+        return self._req("GET", path)
+
+    def put(self, path: str, obj) -> None:
+        self._req("PUT", path, json.dumps(obj).encode())
+
+    def upload(self, path: Path) -> dict:
+        return self._req("POST", "/instances", path.read_bytes())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class _StoreSCP:
+    """dcmtk storescp standing in for the node's AE; files land in ``self.dir``."""
+
+    def __init__(self, workdir: Path, aet: str, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.dir = workdir / "received"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._log = (workdir / "storescp.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(STORESCP), "-aet", aet, "-od", str(self.dir), str(self.port)],
+            env=_env(), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("storescp did not start")
+
+    def sop_uids(self) -> set[str]:
+        # storescp names files <modality prefix>.<SOPInstanceUID>; partial files are never
+        # renamed, so count only completed names.
+        return {p.name.split(".", 1)[1] for p in self.dir.iterdir() if "." in p.name}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._log.close()
+
+
+def make_series(out: Path, *, modality: str = "MR", sop_class: str = MR_STORAGE, n: int = 3,
+                description: str = "AX FLAIR", study_uid: str | None = None,
+                manufacturer: str = "ACME") -> tuple[str, list[str]]:
+    """Write a small synthetic series; returns (SeriesInstanceUID, SOP Instance UIDs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    sops = []
+    for i in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPInstanceUID = sop = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop
+        ds.PatientName, ds.PatientID = "Autoroute^Test", "AUTOROUTE1"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality, ds.SeriesDescription, ds.Manufacturer = modality, description, manufacturer
+        ds.SeriesNumber, ds.InstanceNumber = 1, i + 1
+        ds.Rows = ds.Columns = 8
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = np.full((8, 8), 10 * i, np.uint16).tobytes()
+        ds.save_as(out / f"{i:03d}.dcm", enforce_file_format=True)
+        sops.append(sop)
+    return series_uid, sops
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# --------------------------------------------------------------------------- routing half
+VARIANTS = ["lua", "python"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_orthanc_forwards_stable_mr_series_only(tmp_path: Path, variant: str):
+    if variant == "python" and not PYTHON_PLUGIN.exists():
+        pytest.skip("Debian package orthanc-python not installed (optional variant)")
+    target = "node-under-test"  # not the script's default: proves the setting is read
+    scp = _StoreSCP(tmp_path, aet="AINODE")
+    settings = {"AiNodeAutoroute": {"Target": target}, "StableAge": 2}
+    if variant == "lua":
+        settings["LuaScripts"] = [str(LUA)]
+    else:
+        settings.update(Plugins=[str(PYTHON_PLUGIN)], PythonScript=str(PY_SCRIPT))
+    orthanc = _Orthanc(tmp_path, settings)
+    try:
+        # the node's AE registered at run time, as a site admin would with the REST API
+        orthanc.put(f"/modalities/{target}", {"AET": "AINODE", "Host": "127.0.0.1",
+                                              "Port": scp.port})
+        study = generate_uid()
+        mr_series, mr_sops = make_series(tmp_path / "mr", study_uid=study)
+        make_series(tmp_path / "seg", modality="SEG", sop_class=SEG_STORAGE, n=1,
+                    study_uid=study, description="MS lesions SEG (RESEARCH USE ONLY)")
+        make_series(tmp_path / "overlay", study_uid=study,
+                    description="MS lesion overlay - RESEARCH USE ONLY")
+        make_series(tmp_path / "ct", modality="CT", sop_class=CT_STORAGE, n=2, study_uid=study)
+        # an MR series that the node itself sent back (calling AE = the node's AE)
+        _, from_node = make_series(tmp_path / "from-node", study_uid=study,
+                                   description="derived by node")
+        ids = []
+        for folder in ("seg", "overlay", "ct", "mr"):
+            for f in sorted((tmp_path / folder).glob("*.dcm")):
+                ids.append(orthanc.upload(f)["ParentSeries"])
+        subprocess.run([str(STORESCU), "-aet", "AINODE", "-aec", "ORTHANC", "127.0.0.1",
+                        str(orthanc.dicom_port), *map(str, sorted((tmp_path / "from-node")
+                                                                  .glob("*.dcm")))],
+                       env=_env(), check=True, capture_output=True, timeout=60)
+
+        _wait(lambda: set(mr_sops) <= scp.sop_uids(), 45, "the MR series at the node's AE")
+        # every series stable (each has had its chance to be forwarded), then a short margin
+        all_series = orthanc.get("/series")
+        assert len(all_series) == 5
+        _wait(lambda: all(orthanc.get(f"/series/{s}")["IsStable"] for s in all_series), 30,
+              "all series stable in Orthanc")
+        time.sleep(2.0)
+        assert scp.sop_uids() == set(mr_sops), "only the acquired MR series may be forwarded"
+        assert not set(from_node) & scp.sop_uids()
+        log = orthanc.log()
+        assert "skip series" in log and "node output" in log
+        assert "not forwarded" in log  # SEG and CT
+    finally:
+        orthanc.stop()
+        scp.stop()
+
+
+def test_python_variant_retries_when_node_is_down(tmp_path: Path):
+    """orthanc-python variant: a series stable while the node is down arrives once it is up."""
+    if not PYTHON_PLUGIN.exists():
+        pytest.skip("Debian package orthanc-python not installed (optional variant)")
+    port = _free_port()
+    orthanc = _Orthanc(tmp_path, {
+        "Plugins": [str(PYTHON_PLUGIN)], "PythonScript": str(PY_SCRIPT), "StableAge": 1,
+        "DicomModalities": {"ainode": ["AINODE", "127.0.0.1", port]},
+        "AiNodeAutoroute": {"RetryDelays": [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]},
+    })
+    scp = None
+    try:
+        _, sops = make_series(tmp_path / "mr")
+        for f in sorted((tmp_path / "mr").glob("*.dcm")):
+            orthanc.upload(f)
+        _wait(lambda: "retry in" in orthanc.log(), 30, "a failed first forwarding attempt")
+        scp = _StoreSCP(tmp_path, aet="AINODE", port=port)
+        _wait(lambda: set(sops) <= scp.sop_uids(), 30, "the series after the node came up")
+    finally:
+        orthanc.stop()
+        if scp is not None:
+            scp.stop()
