@@ -1,0 +1,116 @@
+"""``dicom-node`` command line.
+
+Each subcommand is one ``cmd_<name>(args) -> int`` function plus a few lines in
+:func:`build_parser`, so other modules can add theirs with a small edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = "config/node.yaml"
+
+
+def _load(path: str):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the node (Storage SCP, completion, routing) until SIGTERM/SIGINT."""
+    from .config import ConfigError
+    from .logsetup import setup_logging
+
+    cfg = _load(args.config)
+    if args.port is not None:
+        cfg.port = args.port
+    setup_logging(cfg.log.format, cfg.log.level, cfg.log.file)
+    from .service import Node
+
+    try:
+        node = Node(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        node.run_forever()
+    except OSError as exc:  # e.g. port in use
+        print(f"error: cannot start the node: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fmt_t(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print series (uid, contrast, state, instances) and jobs (id, state, reason)."""
+    from .index import Index
+    from .jobs import JobQueue
+
+    cfg = _load(args.config)
+    if not cfg.index_path.exists():
+        series, jobs = [], []
+    else:
+        idx = Index(cfg.index_path)
+        series = idx.list_series()
+        jobs = [j.to_dict() for j in JobQueue(idx).list()]
+    if args.json:
+        out_series = [
+            {k: s[k] for k in ("series_uid", "study_uid", "modality", "series_description",
+                               "contrast", "state", "n_instances", "expected_instances",
+                               "first_received_at", "last_received_at", "completed_at",
+                               "complete_delay_s", "completion_reason", "completions",
+                               "calling_ae")}
+            for s in series
+        ]
+        print(json.dumps({"series": out_series, "jobs": jobs}, indent=None, default=str))
+        return 0
+    print(f"Series ({len(series)})")
+    print(f"  {'series_uid':<64} {'contrast':<10} {'state':<10} {'n':>5}  description")
+    for s in series:
+        print(f"  {s['series_uid']:<64} {s['contrast'] or '-':<10} {s['state']:<10} "
+              f"{s['n_instances']:>5}  {s['series_description'] or ''}")
+    print(f"Jobs ({len(jobs)})")
+    print(f"  {'id':<12} {'state':<8} {'rule':<20} {'v':>2}  reason")
+    for j in jobs:
+        print(f"  {j['id']:<12} {j['state']:<8} {j['rule'] or '-':<20} {j['version']:>2}  "
+              f"{j['reason'] or ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dicom-node",
+                                description="MS lesion DICOM AI node (research use only)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the Storage SCP, completion and routing")
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="node.yaml (default: %(default)s)")
+    s.add_argument("--port", type=int, default=None, help="override the configured port")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("status", help="list series and jobs")
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="node.yaml (default: %(default)s)")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    s.set_defaults(func=cmd_status)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

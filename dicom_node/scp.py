@@ -1,0 +1,305 @@
+"""Storage SCP: accepts every storage SOP class and transfer syntax, spools the bytes received.
+
+* C-ECHO (Verification) and C-STORE for any storage SOP class, standard or private, with any
+  transfer syntax the requestor proposes (pynetdicom ``UNRESTRICTED_STORAGE_SERVICE``; no
+  128-context limit on our side).
+* Each instance is written as the encoded bytes received (file meta + dataset as sent, no
+  decode/re-encode) atomically and durably *before* the success status goes back. A write error
+  (disk full, I/O error) answers ``0xA700`` and leaves nothing partial.
+* Index rows are queued to :class:`dicom_node.index.IndexWriter` (batched, off the hot path).
+* Associations are gated: allow-list of calling AE titles / source addresses and a free-disk
+  threshold; a refused association gets an A-ASSOCIATE-RJ and a log line.
+* ``TCP_NODELAY`` on the listening and accepted sockets.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.acse import ACSE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from .index import IndexWriter, InstanceRecord, extract_header
+from .net import on_conn_open_nodelay, set_nodelay
+from .spool import InvalidUID, Spool, check_uid
+
+__all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
+           "STATUS_CANNOT_UNDERSTAND"]
+
+log = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+# Reject reasons: (result, source, diagnostic) of an A-ASSOCIATE-RJ.
+RJ_CALLING_AET = (0x01, 0x01, 0x03)  # permanent, service-user, calling AE not recognised
+RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service-user, no reason given
+RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit exceeded
+
+try:  # metrics are optional (owned by another module)
+    from . import metrics as _metrics
+except Exception:  # noqa: BLE001
+    _metrics = None
+
+
+# -- association gate: a small wrapper around pynetdicom's acceptor negotiation -----------------
+_ORIG_NEGOTIATE = ACSE._negotiate_as_acceptor
+
+
+def _gated_negotiate_as_acceptor(self: ACSE) -> None:
+    gate = getattr(self.assoc.ae, "node_gate", None)
+    if gate is not None:
+        rq = self.requestor.primitive
+        self.requestor.ae_title = rq.calling_ae_title
+        rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address)
+        if rsd:
+            self.send_reject(*rsd)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
+    _ORIG_NEGOTIATE(self)
+
+
+if getattr(ACSE._negotiate_as_acceptor, "__name__", "") != "_gated_negotiate_as_acceptor":
+    ACSE._negotiate_as_acceptor = _gated_negotiate_as_acceptor  # type: ignore[method-assign]
+
+
+def _host_matches(pattern: str, address: str) -> bool:
+    """``pattern`` is an address, a network in CIDR notation, or a host name (resolved)."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return pattern == address
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    try:
+        if "/" in pattern:
+            return addr in ipaddress.ip_network(pattern, strict=False)
+        return addr == ipaddress.ip_address(pattern)
+    except ValueError:
+        import socket
+
+        try:
+            return any(ipaddress.ip_address(i[4][0]) == addr
+                       for i in socket.getaddrinfo(pattern, None))
+        except OSError:
+            return False
+
+
+class StorageSCP:
+    """The node's DICOM listener.
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+    spool : Spool
+    writer : IndexWriter
+        Receives one :class:`InstanceRecord` per stored instance.
+    """
+
+    def __init__(self, cfg: Any, spool: Spool, writer: IndexWriter) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.writer = writer
+        self.server: Any = None
+        self._seen_series: set[str] = set()
+        self._seen_lock = threading.Lock()
+        self.stats = {"stored": 0, "duplicates": 0, "replaced": 0, "failed": 0, "dropped": 0,
+                      "rejected_assoc": 0}
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
+        ae = AE(ae_title=cfg.ae_title)
+        ae.add_supported_context(Verification)
+        ae.maximum_pdu_size = cfg.scp.max_pdu
+        ae.maximum_associations = cfg.scp.max_associations
+        ae.network_timeout = cfg.scp.network_timeout
+        ae.acse_timeout = cfg.scp.acse_timeout
+        ae.dimse_timeout = cfg.scp.dimse_timeout
+        ae.require_called_aet = False
+        ae.node_gate = self._gate  # type: ignore[attr-defined]
+        self.ae = ae
+
+    # -- association gate ----------------------------------------------------------------
+    def _gate(self, calling_ae: str, address: str) -> tuple[int, int, int] | None:
+        cfg = self.cfg
+        if not cfg.allow_any_peer:
+            ok = False
+            for p in cfg.allowed_peers:
+                if p.ae_title and p.ae_title != calling_ae:
+                    continue
+                if p.host and not _host_matches(p.host, address):
+                    continue
+                ok = True
+                break
+            if not ok:
+                self.stats["rejected_assoc"] += 1
+                known_aet = any(p.ae_title == calling_ae for p in cfg.allowed_peers)
+                log.warning("association rejected: unknown peer calling_ae=%s address=%s",
+                            calling_ae, address)
+                if _metrics:
+                    _metrics.ASSOCIATIONS_REJECTED.labels("unknown_peer").inc()
+                return RJ_NO_REASON if known_aet else RJ_CALLING_AET
+        if cfg.min_free_disk_mb > 0:
+            try:
+                free = self.spool.free_mb()
+            except OSError:
+                free = 0.0
+            if free < cfg.min_free_disk_mb:
+                self.stats["rejected_assoc"] += 1
+                log.error("association rejected: spool free space %.0f MiB below min_free_disk_mb"
+                          "=%.0f calling_ae=%s address=%s", free, cfg.min_free_disk_mb,
+                          calling_ae, address)
+                if _metrics:
+                    _metrics.ASSOCIATIONS_REJECTED.labels("low_disk").inc()
+                return RJ_LOCAL_LIMIT
+        return None
+
+    # -- handlers ------------------------------------------------------------------------
+    def handle_echo(self, event: Any) -> int:
+        return STATUS_SUCCESS
+
+    def handle_store(self, event: Any) -> int:
+        """EVT_C_STORE handler: spool the received bytes, queue the index row, answer."""
+        received_at = time.time()
+        assoc = event.assoc
+        calling_ae = str(assoc.requestor.ae_title).strip()
+        calling_host = str(assoc.requestor.address)
+        try:
+            ds = event.dataset
+            ds_sop = ds.get("SOPInstanceUID")
+            sop_uid = check_uid(
+                ds_sop if ds_sop else event.request.AffectedSOPInstanceUID, "SOPInstanceUID")
+            study_uid = check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
+            series_uid = check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+            modality = str(ds.get("Modality", "") or "")
+        except InvalidUID as exc:
+            self.stats["failed"] += 1
+            if _metrics:
+                _metrics.INSTANCES_FAILED.inc()
+            log.warning("C-STORE refused (0x%04X): %s; calling_ae=%s address=%s sop_class=%s",
+                        STATUS_DATASET_MISMATCH, exc, calling_ae, calling_host,
+                        event.request.AffectedSOPClassUID)
+            return STATUS_DATASET_MISMATCH
+        except Exception as exc:  # noqa: BLE001 - undecodable dataset
+            self.stats["failed"] += 1
+            if _metrics:
+                _metrics.INSTANCES_FAILED.inc()
+            log.warning("C-STORE refused (0x%04X): dataset cannot be decoded (%s: %s); "
+                        "calling_ae=%s address=%s", STATUS_CANNOT_UNDERSTAND,
+                        type(exc).__name__, str(exc)[:200], calling_ae, calling_host)
+            return STATUS_CANNOT_UNDERSTAND
+
+        ing = self.cfg.ingest
+        if (ing.drop_non_mr and modality != "MR") or (modality in ing.drop_modalities):
+            self.stats["dropped"] += 1
+            log.info("C-STORE accepted and dropped by the ingest filter: modality=%s sop=%s "
+                     "calling_ae=%s", modality or "-", sop_uid, calling_ae)
+            return STATUS_SUCCESS
+
+        path = self.spool.root / study_uid / series_uid / f"{sop_uid}.dcm"
+        try:
+            data = event.encoded_dataset(include_meta=True)
+            res = self.spool.write(path, data)
+        except OSError as exc:
+            self.stats["failed"] += 1
+            if _metrics:
+                _metrics.INSTANCES_FAILED.inc()
+            log.error("C-STORE failed (0x%04X): spool write error %s (%s) sop=%s series=%s "
+                      "calling_ae=%s", STATUS_OUT_OF_RESOURCES,
+                      errno.errorcode.get(exc.errno or 0, "?"), exc.strerror, sop_uid,
+                      series_uid, calling_ae)
+            return STATUS_OUT_OF_RESOURCES
+
+        if res.status == "same":
+            self.stats["duplicates"] += 1
+            log.debug("duplicate instance, identical bytes: sop=%s", sop_uid)
+            return STATUS_SUCCESS
+        if res.status == "replaced":
+            self.stats["replaced"] += 1
+            log.warning("duplicate SOP Instance UID with different bytes, newest kept: sop=%s "
+                        "series=%s calling_ae=%s", sop_uid, series_uid, calling_ae)
+        self.stats["stored"] += 1
+        if _metrics:
+            _metrics.INSTANCES_RECEIVED.inc()
+
+        header = None
+        with self._seen_lock:
+            first = series_uid not in self._seen_series
+            if first:
+                self._seen_series.add(series_uid)
+        if first:
+            header = extract_header(ds)
+            log.info("series receiving: series=%s study=%s modality=%s calling_ae=%s address=%s",
+                     series_uid, study_uid, modality or "-", calling_ae, calling_host)
+        try:
+            inst_no = ds.get("InstanceNumber")
+            inst_no = int(inst_no) if inst_no not in (None, "") else None
+        except (TypeError, ValueError):
+            inst_no = None
+        self.writer.put(InstanceRecord(
+            sop_uid=sop_uid, series_uid=series_uid, study_uid=study_uid,
+            patient_id=str(ds.get("PatientID", "") or ""),
+            sop_class_uid=str(event.request.AffectedSOPClassUID or ""),
+            transfer_syntax=str(event.context.transfer_syntax),
+            instance_number=inst_no, path=str(path), size=res.size, received_at=received_at,
+            calling_ae=calling_ae, calling_host=calling_host, status=res.status, header=header,
+            study_date=str(ds.get("StudyDate", "") or "") or None,
+        ))
+        log.debug("stored sop=%s series=%s bytes=%d", sop_uid, series_uid, res.size)
+        return STATUS_SUCCESS
+
+    def _on_open(self, event: Any) -> None:
+        on_conn_open_nodelay(event)
+
+    def _on_abort(self, event: Any) -> None:
+        log.info("association aborted: calling_ae=%s address=%s",
+                 str(event.assoc.requestor.ae_title).strip(), event.assoc.requestor.address)
+
+    # -- server --------------------------------------------------------------------------
+    def ssl_context(self) -> ssl.SSLContext | None:
+        t = self.cfg.tls
+        if not t.enabled:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(t.cert_file), str(t.key_file))
+        if t.ca_file:
+            ctx.load_verify_locations(str(t.ca_file))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def start(self) -> None:
+        """Start listening (non-blocking)."""
+        handlers = [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_ABORTED, self._on_abort),
+        ]
+        self.server = self.ae.start_server(
+            (self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers,
+            ssl_context=self.ssl_context(),
+        )
+        set_nodelay(self.server.socket)
+        log.info("storage SCP listening: ae_title=%s %s:%d tls=%s", self.cfg.ae_title,
+                 self.cfg.host, self.port, bool(self.cfg.tls.enabled))
+
+    @property
+    def port(self) -> int:
+        if self.server is None:
+            return self.cfg.port
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

@@ -1,0 +1,188 @@
+"""The ``serve`` process: spool + index + Storage SCP + completion + routing, wired together.
+
+Start-up order (restart safety): remove temp files left by a crash, re-index spooled files the
+index lacks, put jobs a crash left ``running`` back to ``queued``, start the index writer, start
+the completion scheduler (re-arming every ``receiving`` series and pending study), then listen.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from .completion import CompletionManager
+from .config import ConfigError, NodeConfig
+from .index import Index, IndexWriter
+from .jobs import JobQueue
+from .scp import StorageSCP
+from .spool import Spool
+
+__all__ = ["Node", "load_routing", "make_destination_resolver"]
+
+log = logging.getLogger(__name__)
+
+
+def load_routing(cfg: NodeConfig) -> tuple[Any, Callable | None]:
+    """Return ``(rules, classify_series)``.
+
+    Raises
+    ------
+    ConfigError
+        The routing modules exist but the rules file is missing or invalid.
+    """
+    try:
+        from .classify import classify_series  # type: ignore[attr-defined]
+    except ImportError as exc:
+        log.warning("series classification unavailable (%s): series complete, no jobs", exc)
+        return None, None
+    try:
+        from .rules import load_rules  # type: ignore[attr-defined]
+    except ImportError as exc:
+        log.warning("routing rules unavailable (%s): series are classified, no jobs", exc)
+        return None, classify_series
+    if not Path(cfg.routing_file).is_file():
+        raise ConfigError(f"{cfg.source}: routing_file: {cfg.routing_file} does not exist")
+    try:
+        rules = load_rules(cfg.routing_file)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the rules loader's own error type
+        raise ConfigError(str(exc)) from exc
+    return rules, classify_series
+
+
+def make_destination_resolver(cfg: NodeConfig) -> Callable[[list[dict], dict], list[dict]]:
+    """Resolve route destinations to ``{ae_title, host, port}`` using ``cfg.peers``.
+
+    ``{"peer": name}`` -> that peer; ``{"sender": True}`` -> the peer whose AE title is the
+    study's calling AE; explicit ``{ae_title, host, port}`` stays. Unresolvable entries keep an
+    ``"error"`` field so the runner can report them.
+    """
+
+    def resolve(dests: list[dict], study: dict) -> list[dict]:
+        out = []
+        for d in dests:
+            d = dict(d)
+            if "peer" in d:
+                p = cfg.peer(d["peer"])
+                if p:
+                    d.update(ae_title=p.ae_title, host=p.host, port=p.port)
+                else:
+                    d["error"] = f"unknown peer {d['peer']!r} (not in node.yaml peers)"
+            elif d.get("sender"):
+                aet = (study.get("calling_ae") or "").strip()
+                p = cfg.peer_by_ae(aet) if aet else None
+                if p:
+                    d.update(peer=p.name, ae_title=p.ae_title, host=p.host, port=p.port)
+                else:
+                    d.update(ae_title=aet or None, host=study.get("calling_host"), port=None,
+                             error=f"sender AE {aet!r} is not in node.yaml peers (port unknown)")
+            out.append(d)
+        return out
+
+    return resolve
+
+
+class Node:
+    """One running node (used by ``dicom-node serve`` and by in-process tests).
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+    rules, classify : optional
+        Override the routing loaded from ``cfg.routing_file`` (tests).
+    """
+
+    def __init__(self, cfg: NodeConfig, rules: Any = "load", classify: Any = "load") -> None:
+        self.cfg = cfg
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        if rules == "load" or classify == "load":
+            r, c = load_routing(cfg)
+            rules = r if rules == "load" else rules
+            classify = c if classify == "load" else classify
+        self.rules = rules
+        self.spool = Spool(cfg.spool_dir, fsync_dir=cfg.ingest.fsync_dir)
+        self.index = Index(cfg.index_path)
+        self.jobs = JobQueue(self.index)
+        self.completion = CompletionManager(
+            self.index, self.jobs, cfg.completion.quiet_seconds, early=cfg.completion.early,
+            rules=rules, classify=classify,
+            resolve_destinations=make_destination_resolver(cfg),
+            on_series_complete=self._series_done,
+        )
+        self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
+        self.scp = StorageSCP(cfg, self.spool, self.writer)
+        self._stop = threading.Event()
+        self._http: Any = None
+
+    def _series_done(self, row: dict) -> None:
+        try:
+            from . import metrics
+
+            metrics.SERIES_COMPLETED.inc()
+            metrics.observe_stage("completion_wait", float(row.get("complete_delay_s") or 0))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def start(self) -> None:
+        """Recover, then start writer, completion and the SCP (non-blocking)."""
+        n_tmp = self.spool.clean_temp_files()
+        if n_tmp:
+            log.info("spool: removed %d temporary file(s) left by a crash", n_tmp)
+        self.index.reconcile(self.spool)
+        n = self.jobs.requeue_running()
+        if n:
+            log.info("jobs: %d job(s) left running by a crash re-queued", n)
+        if not self.cfg.allow_any_peer and not self.cfg.allowed_peers:
+            log.warning("allowed_peers is empty and allow_any_peer is false: every association "
+                        "will be rejected")
+        self.writer.start()
+        self.completion.start()
+        self.scp.start()
+        if self.cfg.http.port:
+            try:
+                from . import metrics
+
+                self._http = metrics.start_http(
+                    self.cfg.http.port, spool_dir=self.cfg.data_dir,
+                    min_free_bytes=self.cfg.min_free_disk_mb * 2**20,
+                    jobs_source=self._job_counts,
+                )
+            except Exception as exc:  # noqa: BLE001
+                log.warning("metrics endpoint not started: %s", exc)
+
+    def _job_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for j in self.jobs.list():
+            counts[j.state] = counts.get(j.state, 0) + 1
+        return counts
+
+    def stop(self) -> None:
+        """Stop listening, flush the index writer, stop timers."""
+        self.scp.stop()
+        self.writer.stop()
+        self.completion.stop()
+        if self._http is not None:
+            try:
+                self._http.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        log.info("node stopped")
+
+    def run_forever(self) -> None:
+        """Start and block until SIGTERM/SIGINT."""
+        def _sig(signum: int, _frame: Any) -> None:
+            log.info("signal %d received: stopping", signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, _sig)
+        signal.signal(signal.SIGINT, _sig)
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()

@@ -1,0 +1,192 @@
+"""Durable spool of received instances: ``<spool>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm``.
+
+Every file is written atomically: the bytes go to a temporary file in the same directory, are
+``fsync``-ed, then renamed over the final name (and the directory is ``fsync``-ed, optional), so a
+reader never sees a partial file and a crash leaves either the old file, the new one, or a
+``.tmp`` file that :func:`clean_temp_files` removes at start-up.
+
+UIDs are validated before they become path components (``^[0-9]+(\\.[0-9]+)*$``, at most 64
+characters), so no peer can traverse out of the spool.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "UID_RE",
+    "InvalidUID",
+    "is_valid_uid",
+    "check_uid",
+    "Spool",
+    "WriteResult",
+]
+
+UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+TMP_PREFIX = ".tmp-"
+
+
+class InvalidUID(ValueError):
+    """A UID that may not become a path component."""
+
+
+def is_valid_uid(uid: object) -> bool:
+    """True when ``uid`` is a syntactically valid DICOM UID (digits and dots, <= 64 chars)."""
+    return isinstance(uid, str) and 0 < len(uid) <= 64 and UID_RE.match(uid) is not None
+
+
+def check_uid(uid: object, what: str) -> str:
+    """Return ``uid`` stripped of DICOM padding, or raise :class:`InvalidUID` naming ``what``."""
+    if isinstance(uid, str):
+        uid = uid.strip("\x00 ")
+    if not is_valid_uid(uid):
+        shown = repr(uid)[:80]
+        raise InvalidUID(f"invalid {what} {shown}")
+    return uid  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of :meth:`Spool.write`.
+
+    ``status`` is ``"new"`` (first copy), ``"same"`` (identical bytes already there, nothing
+    written) or ``"replaced"`` (different bytes: newest kept).
+    """
+
+    path: Path
+    status: str
+    size: int
+
+
+class Spool:
+    """The spool directory.
+
+    Parameters
+    ----------
+    root : Path
+        Directory that holds the study folders (created if missing).
+    fsync_dir : bool
+        fsync the series directory after each rename (durable directory entry).
+    """
+
+    def __init__(self, root: Path, fsync_dir: bool = True) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fsync_dir = fsync_dir
+        self._known_dirs: set[Path] = set()
+
+    def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        """Final path of an instance; raises :class:`InvalidUID` for a bad UID."""
+        study_uid = check_uid(study_uid, "StudyInstanceUID")
+        series_uid = check_uid(series_uid, "SeriesInstanceUID")
+        sop_uid = check_uid(sop_uid, "SOPInstanceUID")
+        return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
+
+    def series_dir(self, study_uid: str, series_uid: str) -> Path:
+        return self.root / check_uid(study_uid, "StudyInstanceUID") / check_uid(
+            series_uid, "SeriesInstanceUID"
+        )
+
+    def write(self, path: Path, data: bytes | memoryview) -> WriteResult:
+        """Write ``data`` to ``path`` atomically and durably.
+
+        An existing file with identical bytes is left alone (``"same"``); different bytes are
+        replaced (``"replaced"``). On any error the temporary file is removed and the
+        ``OSError`` propagates: nothing partial stays behind.
+        """
+        size = len(data)
+        status = "new"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if st.st_size == size and _same_bytes(path, data):
+                return WriteResult(path, "same", size)
+            status = "replaced"
+        directory = path.parent
+        if directory not in self._known_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._known_dirs.add(directory)
+        tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                written = 0
+                while written < size:
+                    n = os.write(fd, view[written:])
+                    if n <= 0:
+                        raise OSError(errno.EIO, "short write")
+                    written += n
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        if self.fsync_dir:
+            _fsync_dir(directory)
+        return WriteResult(path, status, size)
+
+    def clean_temp_files(self) -> int:
+        """Remove temporary files left by a crash; return how many were removed."""
+        n = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TMP_PREFIX):
+                    try:
+                        os.unlink(os.path.join(dirpath, name))
+                        n += 1
+                    except OSError:
+                        pass
+        return n
+
+    def iter_files(self):
+        """Yield ``(study_uid, series_uid, sop_uid, path)`` for every spooled instance."""
+        if not self.root.is_dir():
+            return
+        for study in os.scandir(self.root):
+            if not study.is_dir() or not is_valid_uid(study.name):
+                continue
+            for series in os.scandir(study.path):
+                if not series.is_dir() or not is_valid_uid(series.name):
+                    continue
+                for f in os.scandir(series.path):
+                    if f.name.endswith(".dcm") and is_valid_uid(f.name[:-4]):
+                        yield study.name, series.name, f.name[:-4], Path(f.path)
+
+    def free_mb(self) -> float:
+        """Free space on the spool's filesystem, in MiB (for unprivileged users)."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize / (1024 * 1024)
+
+
+def _same_bytes(path: Path, data: bytes | memoryview) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read() == bytes(data)
+    except OSError:
+        return False
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
