@@ -1,0 +1,286 @@
+"""Job runner: queued study jobs -> pipeline in a worker process -> outbox.
+
+Design
+------
+* Jobs are claimed from the SQLite queue (:class:`dicom_node.jobs.JobQueue`) by one supervisor
+  thread, with at most ``runner.concurrency`` running at a time (one model job by default).
+* Each job runs in a worker *process* (``spawn``; the model stays loaded between jobs). An
+  exception fails only that job, with its reason recorded; a worker that dies (out of memory,
+  a CUDA fault, SIGKILL) fails the job with "worker process died" and a fresh worker is started.
+  The node process itself never imports torch, so it keeps receiving whatever the model does.
+* Results are written as files, then queued in the persistent outbox
+  (:class:`dicom_node.sender.Outbox`), keyed by (SOP Instance UID, destination). Output UIDs are
+  derived from the job's input and the model version, so a job that runs again after a crash
+  (``requeue_running`` at start-up) produces the same UIDs and nothing is sent twice.
+* A second thread drains the outbox (``Outbox.send_due``) with backoff and dead-lettering.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .jobs import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runner", "results_dir"]
+
+
+def results_dir(data_dir: Path, job_id: str) -> Path:
+    """Where a job's result files and ``result.json`` are written."""
+    return Path(data_dir) / "results" / job_id
+
+
+def _worker_init(threads: int | None) -> None:
+    """Worker start-up: die with the parent, bounded threads, quiet logging."""
+    try:  # Linux: SIGKILL this worker when the node process dies (kill -9 included).
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the worker exits when its pipe closes
+        pass
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: "
+                        "%(message)s")
+
+
+def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
+    from .pipeline import PIPELINES, PipelineError
+
+    fn = PIPELINES.get(pipeline)
+    if fn is None:
+        raise PipelineError(f"unknown pipeline {pipeline!r} (known: {', '.join(PIPELINES)})")
+    return fn(payload)
+
+
+@dataclass
+class _Running:
+    job: Job
+    future: cf.Future
+    started: float
+
+
+class Runner:
+    """Run queued jobs and deliver their results.
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+        ``runner.concurrency``, ``runner.device``, ``data_dir``, outbox paths.
+    index : Index
+        Gives each input series' spooled instance paths.
+    jobs : JobQueue
+    outbox : Outbox, optional
+        Created from ``cfg.outbox_db`` / ``cfg.outbox_dir`` when omitted.
+    options : dict, optional
+        Pipeline options (threshold, minimum lesion size, fractional SEG, weights path).
+    executor_factory : callable, optional
+        Builds the executor (tests may pass a thread pool).
+    """
+
+    def __init__(self, cfg: Any, index: Any, jobs: JobQueue, outbox: Any = None, *,
+                 options: dict[str, Any] | None = None,
+                 executor_factory: Callable[[int], cf.Executor] | None = None,
+                 poll_s: float = 0.5, send_interval_s: float = 1.0) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.jobs = jobs
+        if outbox is None:
+            from .sender import Outbox
+
+            outbox = Outbox(cfg.outbox_db, cfg.outbox_dir)
+        self.outbox = outbox
+        self.options = dict(options or {})
+        self.concurrency = max(1, int(cfg.runner.concurrency))
+        self._factory = executor_factory or self._process_pool
+        self._executor: cf.Executor | None = None
+        self._running: dict[str, _Running] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.poll_s = poll_s
+        self.send_interval_s = send_interval_s
+
+    # -- executor ----------------------------------------------------------------------
+    @staticmethod
+    def _process_pool(n: int) -> cf.Executor:
+        ctx = multiprocessing.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // n)
+        return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(threads,))
+
+    def _ensure_executor(self) -> cf.Executor:
+        if self._executor is None:
+            self._executor = self._factory(self.concurrency)
+        return self._executor
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the job loop and the outbox loop (daemon threads)."""
+        self._stop.clear()
+        for target, name in ((self._job_loop, "runner-jobs"), (self._send_loop, "runner-send")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("runner started: concurrency %d, device %s", self.concurrency,
+                 self.cfg.runner.device)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming jobs; running jobs are left to the next start (re-queued then)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # -- jobs --------------------------------------------------------------------------
+    def _job_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._reap()
+                while len(self._running) < self.concurrency and not self._stop.is_set():
+                    job = self.jobs.claim_next()
+                    if job is None:
+                        break
+                    self._submit(job)
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("runner loop error")
+            self._stop.wait(self.poll_s)
+
+    def payload(self, job: Job) -> dict[str, Any]:
+        """The worker's input for ``job``: spooled paths per role and options."""
+        inputs: dict[str, list[str]] = {}
+        for role, series_uid in (job.inputs or {}).items():
+            if not series_uid:
+                continue
+            inputs[role] = [str(p) for p in self.index.instance_paths(series_uid)]
+        return {
+            "job_id": job.id,
+            "job_key": job.job_key or job.id,
+            "study_uid": job.study_uid,
+            "inputs": inputs,
+            "out_dir": str(results_dir(self.cfg.data_dir, job.id)),
+            "device": self.cfg.runner.device,
+            "options": self.options,
+        }
+
+    def _submit(self, job: Job) -> None:
+        log.info("job %s: start (study %s, rule %s, pipeline %s, attempt %d)", job.id,
+                 job.study_uid, job.rule, job.pipeline, job.attempts)
+        try:
+            fut = self._ensure_executor().submit(_worker_run, job.pipeline or "ms-lesions",
+                                                 self.payload(job))
+        except Exception as exc:  # noqa: BLE001 - e.g. a broken pool
+            self._executor = None
+            self._fail(job, f"could not start the job: {exc}")
+            return
+        self._running[job.id] = _Running(job, fut, time.time())
+
+    def _reap(self) -> None:
+        for job_id, run in list(self._running.items()):
+            if not run.future.done():
+                continue
+            del self._running[job_id]
+            exc = run.future.exception()
+            if exc is None:
+                self._finish(run.job, run.future.result(), time.time() - run.started)
+                continue
+            if isinstance(exc, cf.process.BrokenProcessPool):
+                reason = ("worker process died while running the job (killed, out of memory "
+                          "or a device fault); a new worker is started")
+                self._executor = None
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            self._fail(run.job, reason)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        log.error("job %s: failed: %s", job.id, reason)
+        self.jobs.mark_failed(job.id, reason)
+        self._metrics_jobs()
+
+    def _destinations(self, job: Job) -> tuple[list[dict[str, Any]], list[str]]:
+        ok, errors = [], []
+        for d in job.destinations or []:
+            if d.get("error") or not d.get("ae_title") or not d.get("host") or not d.get("port"):
+                errors.append(d.get("error") or f"incomplete destination {d}")
+            else:
+                ok.append(d)
+        return ok, errors
+
+    def _finish(self, job: Job, result: dict[str, Any], seconds: float) -> None:
+        from pydicom import dcmread
+
+        from .sender import Destination
+
+        dests, errors = self._destinations(job)
+        for msg in errors:
+            log.warning("job %s: destination skipped: %s", job.id, msg)
+        if not dests:
+            self._fail(job, "no usable destination: " + ("; ".join(errors) or "none configured"))
+            return
+        queued = 0
+        for f in result["files"]:
+            ds = dcmread(f["path"])
+            for d in dests:
+                if f.get("overlay") and d.get("overlay") is False:
+                    continue
+                self.outbox.enqueue(job.id, ds, Destination(d["ae_title"], d["host"],
+                                                            int(d["port"])))
+                queued += 1
+        s = result.get("summary") or {}
+        reason = (f"{s.get('lesion_count', 0)} lesion(s), "
+                  f"{float(s.get('total_volume_mm3', 0.0)) / 1000:.2f} ml; "
+                  f"{len(result['files'])} object(s) -> "
+                  + ", ".join(d["ae_title"] for d in dests))
+        self.jobs.mark_done(job.id, reason)
+        log.info("job %s: done in %.1f s: %s", job.id, seconds, reason)
+        self._metrics(result.get("timings_s") or {})
+
+    # -- outbox ------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.outbox.send_due()
+            except Exception:  # noqa: BLE001
+                log.exception("outbox loop error")
+            self._stop.wait(self.send_interval_s)
+
+    # -- metrics -----------------------------------------------------------------------
+    def _metrics(self, timings: dict[str, float]) -> None:
+        try:
+            from . import metrics
+
+            for stage, secs in timings.items():
+                metrics.observe_stage(stage, float(secs))
+        except Exception:  # noqa: BLE001 - metrics never break a job
+            pass
+        self._metrics_jobs()
+
+    def _metrics_jobs(self) -> None:
+        try:
+            from . import metrics
+
+            counts: dict[str, int] = {}
+            for j in self.jobs.list():
+                counts[j.state] = counts.get(j.state, 0) + 1
+            metrics.set_jobs_by_state(counts)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def load_result(data_dir: Path, job_id: str) -> dict[str, Any] | None:
+    """The ``result.json`` a finished job wrote (None when absent)."""
+    p = results_dir(data_dir, job_id) / "result.json"
+    return json.loads(p.read_text()) if p.exists() else None
