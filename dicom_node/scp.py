@@ -97,6 +97,29 @@ def _host_matches(pattern: str, address: str) -> bool:
             return False
 
 
+def _truncated_last_element(ds: Any) -> str | None:
+    """Describe a dataset whose last element is shorter than its declared length (else None).
+
+    A sender that transmits a truncated file (e.g. ends inside PixelData) produces exactly
+    this; the check costs one dictionary lookup.
+    """
+    try:
+        tags = ds._dict  # noqa: SLF001 - raw elements, not decoded
+        if not tags:
+            return "empty dataset"
+        last = max(tags)
+        elem = ds.get_item(last)
+        length = getattr(elem, "length", None)
+        value = getattr(elem, "value", None)
+        if (length is not None and length != 0xFFFFFFFF and isinstance(value, (bytes, bytearray))
+                and len(value) != length):
+            return (f"truncated element ({last >> 16:04X},{last & 0xFFFF:04X}): declared "
+                    f"{length} bytes, received {len(value)}")
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
 class StorageSCP:
     """The node's DICOM listener.
 
@@ -182,6 +205,9 @@ class StorageSCP:
             study_uid = check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
             series_uid = check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
             modality = str(ds.get("Modality", "") or "")
+            truncated = _truncated_last_element(ds)
+            if truncated:
+                raise ValueError(truncated)
         except InvalidUID as exc:
             self.stats["failed"] += 1
             if _metrics:

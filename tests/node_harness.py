@@ -1,0 +1,163 @@
+"""Run the node as a real subprocess (``python -m dicom_node.cli serve``) for end-to-end tests.
+
+Example::
+
+    node = NodeProcess(tmp_path / "node", quiet_seconds=2).start()
+    ...                       # send to 127.0.0.1:node.port, AE node.ae_title
+    node.status()             # ``dicom-node status --json`` as a dict
+    node.stop()               # SIGTERM, wait for exit
+    node.log_text()           # everything the node logged
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orthanc_harness import dicom_env, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+ECHOSCU = "/usr/bin/echoscu"  # absolute: pyenv shims may shadow dcmtk with pynetdicom's apps
+STORESCU = "/usr/bin/storescu"
+
+__all__ = ["NodeProcess", "ECHOSCU", "STORESCU", "write_node_config"]
+
+
+def write_node_config(workdir: Path, **overrides: Any) -> Path:
+    """Write a node.yaml for tests (free port, data below ``workdir``); return its path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg: dict[str, Any] = {
+        "ae_title": "AINODE",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "data_dir": str(workdir / "data"),
+        "allowed_peers": [{"host": "127.0.0.1"}],
+        "completion": {"quiet_seconds": 2},
+        "min_free_disk_mb": 10,
+        "routing_file": str(REPO / "config" / "routing.yaml"),
+        "log": {"level": "INFO", "format": "text"},
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    path = workdir / "node.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+class NodeProcess:
+    """The node in a subprocess.
+
+    Parameters
+    ----------
+    workdir : Path
+    config : Path, optional
+        An existing node.yaml; otherwise one is written by :func:`write_node_config` with
+        ``overrides``.
+    """
+
+    def __init__(self, workdir: Path, config: Path | None = None, **overrides: Any) -> None:
+        self.workdir = Path(workdir)
+        self.config = config or write_node_config(self.workdir, **overrides)
+        self.cfg = yaml.safe_load(Path(self.config).read_text())
+        self.log_path = self.workdir / "node.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.cfg["port"])
+
+    @property
+    def ae_title(self) -> str:
+        return str(self.cfg.get("ae_title", "AINODE"))
+
+    def start(self, timeout: float = 30.0) -> "NodeProcess":
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicom_node.cli", "serve", "--config", str(self.config)],
+            cwd=REPO, env=dicom_env(PYTHONUNBUFFERED="1"), stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log_text()}")
+            if "storage SCP listening" in self.log_text():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"node did not start:\n{self.log_text()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def echo(self, aet: str = "ECHOSCU") -> bool:
+        r = subprocess.run([ECHOSCU, "-aet", aet, "-aec", self.ae_title, "127.0.0.1",
+                            str(self.port)], env=dicom_env(), capture_output=True, timeout=30)
+        return r.returncode == 0
+
+    def storescu(self, *paths: Path | str, aet: str = "STORESCU", extra: list[str] | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run dcmtk storescu (``-xs``: propose each file's own transfer syntax, ``+r``)."""
+        cmd = [STORESCU, "-aet", aet, "-aec", self.ae_title, "+sd", "+r", "-xs", "-v",
+               *(extra or []), "127.0.0.1", str(self.port), *[str(p) for p in paths]]
+        return subprocess.run(cmd, env=dicom_env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        r = subprocess.run(
+            [sys.executable, "-m", "dicom_node.cli", "status", "--config", str(self.config),
+             "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        return json.loads(r.stdout)
+
+    def wait_for(self, pred, timeout: float = 30.0, interval: float = 0.2) -> dict[str, Any]:
+        """Poll :meth:`status` until ``pred(status)`` is true; return the last status."""
+        deadline = time.monotonic() + timeout
+        st = self.status()
+        while not pred(st):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met; status={json.dumps(st)[:2000]}\n"
+                                   f"log:\n{self.log_text()[-3000:]}")
+            time.sleep(interval)
+            st = self.status()
+        return st
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.proc = None
+        return p.returncode
+
+    def kill(self) -> None:
+        """SIGKILL (crash simulation)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None

@@ -1,0 +1,69 @@
+"""node.yaml loading: defaults, path resolution, errors that name file, line and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicom_node.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_loads_with_contract_defaults():
+    cfg = load_config(REPO / "config" / "node.yaml")
+    assert cfg.ae_title == "AINODE"
+    assert cfg.port == 11112
+    assert cfg.data_dir.is_absolute() and cfg.routing_file.is_absolute()
+    assert cfg.index_path == cfg.data_dir / "index.sqlite3"
+    assert cfg.completion.quiet_seconds > 0
+    assert cfg.log.format in ("text", "json")
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    p = tmp_path / "sub" / "node.yaml"
+    p.parent.mkdir()
+    p.write_text("data_dir: ./d\nrouting_file: r.yaml\n")
+    cfg = load_config(p)
+    assert cfg.data_dir == (p.parent / "d").resolve()
+    assert cfg.routing_file == (p.parent / "r.yaml").resolve()
+
+
+@pytest.mark.parametrize(
+    "text, line, field",
+    [
+        ("ae_title: AINODE\nport: 70000\n", 2, "port"),
+        ("ae_title: AINODE\ncompletion:\n  quiet_seconds: -1\n", 3, "completion.quiet_seconds"),
+        ("allowed_peers:\n  - host: 127.0.0.1\n  - {}\n", 3, "allowed_peers.1"),
+        ("port: 11112\nbogus_key: 1\n", 2, "bogus_key"),
+        ("log:\n  format: xml\n", 2, "log.format"),
+        ("ae_title: THIS_AE_TITLE_IS_TOO_LONG\n", 1, "ae_title"),
+    ],
+)
+def test_errors_name_file_line_and_field(tmp_path, text, line, field):
+    p = tmp_path / "node.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    msg = str(ei.value)
+    assert f"{p}:{line}: {field}" in msg, msg
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    p = tmp_path / "node.yaml"
+    p.write_text("port: 1\nallowed_peers: [\n  host: x\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert str(p) in str(ei.value) and "invalid YAML" in str(ei.value)
+
+
+def test_serve_with_invalid_config_exits_non_zero_with_the_message(tmp_path):
+    p = tmp_path / "node.yaml"
+    p.write_text("port: not-a-number\n")
+    r = subprocess.run([sys.executable, "-m", "dicom_node.cli", "serve", "--config", str(p)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert f"{p}:1: port" in r.stderr

@@ -1,0 +1,75 @@
+"""Spool: UID validation, atomic durable writes, duplicates, failure leaves nothing partial."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from dicom_node.spool import InvalidUID, Spool, check_uid, is_valid_uid
+
+
+@pytest.mark.parametrize("uid", ["1.2.3", "1.2.840.10008.5.1.4.1.1.4", "0", "1." + "2" * 62])
+def test_valid_uids(uid):
+    assert is_valid_uid(uid)
+
+
+@pytest.mark.parametrize(
+    "uid",
+    ["", "../../etc", "1.2/3", "1..2", ".1.2", "1.2.", "1.2.3a", "1 .2", "1." + "2" * 63, None,
+     "1.2\x00.3", "/1.2"],
+)
+def test_invalid_uids_never_become_paths(tmp_path, uid):
+    assert not is_valid_uid(uid)
+    sp = Spool(tmp_path)
+    with pytest.raises(InvalidUID):
+        sp.path_for(uid, "1.2", "1.2.3")  # type: ignore[arg-type]
+
+
+def test_uid_padding_is_stripped():
+    assert check_uid("1.2.3\x00", "x") == "1.2.3"
+
+
+def test_write_is_atomic_and_duplicates_are_idempotent(tmp_path):
+    sp = Spool(tmp_path / "spool")
+    p = sp.path_for("1.2", "1.2.3", "1.2.3.4")
+    r1 = sp.write(p, b"A" * 1000)
+    assert r1.status == "new" and p.read_bytes() == b"A" * 1000
+    mtime = p.stat().st_mtime_ns
+    r2 = sp.write(p, b"A" * 1000)
+    assert r2.status == "same" and p.stat().st_mtime_ns == mtime
+    r3 = sp.write(p, b"B" * 500)
+    assert r3.status == "replaced" and p.read_bytes() == b"B" * 500
+    assert sorted(os.listdir(p.parent)) == ["1.2.3.4.dcm"]  # no temp files
+
+
+def test_failed_write_leaves_nothing_partial(tmp_path, monkeypatch):
+    """An I/O error in the middle of a write (injected) raises and leaves no file at all."""
+    sp = Spool(tmp_path / "spool")
+    p = sp.path_for("1.2", "1.2.3", "1.2.3.5")
+    real_write = os.write
+    calls = {"n": 0}
+
+    def failing_write(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[:100]))  # a partial write first...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
+
+    monkeypatch.setattr(os, "write", failing_write)
+    with pytest.raises(OSError):
+        sp.write(p, b"C" * 10_000)
+    monkeypatch.setattr(os, "write", real_write)
+    assert not p.exists()
+    assert os.listdir(p.parent) == []
+
+
+def test_clean_temp_files_and_iter_files(tmp_path):
+    sp = Spool(tmp_path / "spool")
+    p = sp.path_for("1.2", "1.2.3", "1.2.3.6")
+    sp.write(p, b"x")
+    (p.parent / ".tmp-deadbeef").write_bytes(b"partial")
+    (p.parent / "notes.txt").write_text("ignored")
+    assert sp.clean_temp_files() == 1
+    assert [t[:3] for t in sp.iter_files()] == [("1.2", "1.2.3", "1.2.3.6")]
