@@ -89,6 +89,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Put a failed or finished job back in the queue; a running node picks it up."""
+    from .index import Index
+    from .jobs import JobQueue
+
+    cfg = _load(args.config)
+    queue = JobQueue(Index(cfg.index_path))
+    job = queue.get(args.job)
+    if job is None:
+        print(f"error: no job {args.job!r}", file=sys.stderr)
+        return 2
+    if job.state in ("queued", "running"):
+        print(f"job {job.id} is already {job.state}")
+        return 0
+    queue.requeue(job.id, "retry requested")
+    print(f"job {job.id} re-queued (was {job.state}: {job.reason or '-'})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Orthanc + node + a brain MR study through the whole chain; print the lesion table."""
+    from .demo import main_args
+
+    return main_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dicom-node",
                                 description="MS lesion DICOM AI node (research use only)")
@@ -103,6 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=DEFAULT_CONFIG, help="node.yaml (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("retry", help="run a job again")
+    s.add_argument("job", help="job id (see `dicom-node status`)")
+    s.add_argument("--config", default=DEFAULT_CONFIG, help="node.yaml (default: %(default)s)")
+    s.set_defaults(func=cmd_retry)
+
+    s = sub.add_parser("demo", help="Orthanc + node + a study through the whole chain")
+    s.add_argument("--workdir", default="demo-output", help="scratch directory (recreated)")
+    s.add_argument("--case", default=None,
+                   help="NIfTI case folder (FLAIR.nii.gz, T1.nii.gz); default: "
+                        "../shared/data/ms/cross_sectional/patient19 if present, else a phantom")
+    s.add_argument("--keep", action="store_true", default=None,
+                   help="keep Orthanc and the node running at the end (default when interactive)")
+    s.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for results")
+    s.set_defaults(func=cmd_demo)
 
     return p
 

@@ -101,6 +101,7 @@ class TlsConfig(_Strict):
 
 
 class RunnerConfig(_Strict):
+    enabled: bool = True  # false: jobs are queued but not run by this process
     concurrency: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

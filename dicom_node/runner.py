@@ -177,6 +177,13 @@ class Runner:
         }
 
     def _submit(self, job: Job) -> None:
+        _, errors = self._destinations(job)
+        if errors and len(errors) == len(job.destinations or []):
+            self._fail(job, "no usable destination: " + "; ".join(errors))
+            return
+        if not job.destinations:
+            self._fail(job, "no usable destination: the rule names none")
+            return
         log.info("job %s: start (study %s, rule %s, pipeline %s, attempt %d)", job.id,
                  job.study_uid, job.rule, job.pipeline, job.attempts)
         try:

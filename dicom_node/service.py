@@ -115,6 +115,14 @@ class Node:
         )
         self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
         self.scp = StorageSCP(cfg, self.spool, self.writer)
+        self.runner: Any = None
+        if cfg.runner.enabled:
+            from .runner import Runner
+
+            try:
+                self.runner = Runner(cfg, self.index, self.jobs)
+            except ImportError as exc:  # a checkout without the results side
+                log.warning("job runner unavailable (%s): jobs are queued, not run", exc)
         self._stop = threading.Event()
         self._http: Any = None
 
@@ -141,6 +149,8 @@ class Node:
                         "will be rejected")
         self.writer.start()
         self.completion.start()
+        if self.runner is not None:
+            self.runner.start()
         self.scp.start()
         if self.cfg.http.port:
             try:
@@ -163,6 +173,8 @@ class Node:
     def stop(self) -> None:
         """Stop listening, flush the index writer, stop timers."""
         self.scp.stop()
+        if self.runner is not None:
+            self.runner.stop()
         self.writer.stop()
         self.completion.stop()
         if self._http is not None:
