@@ -108,6 +108,27 @@ class OrthancServer:
         raise RuntimeError(f"Orthanc did not start; see {self.log_path}:\n"
                            + self.log_path.read_text(errors="replace")[-2000:])
 
+    def restart(self, timeout: float = 30.0) -> "OrthancServer":
+        """Start again with the same configuration file: same ports, same storage."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("Orthanc is still running")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(ORTHANC_BIN), str(self.config_path)], env=dicom_env(), stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if self.session.get(self.url + "/system", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Orthanc did not restart; see {self.log_path}")
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then wait for the PID to exit (SIGKILL after ``timeout``)."""
         p = self.proc

@@ -1,0 +1,217 @@
+"""End to end against a real Orthanc: study in Orthanc -> node -> SEG + SR + overlay back in Orthanc.
+
+The study is the real MS case ``../shared/data/ms/cross_sectional/patient19`` (FLAIR + T1)
+wrapped as DICOM by the project's own tooling, or a synthetic phantom study when ``../shared``
+is absent. Orthanc sends it to the node with ``POST /modalities/<name>/store``.
+
+Scenarios (issue "results into the PACS", section 5):
+* results arrive in the same study: a SEG referencing the FLAIR series and its frame of
+  reference, an SR whose total lesion volume equals the SEG's voxels times the voxel volume
+  (within 1 %), and the overlay series;
+* Orthanc is down when the results are ready and back 30 s later: they arrive with no
+  intervention (the outbox retries);
+* the node is SIGKILLed during inference and restarted: results arrive exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_node.pacs import ORTHANC_BIN, OrthancServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CASE = REPO.parent / "shared" / "data" / "ms" / "cross_sectional" / "patient19"
+
+pytestmark = [pytest.mark.slow, pytest.mark.orthanc]
+
+RESULT_TIMEOUT = 600.0
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The FLAIR + T1 study as DICOM files (real case when present, else a phantom)."""
+    from dicom_node.demo import build_study
+
+    work = tmp_path_factory.mktemp("e2e-study")
+    wrapped, origin = build_study(work, SHARED_CASE if SHARED_CASE.is_dir() else None)
+    print(f"e2e study: {origin}")
+    return wrapped
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    if not ORTHANC_BIN.exists():
+        pytest.skip("Debian package orthanc not installed (/usr/sbin/Orthanc)")
+    srv = OrthancServer(tmp_path / "orthanc").start()
+    yield srv
+    srv.stop()
+
+
+def _start_node(node_factory, pacs: OrthancServer, **overrides):
+    return node_factory(
+        peers=[{"name": "orthanc", "ae_title": pacs.aet, "host": "127.0.0.1",
+                "port": pacs.dicom_port}],
+        completion={"quiet_seconds": 2},
+        **overrides,
+    )
+
+
+def _send_study(pacs: OrthancServer, node, study) -> str:
+    for p in study.all_files:
+        pacs.upload(p)
+    sid = pacs.find_study(study.study_uid)
+    assert sid, "study not found in Orthanc after upload"
+    pacs.register_modality("ainode", node.ae_title, "127.0.0.1", node.port)
+    pacs.store_to("ainode", [sid])
+    return sid
+
+
+def _series_by_modality(pacs: OrthancServer, sid: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for s in pacs.get(f"/studies/{sid}/series"):
+        out.setdefault(s["MainDicomTags"].get("Modality", "?"), []).append(s)
+    return out
+
+
+def _wait_results(pacs: OrthancServer, sid: str, node, timeout: float = RESULT_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = _series_by_modality(pacs, sid)
+        except Exception:  # noqa: BLE001 - Orthanc may be restarting
+            found = {}
+        if "SEG" in found and "SR" in found and _overlay_series(found):
+            return found
+        st = node.status() if node.alive() else {"jobs": []}
+        failed = [j for j in st["jobs"] if j["state"] == "failed"]
+        assert not failed, f"job failed: {failed}\n{node.log_text()[-3000:]}"
+        time.sleep(1.0)
+    raise AssertionError(f"results did not reach Orthanc in {timeout:.0f} s; "
+                         f"series: { {k: len(v) for k, v in found.items()} }\n"
+                         f"{node.log_text()[-4000:]}")
+
+
+def _overlay_series(found: dict[str, list[dict]]) -> list[dict]:
+    return [s for mod, lst in found.items() if mod not in ("SEG", "SR") for s in lst
+            if "RESEARCH" in s["MainDicomTags"].get("SeriesDescription", "").upper()]
+
+
+def _dataset(pacs: OrthancServer, series: dict) -> pydicom.Dataset:
+    inst = series["Instances"][0]
+    return pydicom.dcmread(BytesIO(pacs.instance_file(inst)))
+
+
+def _num_items(seq, out: list[tuple[str, float, str]]) -> list[tuple[str, float, str]]:
+    """All NUM content items below ``seq``: (concept meaning, value, unit code)."""
+    for item in seq or []:
+        if item.get("ValueType") == "NUM" and "MeasuredValueSequence" in item:
+            mv = item.MeasuredValueSequence[0]
+            out.append((item.ConceptNameCodeSequence[0].CodeMeaning, float(mv.NumericValue),
+                        mv.MeasurementUnitsCodeSequence[0].CodeValue))
+        if "ContentSequence" in item:
+            _num_items(item.ContentSequence, out)
+    return out
+
+
+def _lesion_volumes_mm3(sr: pydicom.Dataset) -> list[float]:
+    """Volume of each per-lesion measurement group of a TID 1500 report."""
+    vols = []
+    for item in sr.ContentSequence:
+        if item.get("ValueType") != "CONTAINER" or "ContentSequence" not in item:
+            continue
+        for group in item.ContentSequence:  # Imaging Measurements -> Measurement Group
+            if group.ConceptNameCodeSequence[0].CodeMeaning != "Measurement Group":
+                continue
+            nums = _num_items(group.ContentSequence, [])
+            v = [val for name, val, unit in nums if name == "Volume" and unit == "mm3"]
+            if v:
+                vols.append(v[0])
+    return vols
+
+
+def _seg_voxel_volume_mm3(seg: pydicom.Dataset) -> tuple[int, float]:
+    pm = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    dy, dx = (float(v) for v in pm.PixelSpacing)
+    dz = float(getattr(pm, "SpacingBetweenSlices", 0) or pm.SliceThickness)
+    import highdicom as hd
+
+    segr = hd.seg.Segmentation.from_dataset(seg)
+    # Union over segments of the per-frame masks, keyed by source frame position.
+    masks: dict[tuple, np.ndarray] = {}
+    arr = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
+    for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        pos = tuple(round(float(v), 3) for v in fg.PlanePositionSequence[0].ImagePositionPatient)
+        m = arr[i] > 0
+        masks[pos] = masks[pos] | m if pos in masks else m
+    assert segr.number_of_segments >= 1
+    voxels = int(sum(int(m.sum()) for m in masks.values()))
+    return voxels, dx * dy * dz
+
+
+def test_results_reach_orthanc_in_the_same_study(pacs, node_factory, study):
+    node = _start_node(node_factory, pacs)
+    sid = _send_study(pacs, node, study)
+    found = _wait_results(pacs, sid, node)
+
+    flair_uid = study.series["FLAIR"]
+    flair_ds = _dataset(pacs, next(s for s in found["MR"]
+                                   if s["MainDicomTags"]["SeriesInstanceUID"] == flair_uid))
+    seg = _dataset(pacs, found["SEG"][0])
+    sr = _dataset(pacs, found["SR"][0])
+    assert seg.StudyInstanceUID == sr.StudyInstanceUID == study.study_uid
+    assert seg.FrameOfReferenceUID == flair_ds.FrameOfReferenceUID
+    ref_series = {r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence}
+    assert flair_uid in ref_series
+    assert "RESEARCH" in seg.SeriesDescription.upper()
+    assert "RESEARCH" in sr.SeriesDescription.upper()
+
+    voxels, voxel_mm3 = _seg_voxel_volume_mm3(seg)
+    seg_volume = voxels * voxel_mm3
+    lesion_vols = _lesion_volumes_mm3(sr)
+    assert lesion_vols, "no per-lesion Volume measurement in the SR"
+    sr_total = sum(lesion_vols)
+    assert seg_volume > 0
+    assert abs(sr_total - seg_volume) <= 0.01 * seg_volume, (sr_total, seg_volume)
+    assert len(_overlay_series(found)) >= 1
+
+
+def test_pacs_down_when_results_are_ready_then_back(pacs, node_factory, study):
+    node = _start_node(node_factory, pacs)
+    sid = _send_study(pacs, node, study)
+    pacs.stop()  # the node has the study; the PACS goes away before results are ready
+    node.wait_for(lambda st: any(j["state"] in ("done", "failed") for j in st["jobs"]),
+                  timeout=RESULT_TIMEOUT, interval=1.0)
+    assert all(j["state"] == "done" for j in node.status()["jobs"]), node.log_text()[-3000:]
+    time.sleep(30)
+    pacs.restart()
+    _wait_results(pacs, sid, node)
+
+
+def test_node_killed_during_inference_results_arrive_once(pacs, node_factory, study):
+    node = _start_node(node_factory, pacs)
+    sid = _send_study(pacs, node, study)
+    node.wait_for(lambda st: any(j["state"] == "running" for j in st["jobs"]),
+                  timeout=120, interval=0.2)
+    time.sleep(1.5)  # well inside loading / inference
+    node.kill()
+    node.start()
+    found = _wait_results(pacs, sid, node)
+    time.sleep(5)  # anything sent twice would have arrived by now
+    found = _series_by_modality(pacs, sid)
+    assert len(found["SEG"]) == 1 and len(found["SEG"][0]["Instances"]) == 1
+    assert len(found["SR"]) == 1 and len(found["SR"][0]["Instances"]) == 1
+    st = node.status()
+    done = [j for j in st["jobs"] if j["state"] == "done"]
+    assert len(done) == 1 and done[0]["attempts"] >= 2, st["jobs"]
+    from dicom_node.runner import load_result
+
+    res = load_result(Path(node.cfg["data_dir"]), done[0]["id"])
+    n_overlay = sum(1 for f in res["files"] if f["kind"] == "OVERLAY")
+    overlay = _overlay_series(found)
+    assert sum(len(s["Instances"]) for s in overlay) == n_overlay
