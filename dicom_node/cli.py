@@ -115,6 +115,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return main_args(args)
 
 
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    """Dry-run the routing rules over DICOM files/folders (no network, no jobs)."""
+    from .rules import rules_test_main
+
+    return rules_test_main(args.paths, args.rules, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dicom-node",
                                 description="MS lesion DICOM AI node (research use only)")
@@ -144,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep Orthanc and the node running at the end (default when interactive)")
     s.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for results")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("rules", help="routing rules tools")
+    rsub = s.add_subparsers(dest="rules_command", required=True)
+    t = rsub.add_parser("test", help="dry-run the routing rules over DICOM files/folders")
+    t.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (recursive)")
+    t.add_argument("--json", action="store_true", help="one JSON object per line per series")
+    t.add_argument("--rules", default=None, help="routing file (default: config/routing.yaml)")
+    t.set_defaults(func=cmd_rules_test)
 
     return p
 
