@@ -261,7 +261,8 @@ class CompletionManager:
         tuples = [t for t in (self._series_tuple(s) for s in complete) if t is not None]
         if not tuples:
             return []
-        routes = self.rules.route_study(tuples)
+        routes = self.rules.route_study(
+            tuples, context={"calling_ae": study.get("calling_ae")})
         queued: list[str] = []
         now = time.time()
         wait_until: float | None = None
