@@ -1,0 +1,295 @@
+"""DICOM Segmentation of the MS lesions, referencing the source FLAIR instances.
+
+Default: BINARY, one segment per lesion location class present (segment numbers follow
+:data:`ai.types.LOCATIONS` order among the classes present), empty frames omitted; each frame
+refers to its source FLAIR slice (Derivation Image Sequence) and carries that slice's position.
+Options: one segment per lesion (``per_lesion=True``); a FRACTIONAL probability map
+(``fractional=True``, one segment, RLE Lossless compressed). LABELMAP is never written (Orthanc
+1.10 and the Debian dciodvfy do not know that SOP class).
+
+When the result has no lesions there is nothing to segment; a SEG without segments is invalid,
+so :func:`build_seg` returns ``None`` and the SR alone reports "0 lesions".
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+
+from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
+from dicom_node import __version__
+from dicom_node.encode import codes as C
+from dicom_node.encode.uids import derive_uid
+from dicom_node.volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_seg", "segment_plan", "SegmentPlan", "MANUFACTURER", "MODEL_NAME",
+           "RESEARCH_NOTE", "LOCATION_RGB"]
+
+MANUFACTURER = "ms-dicom-node"
+MODEL_NAME = "MS lesion AI node"
+RESEARCH_NOTE = "RESEARCH USE ONLY"
+
+#: Display colour of each location segment in SEG viewers.
+LOCATION_RGB: dict[str, tuple[int, int, int]] = {
+    "periventricular": (255, 64, 64),
+    "juxtacortical": (255, 200, 0),
+    "infratentorial": (64, 200, 64),
+    "deep_white_matter": (64, 160, 255),
+}
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What one segment of the SEG holds."""
+
+    number: int  #: 1-based segment number
+    label: str
+    location: str | None  #: location class (None for the probability segment)
+    lesion_ids: tuple[int, ...]  #: label values in result.labels
+
+
+def segment_plan(result: SegmentationResult, *, per_lesion: bool = False,
+                 fractional: bool = False) -> list[SegmentPlan]:
+    """The segments :func:`build_seg` writes for ``result`` (also used by the SR encoder)."""
+    if not result.lesions:
+        return []
+    if fractional:
+        return [SegmentPlan(1, "MS lesion probability", None,
+                            tuple(les.id for les in result.lesions))]
+    if per_lesion:
+        return [
+            SegmentPlan(n, f"Lesion {les.id} {LOCATION_LABELS[les.location]}"[:64],
+                        les.location, (les.id,))
+            for n, les in enumerate(sorted(result.lesions, key=lambda l: l.id), start=1)
+        ]
+    plans = []
+    for loc in LOCATIONS:
+        ids = tuple(les.id for les in result.lesions if les.location == loc)
+        if ids:
+            plans.append(SegmentPlan(len(plans) + 1, f"MS lesions {LOCATION_LABELS[loc]}"[:64], loc, ids))
+    return plans
+
+
+def _algorithm(result: SegmentationResult) -> hd.AlgorithmIdentificationSequence:
+    return hd.AlgorithmIdentificationSequence(
+        name=(result.model_name or "unknown")[:64],
+        family=C.AI_FAMILY,
+        version=(result.model_version or "unknown")[:64],
+        source=MANUFACTURER,
+    )
+
+
+def _check_grid(result: SegmentationResult, flair: Volume) -> None:
+    shape = sitk.GetArrayViewFromImage(flair.image).shape
+    if result.labels.shape != shape:
+        raise ValueError(f"result arrays {result.labels.shape} are not on the FLAIR grid {shape}")
+    if len(flair.slice_refs) != shape[0]:
+        raise ValueError("flair.slice_refs does not have one entry per slice")
+
+
+def _multiframe_header(ds: Dataset) -> Dataset:
+    """Header copy of an Enhanced object with the spatial macros in the shared groups.
+
+    highdicom reads PixelMeasures/PlaneOrientation of a multi-frame source from the Shared
+    Functional Groups only; Siemens XA writes them per frame. ``load_series`` has checked that
+    they are the same for every frame, so the first frame's items are copied to the shared
+    groups of a header-only copy (the original dataset is not modified).
+    """
+    shared_src = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else Dataset()
+    per0 = ds.PerFrameFunctionalGroupsSequence[0] if "PerFrameFunctionalGroupsSequence" in ds else Dataset()
+    missing = [kw for kw in ("PixelMeasuresSequence", "PlaneOrientationSequence")
+               if kw not in shared_src and kw in per0]
+    if not missing:
+        return ds
+    hdr = Dataset()
+    for elem in ds:
+        if elem.tag != 0x7FE00010:  # PixelData
+            hdr.add(elem)
+    if hasattr(ds, "file_meta"):
+        hdr.file_meta = ds.file_meta
+    shared = Dataset()
+    for elem in shared_src:
+        shared.add(elem)
+    for kw in missing:
+        setattr(shared, kw, getattr(per0, kw))
+    hdr.SharedFunctionalGroupsSequence = [shared]
+    return hdr
+
+
+def _source_arrangement(flair: Volume, stack: np.ndarray) -> dict:
+    """Arrange the slice-ordered ``stack`` for highdicom given how the FLAIR is stored."""
+    refs = flair.slice_refs
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in flair.datasets}
+    if all(f is None for _, f in refs):
+        # classic single-frame series: frame i <-> source_images[i]
+        sources = [by_uid[uid] for uid, _ in refs]
+        return dict(source_images=sources, pixel_array=stack)
+    if len(flair.datasets) == 1:
+        # one Enhanced multi-frame object: frame i <-> source frame i + 1
+        n = int(flair.datasets[0].NumberOfFrames)
+        if n != len(refs):
+            raise ValueError(f"source has {n} frames but the volume has {len(refs)} slices")
+        out = np.zeros((n,) + stack.shape[1:], stack.dtype)
+        for k, (_, frame) in enumerate(refs):
+            out[frame - 1] = stack[k]
+        return dict(source_images=[_multiframe_header(flair.datasets[0])], pixel_array=out)
+    # several multi-frame objects: give the plane positions explicitly
+    im = flair.image
+    d = np.array(im.GetDirection()).reshape(3, 3)
+    sx, sy, sz = im.GetSpacing()
+    positions = [
+        hd.PlanePositionSequence(
+            coordinate_system="PATIENT",
+            image_position=tuple(float(v) for v in im.TransformIndexToPhysicalPoint((0, 0, k))),
+        )
+        for k in range(len(refs))
+    ]
+    return dict(
+        source_images=[_multiframe_header(flair.datasets[0])],
+        further_source_images=list(flair.datasets[1:]),
+        pixel_array=stack,
+        plane_positions=positions,
+        plane_orientation=hd.PlaneOrientationSequence(
+            coordinate_system="PATIENT",
+            image_orientation=tuple(float(v) for v in np.concatenate([d[:, 0], d[:, 1]])),
+        ),
+        pixel_measures=hd.PixelMeasuresSequence(pixel_spacing=(sy, sx), slice_thickness=sz,
+                                                spacing_between_slices=sz),
+    )
+
+
+def build_seg(
+    result: SegmentationResult,
+    flair: Volume,
+    *,
+    job_key: str,
+    series_number: int = 901,
+    fractional: bool = False,
+    per_lesion: bool = False,
+    transfer_syntax_uid: str | None = None,
+) -> Dataset | None:
+    """Encode the lesion segmentation of ``result`` as a DICOM Segmentation.
+
+    Parameters
+    ----------
+    result
+        Arrays ``(z, y, x)`` on ``flair.image``'s grid (slice k = ``flair.slice_refs[k]``).
+    flair
+        The source FLAIR volume (its datasets are referenced).
+    job_key
+        Seed of the deterministic Series/SOP Instance UIDs.
+    fractional
+        Encode ``result.probability`` as one FRACTIONAL PROBABILITY segment (RLE Lossless by
+        default) instead of the BINARY per-location segments.
+    per_lesion
+        One BINARY segment per lesion instead of one per location class.
+
+    Returns
+    -------
+    pydicom.Dataset or None
+        ``highdicom.seg.Segmentation``; ``None`` when the result has no lesions.
+    """
+    _check_grid(result, flair)
+    plans = segment_plan(result, per_lesion=per_lesion, fractional=fractional)
+    if not plans:
+        log.info("no lesions: no SEG written (job key hash %s)", derive_uid(job_key)[-8:])
+        return None
+    algo = _algorithm(result)
+    descriptions = []
+    for p in plans:
+        rgb = LOCATION_RGB.get(p.location or "", (255, 0, 0))
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=p.number,
+            segment_label=p.label,
+            segmented_property_category=C.LESION_CATEGORY,
+            segmented_property_type=C.LESION_TYPE,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo,
+            tracking_uid=derive_uid(job_key, "segment", p.label),
+            tracking_id=p.label,
+            anatomic_regions=[C.BRAIN],
+            primary_anatomic_structures=[C.LOCATION_CODES[p.location]] if p.location else None,
+            display_color=hd.color.CIELabColor.from_rgb(*rgb),
+        ))
+
+    labels = result.labels
+    if fractional:
+        prob = np.clip(np.nan_to_num(result.probability.astype(np.float32)), 0.0, 1.0)
+        stack = prob[..., None]
+        seg_type = hd.seg.SegmentationTypeValues.FRACTIONAL
+        ts = transfer_syntax_uid or RLELossless
+        variant = "fractional"
+    else:
+        lut = np.zeros(int(labels.max()) + 1, np.uint8)
+        stack = np.zeros(labels.shape + (len(plans),), np.uint8)
+        for j, p in enumerate(plans):
+            lut[:] = 0
+            lut[list(p.lesion_ids)] = 1
+            stack[..., j] = lut[labels]
+        seg_type = hd.seg.SegmentationTypeValues.BINARY
+        ts = transfer_syntax_uid or ExplicitVRLittleEndian
+        variant = "binary-lesion" if per_lesion else "binary"
+
+    series_uid = derive_uid(job_key, "seg-series", variant)
+    kwargs = _source_arrangement(flair, stack)
+    what = "probability map" if fractional else ("lesions" if per_lesion else "lesions by location")
+    seg = hd.seg.Segmentation(
+        segmentation_type=seg_type,
+        segment_descriptions=descriptions,
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=derive_uid(job_key, "seg", variant),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=__version__,
+        device_serial_number="0",
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY if fractional else None,
+        max_fractional_value=255,
+        content_description=f"MS {what} ({RESEARCH_NOTE})"[:64],
+        content_label="MS_LESIONS",
+        content_creator_name=None,
+        transfer_syntax_uid=ts,
+        omit_empty_frames=True,
+        series_description=f"MS lesion SEG {'probability ' if fractional else ''}- {RESEARCH_NOTE}"[:64],
+        content_qualification="RESEARCH",
+        coding_schemes=C.coding_schemes(),
+        **kwargs,
+    )
+    return seg
+
+
+def seg_masks_on_volume(seg: Dataset, flair: Volume) -> np.ndarray:
+    """Read a SEG back onto the FLAIR grid: array ``(z, y, x, n_segments)``.
+
+    Frames are placed by their references to the source slices (``flair.slice_refs``), so this
+    checks that every frame points at the right source slice. BINARY -> uint8 0/1, FRACTIONAL ->
+    float32 in [0, 1].
+    """
+    if not isinstance(seg, hd.seg.Segmentation):
+        seg = hd.seg.Segmentation.from_dataset(seg, copy=True)
+    n_seg = len(seg.SegmentSequence)
+    numbers = list(range(1, n_seg + 1))
+    fractional = seg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
+    refs = flair.slice_refs
+    if all(f is None for _, f in refs):
+        arr = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[uid for uid, _ in refs], segment_numbers=numbers,
+            dtype=np.float32 if fractional else np.uint8, assert_missing_frames_are_empty=True,
+        )
+    else:
+        parts = []
+        for uid, frame in refs:
+            parts.append(seg.get_pixels_by_source_frame(
+                source_sop_instance_uid=uid, source_frame_numbers=[frame], segment_numbers=numbers,
+                dtype=np.float32 if fractional else np.uint8, assert_missing_frames_are_empty=True,
+            )[0])
+        arr = np.stack(parts)
+    return arr

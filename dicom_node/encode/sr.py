@@ -1,0 +1,239 @@
+"""TID 1500 Measurement Report (Comprehensive 3D SR) of the MS lesions.
+
+Content tree (highdicom templates):
+
+- Observation context: the algorithm as a device observer (name, model SHA-256 version).
+- Procedure reported: LOINC 24590-2 "Brain MRI"; Image Library: the source FLAIR instances.
+- One TID 1411 volumetric measurement group per lesion: tracking identifier ("Lesion N") and
+  tracking UID, finding category/type (SCT morphologically abnormal structure / lesion), finding
+  site = location class (private 99MSNODE code, see :mod:`dicom_node.encode.codes`), volume in
+  mm3, and the referenced segment of the SEG (segment of its location class, or of the lesion
+  when the SEG has one segment per lesion) with the source slices the lesion spans.
+- One TID 1501 group "MS lesion summary": number of lesions and total volume (overall and per
+  location class as measurements with a finding site), lesion load category and dissemination in
+  space (McDonald 2017 brain areas) as qualitative evaluations.
+
+With no lesions, the report holds the summary group only (0 lesions, 0 mm3).
+"""
+from __future__ import annotations
+
+import logging
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from ai.types import LOCATIONS, SegmentationResult
+from dicom_node import __version__
+from dicom_node.encode import codes as C
+from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
+from dicom_node.encode.uids import derive_uid
+from dicom_node.volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_sr", "SUMMARY_TRACKING_ID"]
+
+SUMMARY_TRACKING_ID = "MS lesion summary"
+
+
+def _segment_of_lesion(result: SegmentationResult, seg: Dataset) -> dict[int, int]:
+    """lesion id -> segment number in ``seg`` (which was written by :func:`build_seg`)."""
+    seg_labels = [str(s.SegmentLabel) for s in seg.SegmentSequence]
+    for per_lesion in (False, True):
+        plans = segment_plan(result, per_lesion=per_lesion)
+        if [p.label for p in plans] == seg_labels:
+            return {lid: p.number for p in plans for lid in p.lesion_ids}
+    raise ValueError(
+        "the SEG's segments do not match this result (pass the BINARY SEG built from it): "
+        f"{seg_labels}"
+    )
+
+
+def _source_images_for_lesion(flair: Volume, z0: int, z1: int) -> list[hd.sr.SourceImageForSegmentation]:
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in flair.datasets}
+    frames_by_uid: dict[str, list[int]] = {}
+    order: list[str] = []
+    for uid, frame in flair.slice_refs[z0:z1]:
+        if uid not in frames_by_uid:
+            frames_by_uid[uid] = []
+            order.append(uid)
+        if frame is not None:
+            frames_by_uid[uid].append(frame)
+    return [
+        hd.sr.SourceImageForSegmentation(
+            referenced_sop_class_uid=str(by_uid[uid].SOPClassUID),
+            referenced_sop_instance_uid=uid,
+            referenced_frame_numbers=sorted(frames_by_uid[uid]) or None,
+        )
+        for uid in order
+    ]
+
+
+def build_sr(
+    result: SegmentationResult,
+    flair: Volume,
+    seg: Dataset | None,
+    *,
+    job_key: str,
+    series_number: int = 902,
+) -> Dataset:
+    """Encode ``result`` as a TID 1500 Measurement Report (Comprehensive 3D SR).
+
+    Parameters
+    ----------
+    result
+        The segmentation result (lesions and summary).
+    flair
+        Source FLAIR volume: referenced as evidence and in the image library.
+    seg
+        The BINARY SEG from :func:`dicom_node.encode.seg.build_seg` for this result (``None``
+        when there are no lesions). Each lesion's group references its segment.
+    job_key
+        Seed of the deterministic UIDs (same job -> same SR SOP Instance UID).
+    """
+    if result.lesions and seg is None:
+        raise ValueError("lesions present but no SEG given")
+    seg_of = _segment_of_lesion(result, seg) if result.lesions else {}
+
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=derive_uid("device", result.model_name, result.model_version),
+            name=(result.model_name or "unknown")[:64],
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{MODEL_NAME} {__version__}"[:64],
+        ),
+    )
+    observation_context = hd.sr.ObservationContext(observer_device_context=device)
+    algo = hd.sr.AlgorithmIdentification(
+        name=(result.model_name or "unknown")[:64],
+        version=(result.model_version or "unknown")[:64],
+        family=C.AI_FAMILY,
+    )
+
+    groups: list = []
+    for les in sorted(result.lesions, key=lambda l: l.id):
+        z0, z1 = int(les.bbox_index[0]), int(les.bbox_index[3])
+        ref = hd.sr.ReferencedSegment(  # built directly: from_segmentation() fails on 1-segment SEGs
+            sop_class_uid=str(seg.SOPClassUID),
+            sop_instance_uid=str(seg.SOPInstanceUID),
+            segment_number=seg_of[les.id],
+            source_images=_source_images_for_lesion(flair, z0, z1),
+        )
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=derive_uid(job_key, "lesion", str(les.id)),
+                identifier=f"Lesion {les.id}",
+            ),
+            referenced_segment=ref,
+            finding_type=C.LESION_TYPE,
+            finding_category=C.LESION_CATEGORY,
+            finding_sites=[hd.sr.FindingSite(C.LOCATION_CODES[les.location])],
+            algorithm_id=algo,
+            measurements=[hd.sr.Measurement(
+                name=C.VOLUME, value=round(float(les.volume_mm3), 3), unit=C.MM3,
+            )],
+        ))
+
+    s = result.summary
+    measurements = [
+        hd.sr.Measurement(name=C.NUMBER_OF_LESIONS, value=int(s.lesion_count), unit=C.LESIONS_UNIT),
+        hd.sr.Measurement(name=C.VOLUME, value=round(float(s.total_volume_mm3), 3), unit=C.MM3,
+                          derivation=C.TOTAL),
+    ]
+    for loc in LOCATIONS:
+        site = [hd.sr.FindingSite(C.LOCATION_CODES[loc])]
+        measurements.append(hd.sr.Measurement(
+            name=C.NUMBER_OF_LESIONS, value=int(s.counts_by_location.get(loc, 0)),
+            unit=C.LESIONS_UNIT, finding_sites=site))
+        measurements.append(hd.sr.Measurement(
+            name=C.VOLUME, value=round(float(s.volume_by_location_mm3.get(loc, 0.0)), 3),
+            unit=C.MM3, derivation=C.TOTAL, finding_sites=site))
+    groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=derive_uid(job_key, "summary"), identifier=SUMMARY_TRACKING_ID),
+        finding_type=C.LESION_TYPE,
+        finding_category=C.LESION_CATEGORY,
+        algorithm_id=algo,
+        measurements=measurements,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(C.LOAD_CATEGORY, C.LOAD_VALUES[s.load_category]),
+            hd.sr.QualitativeEvaluation(C.DIS_MET, C.YES if s.dis_met else C.NO),
+        ],
+    ))
+
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context,
+        procedure_reported=C.BRAIN_MRI,
+        imaging_measurements=groups,
+        referenced_images=list(flair.datasets),
+    )
+    evidence = list(flair.datasets) + ([seg] if seg is not None else [])
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=derive_uid(job_key, "sr-series"),
+        series_number=series_number,
+        sop_instance_uid=derive_uid(job_key, "sr"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=f"MS lesion report - {RESEARCH_NOTE}",
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=__version__,
+        content_qualification="RESEARCH",
+        coding_schemes=C.coding_schemes(),
+    )
+    return sr
+
+
+def read_report(sr: Dataset) -> dict:
+    """Parse an SR written by :func:`build_sr` back into plain values (tests, status, QA).
+
+    Returns
+    -------
+    dict
+        ``{"lesions": [{"id", "tracking_uid", "volume_mm3", "location", "segment_number",
+        "seg_sop_instance_uid"}], "summary": {"lesion_count", "total_volume_mm3",
+        "counts_by_location", "volume_by_location_mm3", "load_category", "dis_met"}}``
+    """
+    report = hd.sr.MeasurementReport.from_sequence([sr])
+    loc_by_code = {c.value: loc for loc, c in C.LOCATION_CODES.items()}
+    load_by_code = {c.value: k for k, c in C.LOAD_VALUES.items()}
+    lesions = []
+    for g in report.get_volumetric_roi_measurement_groups():
+        ident = str(g.tracking_identifier)
+        vol = [m.value for m in g.get_measurements(name=C.VOLUME)]
+        sites = [loc_by_code.get(fs.value.value) for fs in g.finding_sites]
+        ref = g.referenced_segment
+        lesions.append({
+            "id": int(ident.split()[-1]) if ident.split()[-1].isdigit() else ident,
+            "tracking_uid": str(g.tracking_uid),
+            "volume_mm3": float(vol[0]) if vol else None,
+            "location": sites[0] if sites else None,
+            "segment_number": int(ref.referenced_segment_numbers[0]) if ref else None,
+            "seg_sop_instance_uid": str(ref.referenced_sop_instance_uid) if ref else None,
+        })
+    summary: dict = {"counts_by_location": {}, "volume_by_location_mm3": {}}
+    for g in report.get_image_measurement_groups(tracking_uid=None):
+        if str(g.tracking_identifier) != SUMMARY_TRACKING_ID:
+            continue
+        for m in g.get_measurements():
+            sites = [loc_by_code.get(fs.value.value) for fs in (m.finding_sites or [])]
+            is_count = m.name.value == C.NUMBER_OF_LESIONS.value
+            if sites:
+                key = "counts_by_location" if is_count else "volume_by_location_mm3"
+                summary[key][sites[0]] = int(m.value) if is_count else float(m.value)
+            elif is_count:
+                summary["lesion_count"] = int(m.value)
+            else:
+                summary["total_volume_mm3"] = float(m.value)
+        for q in g.get_qualitative_evaluations():
+            if q.name.value == C.LOAD_CATEGORY.value:
+                summary["load_category"] = load_by_code.get(q.value.value, q.value.meaning)
+            elif q.name.value == C.DIS_MET.value:
+                summary["dis_met"] = q.value.value == C.YES.value
+    return {"lesions": lesions, "summary": summary}
