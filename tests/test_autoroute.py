@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +24,11 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from orthanc_harness import ORTHANC_BIN, OrthancServer, dicom_env, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 LUA = REPO / "orthanc" / "autoroute.lua"
 PY_SCRIPT = REPO / "orthanc" / "autoroute.py"
-ORTHANC_BIN = Path("/usr/sbin/Orthanc")
 STORESCP = Path("/usr/bin/storescp")
 STORESCU = Path("/usr/bin/storescu")
 PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
@@ -46,76 +45,21 @@ pytestmark = [
 
 # --------------------------------------------------------------------------- helpers
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "TCP_NODELAY": "1"}
+    return dicom_env()
 
 
-class _Orthanc:
-    """Minimal real Orthanc for these tests (own storage, free ports, SIGTERM on stop)."""
+def _orthanc(workdir: Path, settings: dict) -> OrthancServer:
+    """The shared test harness's real Orthanc, with the autoroute settings merged in."""
+    return OrthancServer(workdir / "orthanc", config={"UnknownSopClassAccepted": True,
+                                                      **settings}).start()
 
-    def __init__(self, workdir: Path, extra: dict) -> None:
-        self.http_port, self.dicom_port = _free_port(), _free_port()
-        self.workdir = workdir
-        storage = workdir / "orthanc-db"
-        storage.mkdir(parents=True, exist_ok=True)
-        config = {
-            "Name": "autoroute-test", "StorageDirectory": str(storage),
-            "IndexDirectory": str(storage), "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "HttpServerEnabled": True, "Plugins": [],
-            "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
-            **extra,
-        }
-        self.config_path = workdir / "orthanc.json"
-        self.config_path.write_text(json.dumps(config, indent=1))
-        self.log_path = workdir / "orthanc.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([str(ORTHANC_BIN), str(self.config_path)], env=_env(),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                self.get("/system")
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("Orthanc did not start in 30 s")
 
-    def _req(self, method: str, path: str, data: bytes | None = None):
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        with urllib.request.urlopen(req, timeout=30) as r:
-            body = r.read()
-        return json.loads(body) if body else None
-
-    def get(self, path: str):
-        return self._req("GET", path)
-
-    def put(self, path: str, obj) -> None:
-        self._req("PUT", path, json.dumps(obj).encode())
-
-    def upload(self, path: Path) -> dict:
-        return self._req("POST", "/instances", path.read_bytes())
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+def _orthanc_log(orthanc: OrthancServer) -> str:
+    return orthanc.log_path.read_text(errors="replace")
 
 
 class _StoreSCP:
@@ -139,8 +83,7 @@ class _StoreSCP:
         raise RuntimeError("storescp did not start")
 
     def sop_uids(self) -> set[str]:
-        # storescp names files <modality prefix>.<SOPInstanceUID>; partial files are never
-        # renamed, so count only completed names.
+        # storescp names files <modality prefix>.<SOPInstanceUID>
         return {p.name.split(".", 1)[1] for p in self.dir.iterdir() if "." in p.name}
 
     def stop(self) -> None:
@@ -201,11 +144,10 @@ def test_orthanc_forwards_stable_mr_series_only(tmp_path: Path, variant: str):
         settings["LuaScripts"] = [str(LUA)]
     else:
         settings.update(Plugins=[str(PYTHON_PLUGIN)], PythonScript=str(PY_SCRIPT))
-    orthanc = _Orthanc(tmp_path, settings)
+    orthanc = _orthanc(tmp_path, settings)
     try:
         # the node's AE registered at run time, as a site admin would with the REST API
-        orthanc.put(f"/modalities/{target}", {"AET": "AINODE", "Host": "127.0.0.1",
-                                              "Port": scp.port})
+        orthanc.register_modality(target, "AINODE", "127.0.0.1", scp.port)
         study = generate_uid()
         mr_series, mr_sops = make_series(tmp_path / "mr", study_uid=study)
         make_series(tmp_path / "seg", modality="SEG", sop_class=SEG_STORAGE, n=1,
@@ -216,10 +158,9 @@ def test_orthanc_forwards_stable_mr_series_only(tmp_path: Path, variant: str):
         # an MR series that the node itself sent back (calling AE = the node's AE)
         _, from_node = make_series(tmp_path / "from-node", study_uid=study,
                                    description="derived by node")
-        ids = []
         for folder in ("seg", "overlay", "ct", "mr"):
             for f in sorted((tmp_path / folder).glob("*.dcm")):
-                ids.append(orthanc.upload(f)["ParentSeries"])
+                orthanc.upload(f)
         subprocess.run([str(STORESCU), "-aet", "AINODE", "-aec", "ORTHANC", "127.0.0.1",
                         str(orthanc.dicom_port), *map(str, sorted((tmp_path / "from-node")
                                                                   .glob("*.dcm")))],
@@ -234,7 +175,7 @@ def test_orthanc_forwards_stable_mr_series_only(tmp_path: Path, variant: str):
         time.sleep(2.0)
         assert scp.sop_uids() == set(mr_sops), "only the acquired MR series may be forwarded"
         assert not set(from_node) & scp.sop_uids()
-        log = orthanc.log()
+        log = _orthanc_log(orthanc)
         assert "skip series" in log and "node output" in log
         assert "not forwarded" in log  # SEG and CT
     finally:
@@ -247,7 +188,7 @@ def test_python_variant_retries_when_node_is_down(tmp_path: Path):
     if not PYTHON_PLUGIN.exists():
         pytest.skip("Debian package orthanc-python not installed (optional variant)")
     port = _free_port()
-    orthanc = _Orthanc(tmp_path, {
+    orthanc = _orthanc(tmp_path, {
         "Plugins": [str(PYTHON_PLUGIN)], "PythonScript": str(PY_SCRIPT), "StableAge": 1,
         "DicomModalities": {"ainode": ["AINODE", "127.0.0.1", port]},
         "AiNodeAutoroute": {"RetryDelays": [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]},
@@ -257,10 +198,92 @@ def test_python_variant_retries_when_node_is_down(tmp_path: Path):
         _, sops = make_series(tmp_path / "mr")
         for f in sorted((tmp_path / "mr").glob("*.dcm")):
             orthanc.upload(f)
-        _wait(lambda: "retry in" in orthanc.log(), 30, "a failed first forwarding attempt")
+        _wait(lambda: "retry in" in _orthanc_log(orthanc), 30, "a failed first forwarding attempt")
         scp = _StoreSCP(tmp_path, aet="AINODE", port=port)
         _wait(lambda: set(sops) <= scp.sop_uids(), 30, "the series after the node came up")
     finally:
         orthanc.stop()
         if scp is not None:
             scp.stop()
+
+
+# --------------------------------------------------------------------------- whole chain
+CHAIN_MODULES = ("dicom_node.runner", "dicom_node.rules", "dicom_node.sender",
+                 "dicom_node.encode.seg", "dicom_node.encode.sr", "ai.infer")
+CHAIN_TIMEOUT = 600.0
+
+
+@pytest.mark.slow
+def test_upload_to_orthanc_only_results_appear_in_the_study(tmp_path: Path):
+    """Upload a FLAIR + T1 study to Orthanc over REST, nothing else: the Lua script forwards
+    it, the node (``dicom-node serve``) segments it, SEG + SR land in the same study, and the
+    results are not forwarded back to the node (no loop)."""
+    for mod in CHAIN_MODULES:
+        pytest.importorskip(mod, reason=f"{mod} not importable yet: the full chain needs it")
+    import yaml
+
+    from dicom_node.demo import build_study
+
+    wrapped, origin = build_study(tmp_path / "study")
+    orthanc = _orthanc(tmp_path, {"LuaScripts": [str(LUA)], "StableAge": 2,
+                                  "AiNodeAutoroute": {"Target": "ainode"}})
+    node_port = _free_port()
+    cfg = {
+        "ae_title": "AINODE", "host": "127.0.0.1", "port": node_port,
+        "data_dir": str(tmp_path / "node-data"),
+        "allowed_peers": [{"ae_title": orthanc.aet}],
+        "peers": [{"name": "orthanc", "ae_title": orthanc.aet, "host": "127.0.0.1",
+                   "port": orthanc.dicom_port}],
+        "completion": {"quiet_seconds": 2}, "min_free_disk_mb": 10,
+        "routing_file": str(REPO / "config" / "routing.yaml"),
+        "log": {"level": "INFO", "format": "text"},
+    }
+    cfg_path = tmp_path / "node.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    node_log = tmp_path / "node.log"
+    exe = Path(sys.executable).with_name("dicom-node")
+    with node_log.open("wb") as out:
+        node = subprocess.Popen([str(exe), "serve", "--config", str(cfg_path)], stdout=out,
+                                stderr=subprocess.STDOUT, env=_env())
+    try:
+        orthanc.register_modality("ainode", "AINODE", "127.0.0.1", node_port)
+        for f in wrapped.all_files:  # REST upload only: no store_to, no storescu
+            orthanc.upload(f)
+        sid = orthanc.find_study(wrapped.study_uid)
+
+        def modalities() -> dict[str, list[dict]]:
+            out: dict[str, list[dict]] = {}
+            for s in orthanc.get(f"/studies/{sid}/series"):
+                out.setdefault(s["MainDicomTags"].get("Modality", "?"), []).append(s)
+            return out
+
+        deadline = time.time() + CHAIN_TIMEOUT
+        while time.time() < deadline:
+            assert node.poll() is None, node_log.read_text()[-3000:]
+            found = modalities()
+            if "SEG" in found and "SR" in found:
+                break
+            time.sleep(2)
+        else:
+            raise AssertionError(f"no SEG + SR in Orthanc after {CHAIN_TIMEOUT:.0f} s ({origin})"
+                                 f"\n{node_log.read_text()[-4000:]}")
+        # results are stable in Orthanc (the script had its chance), then check no loop
+        _wait(lambda: all(orthanc.get(f"/series/{s['ID']}")["IsStable"]
+                          for lst in modalities().values() for s in lst), 60, "stable series")
+        time.sleep(3)
+        jobs = [orthanc.get(f"/jobs/{j}") for j in orthanc.get("/jobs")]
+        stores = [j for j in jobs if j.get("Type") == "DicomModalityStore"]
+        assert len(stores) == len(wrapped.series), \
+            f"{len(stores)} forwards for {len(wrapped.series)} acquired series: results looped"
+        log = _orthanc_log(orthanc)
+        assert "skip series" in log
+        for mod in ("SEG", "SR"):
+            desc = modalities()[mod][0]["MainDicomTags"].get("SeriesDescription", "")
+            assert "RESEARCH" in desc.upper()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        orthanc.stop()
