@@ -7,14 +7,8 @@ in the image area, while the same viewer on the plain grey MR series shows none 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +16,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-ORTHANC_BIN = Path("/usr/sbin/Orthanc")
+from orthanc_harness import ORTHANC_BIN, OrthancServer
+
 WEBVIEWER = Path("/usr/share/orthanc/plugins/libOrthancWebViewer.so")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
@@ -38,59 +33,18 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _orthanc(workdir: Path) -> OrthancServer:
+    """The shared harness's real Orthanc, with the web viewer plugin loaded."""
+    return OrthancServer(workdir / "orthanc", config={
+        "Plugins": [str(WEBVIEWER)],
+        "WebViewer": {"CachePath": str(workdir / "orthanc" / "webviewer-cache")},
+    }).start()
 
 
-class _Orthanc:
-    """Real Orthanc with the web viewer plugin (own storage, free ports, SIGTERM on stop)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.http_port = _free_port()
-        storage = workdir / "orthanc-db"
-        storage.mkdir(parents=True)
-        config = {
-            "Name": "viewer-test", "StorageDirectory": str(storage),
-            "IndexDirectory": str(storage), "HttpPort": self.http_port,
-            "DicomPort": _free_port(), "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "Plugins": [str(WEBVIEWER)],
-            "WebViewer": {"CachePath": str(storage / "webviewer-cache")},
-        }
-        cfg = workdir / "orthanc.json"
-        cfg.write_text(json.dumps(config))
-        self.log_path = workdir / "orthanc.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([str(ORTHANC_BIN), str(cfg)], stdout=self._log,
-                                     stderr=subprocess.STDOUT,
-                                     env={**os.environ, "TCP_NODELAY": "1"})
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_path.read_text()[-2000:])
-            try:
-                urllib.request.urlopen(self.url + "/system", timeout=2).read()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("Orthanc did not start")
-
-    def upload(self, path: Path) -> dict:
-        req = urllib.request.Request(self.url + "/instances", data=path.read_bytes(),
-                                     method="POST")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+def _series_id(orthanc: OrthancServer, files: list[Path]) -> str:
+    ids = {orthanc.post("/instances", f.read_bytes())["ParentSeries"] for f in files}
+    assert len(ids) == 1
+    return ids.pop()
 
 
 def _write_series(out: Path, frames: list[np.ndarray], *, rgb: bool, study_uid: str,
@@ -166,10 +120,10 @@ def test_overlay_series_shows_lesion_colour_in_web_viewer(tmp_path: Path):
                              description="AX FLAIR")
     ov_files = _write_series(tmp_path / "ov", overlay, rgb=True, study_uid=study,
                              description="MS lesion overlay (RESEARCH USE ONLY)")
-    orthanc = _Orthanc(tmp_path)
+    orthanc = _orthanc(tmp_path)
     try:
-        mr_series = {orthanc.upload(f)["ParentSeries"] for f in mr_files}.pop()
-        ov_series = {orthanc.upload(f)["ParentSeries"] for f in ov_files}.pop()
+        mr_series = _series_id(orthanc, mr_files)
+        ov_series = _series_id(orthanc, ov_files)
         viewer = orthanc.url + "/web-viewer/app/viewer.html?series="
         shot_ov = _screenshot(viewer + ov_series, tmp_path / "overlay.png", tmp_path / "p1")
         shot_mr = _screenshot(viewer + mr_series, tmp_path / "mr.png", tmp_path / "p2")
