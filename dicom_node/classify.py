@@ -99,6 +99,7 @@ LOCALIZER_HINT = re.compile(
     r"|survey|aahead|aascout|autoalign|smartexam|\bplan(ning)?\b|3[\s_-]?axis)",
     re.IGNORECASE,
 )
+DIR_HINT = re.compile(r"((?<![a-z0-9])dir(?![a-z0-9])|double[\s_-]?i(nv|r))", re.IGNORECASE)
 CALIBRATION_HINT = re.compile(r"(calibration|asset[\s_-]?cal|pure[\s_-]?cal|coil[\s_-]?survey|"
                               r"prescan|refscan|sense[\s_-]?ref)", re.IGNORECASE)
 DESC_CONTRAST_HINTS = (
@@ -121,7 +122,7 @@ SEQ_IR = re.compile(r"(^\*?tir|tir\d|spcir|\bir\b|_ir|ir_|fse-?ir|irfse|tirm|fla
 SEQ_FLAIR = re.compile(r"flair", re.IGNORECASE)
 SEQ_STIR = re.compile(r"stir", re.IGNORECASE)
 SEQ_GRE = re.compile(r"(^\*?fl\d|^\*?fl[23]d|tfl|fgre|gre|spgr|ffe|\bfe\b|^fe_|fe3d|fe2d|swi|"
-                     r"^\*?tfi|fiesta|vibe|lava|bravo|^\*?fl)", re.IGNORECASE)
+                     r"^\*?tfi|fiesta|vibe|lava|bravo|^\*?fl(?!air))", re.IGNORECASE)
 SEQ_SE = re.compile(r"(^\*?tse|^\*?se\d|^\*?se\b|fse|tse|^\*?spc|cube|haste|^\*?h2d|ssfse|"
                     r"\bse\b|^se_|sef|frfse|memp|mse)", re.IGNORECASE)
 SEQ_SWI_TOF = re.compile(r"(swi|tof|fl3d1r|_r_t|angio|pc3d|\bpc\b|venc|sinvt)", re.IGNORECASE)
@@ -794,6 +795,11 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
         return info
     if ev.modality != "MR":
         info.modality = "MR"
+    non_mr_sop = sorted(ev.sop_classes - MR_SOP_CLASSES)
+    if non_mr_sop:
+        info.contrast = info.weighting = "OTHER"
+        reasons.append(f"SOP class {non_mr_sop[0]} is not an MR image storage class (e.g. secondary capture)")
+        return info
     tokens = set(ev.image_type)
     desc = " | ".join(ev.descriptions)
 
@@ -828,6 +834,13 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
                 f"{weighting}-weighted acquisition, not routed as an acquisition (weighting={weighting})")
         else:
             reasons.append("ImageType DERIVED\\PRIMARY without map/reformat values: treated as the acquisition")
+    if contrast == "FLAIR" and DIR_HINT.search(desc):
+        contrast = "UNKNOWN"
+        reasons.append(f"description '{desc}' names a double inversion recovery: FLAIR timing is not enough, UNKNOWN")
+    if info.orientation == "MIXED" and "mixed-acquisitions" not in info.flags:
+        info.flags.append("mixed-acquisitions")
+        info.n_acquisitions = max(info.n_acquisitions, len(merged))
+        reasons.append(f"{len(merged)} slice orientations in one series: must not be stacked")
     info.contrast = contrast
     _description_check(info, desc)
     return info
@@ -880,6 +893,10 @@ def _localizer(ev: _Evidence, info: SeriesInfo, labels: list[str], tokens: set[s
             structure.append(f"{_fmt(thick)} mm slices")
         if gre and tr is not None and tr < 100 and info.dimensionality == "2D":
             structure.append(f"fast 2D GRE TR {_fmt(tr)}")
+        prepared = ("IR" in ev.scanning_sequence or ev.ir_flag or "MP" in ev.sequence_variant
+                    or info.inversion_time)
+        if gre and tr is not None and tr < 10 and not prepared:
+            structure.append(f"very fast unprepared GRE (TR {_fmt(tr)} ms)")
         if structure and n <= 60:
             return [f"localizer hint '{hint.group(0)}' in description/sequence name, backed by structure: "
                     + ", ".join(structure)]
@@ -927,6 +944,7 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
         return "OTHER", [f"phase / field-map images ({', '.join(what)}): not a structural contrast"]
     trace = tokens & TRACE_TOKENS
     maps = tokens & PARAMETRIC_MAP_TOKENS
+    maps |= {t for t in tokens if t.endswith("MAP") and t not in PHASE_TOKENS}
     if ev.derived and maps and not trace:
         info.flags.append("parametric-map")
         return "OTHER", [f"derived parametric map ({', '.join(sorted(maps))})"]
@@ -987,24 +1005,28 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
         if ti < 300:
             info.flags.append("stir")
             return "OTHER", r + [f"short TI {_fmt(ti)} ms nulls fat: STIR, not FLAIR/T1"]
-        if ti < 1400:
-            if te is not None and te < 35:
-                return "T1", r + ["inversion-prepared, TI 300-1400 ms with short TE: T1-weighted "
+        if ti > 4500:
+            return "UNKNOWN", r + [f"TI {_fmt(ti)} ms outside the known ranges"]
+        flair_flag = bool(flair_opts - {o for o in flair_opts if o.startswith("T1")}) or \
+            "FLUID_ATTENUATED" in acs or bool(SEQ_FLAIR.search(names))
+        if te is not None and te < 35:
+            if ti < 1500:
+                return "T1", r + ["inversion-prepared, TI 300-1500 ms with short TE: T1-weighted "
                                   "(MPRAGE / IR-SPGR / T1-FLAIR)"]
-            if te is None and (gre or mp or t1_prep_name):
-                return "T1", r + ["inversion-prepared gradient echo, TI 300-1400 ms: T1-weighted"]
-            return "UNKNOWN", r + [f"TI {_fmt(ti)} ms with TE {_fmt(te)}: neither T1-IR nor FLAIR timing"]
-        if ti <= 4000:
-            if te is not None and te >= 60 and (tr is None or (tr >= 2000 and tr > ti)):
-                return "FLAIR", r + [f"long TI {_fmt(ti)} ms nulls CSF, long TE {_fmt(te)} ms and TR "
-                                     f"{_fmt(tr)} ms: T2-weighted FLAIR"]
-            if te is not None and te >= 30 and (flair_opts or "FLUID_ATTENUATED" in acs
-                                                or SEQ_FLAIR.search(names)) and not gre:
-                return "FLAIR", r + [f"long TI {_fmt(ti)} ms, TE {_fmt(te)} ms and vendor FLAIR flag "
-                                     f"({', '.join(sorted(flair_opts)) or names or 'FLUID_ATTENUATED'})"]
-            return "UNKNOWN", r + [f"long TI {_fmt(ti)} ms but TE {_fmt(te)} / TR {_fmt(tr)} ms are not FLAIR "
-                                   "timing (e.g. MP2RAGE second inversion, DIR): UNKNOWN"]
-        return "UNKNOWN", r + [f"TI {_fmt(ti)} ms outside the known ranges"]
+            return "UNKNOWN", r + [f"long TI {_fmt(ti)} ms with short TE {_fmt(te)} ms (e.g. MP2RAGE second "
+                                   "inversion): neither T1 nor FLAIR"]
+        if te is None:
+            if ti < 1500 and (gre or mp or t1_prep_name):
+                return "T1", r + ["inversion-prepared gradient echo, TI 300-1500 ms: T1-weighted"]
+            return "UNKNOWN", r + ["TE unknown: cannot tell T1-IR from FLAIR"]
+        if ti >= 1200 and te >= 60 and (tr is None or (tr >= 2000 and tr > ti)):
+            return "FLAIR", r + [f"long TI {_fmt(ti)} ms nulls CSF, long TE {_fmt(te)} ms and TR "
+                                 f"{_fmt(tr)} ms: T2-weighted FLAIR"]
+        if ti >= 1200 and te >= 30 and flair_flag and not gre:
+            return "FLAIR", r + [f"long TI {_fmt(ti)} ms, TE {_fmt(te)} ms and vendor FLAIR flag "
+                                 f"({', '.join(sorted(flair_opts)) or names or 'FLUID_ATTENUATED'})"]
+        return "UNKNOWN", r + [f"TI {_fmt(ti)} ms with TE {_fmt(te)} / TR {_fmt(tr)} ms: neither T1-IR nor "
+                               "FLAIR timing"]
 
     if ir:
         r.append(f"inversion recovery without a usable TI ({params}, {seq_desc})")
