@@ -28,7 +28,33 @@ REPO = Path(__file__).resolve().parents[1]
 ECHOSCU = "/usr/bin/echoscu"  # absolute: pyenv shims may shadow dcmtk with pynetdicom's apps
 STORESCU = "/usr/bin/storescu"
 
-__all__ = ["NodeProcess", "ECHOSCU", "STORESCU", "write_node_config"]
+#: dcmtk storescu option that proposes a compressed transfer syntax (and uncompressed ones).
+STORESCU_TS_OPTION = {
+    "1.2.840.10008.1.2": "-xi",  # implicit VR little endian only
+    "1.2.840.10008.1.2.2": "-xb",  # explicit VR big endian first
+    "1.2.840.10008.1.2.4.70": "-xs",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "-xt",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "-xu",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "-xw",  # JPEG 2000
+    "1.2.840.10008.1.2.4.50": "-xy",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "-xx",  # JPEG extended
+    "1.2.840.10008.1.2.5": "-xr",  # RLE lossless
+    "1.2.840.10008.1.2.1.99": "-xd",  # deflated explicit VR little endian
+}
+
+
+def _file_ts(path: Path | str) -> str:
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        return str(ds.file_meta.get("TransferSyntaxUID", ""))
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+__all__ = ["NodeProcess", "STORESCU_TS_OPTION", "ECHOSCU", "STORESCU", "write_node_config"]
 
 
 def write_node_config(workdir: Path, **overrides: Any) -> Path:
@@ -109,11 +135,24 @@ class NodeProcess:
 
     def storescu(self, *paths: Path | str, aet: str = "STORESCU", extra: list[str] | None = None,
                  timeout: float = 300) -> subprocess.CompletedProcess:
-        """Run dcmtk storescu (``-xs``: propose each file's own transfer syntax, ``+r``)."""
-        cmd = [STORESCU, "-aet", aet, "-aec", self.ae_title, "+sd", "+r", "-xs", "-v",
+        """Run dcmtk storescu (``-R``: propose exactly each file's SOP class and transfer syntax)."""
+        cmd = [STORESCU, "-aet", aet, "-aec", self.ae_title, "+sd", "+r", "-R", "-v",
                *(extra or []), "127.0.0.1", str(self.port), *[str(p) for p in paths]]
         return subprocess.run(cmd, env=dicom_env(), capture_output=True, text=True,
                               timeout=timeout)
+
+    def storescu_own_ts(self, *paths: Path | str, aet: str = "STORESCU",
+                        timeout: float = 300) -> list[subprocess.CompletedProcess]:
+        """Send files in their own transfer syntax: one storescu run per syntax, with the
+        ``-x?`` option that makes dcmtk propose it (see :data:`STORESCU_TS_OPTION`)."""
+        groups: dict[str, list[str]] = {}
+        for p in paths:
+            files = [p] if Path(p).is_file() else sorted(
+                f for f in Path(p).rglob("*") if f.is_file())
+            for f in files:
+                groups.setdefault(STORESCU_TS_OPTION.get(_file_ts(f), ""), []).append(str(f))
+        return [self.storescu(*fs, aet=aet, extra=[opt] if opt else None, timeout=timeout)
+                for opt, fs in groups.items()]
 
     def status(self) -> dict[str, Any]:
         r = subprocess.run(
