@@ -329,28 +329,44 @@ class Condition:
         self.matcher = matcher
 
     @classmethod
-    def compile(cls, spec: Any, path: str) -> Condition:
-        """Compile a YAML condition; raises ``_CondError(path, msg)`` with the offending path."""
+    def compile(cls, spec: Any, path: str, errors: list[_CondError] | None = None) -> Condition:
+        """Compile a YAML condition.
+
+        Errors raise ``_CondError(path, msg)``; with an ``errors`` list they are collected
+        there instead (every problem of a file is reported at once).
+        """
+        own = errors is None
+        errs: list[_CondError] = [] if own else errors  # type: ignore[assignment]
+        cond = cls._compile(spec, path, errs)
+        if own and errs:
+            raise errs[0]
+        return cond
+
+    @classmethod
+    def _compile(cls, spec: Any, path: str, errs: list[_CondError]) -> Condition:
         if isinstance(spec, list):
-            return cls("all", [cls.compile(s, f"{path}[{i}]") for i, s in enumerate(spec)])
+            return cls("all", [cls._compile(s, f"{path}[{i}]", errs) for i, s in enumerate(spec)])
         if not isinstance(spec, dict) or not spec:
-            raise _CondError(path, f"a condition must be a non-empty mapping, got {spec!r}")
+            errs.append(_CondError(path, f"a condition must be a non-empty mapping, got {spec!r}"))
+            return cls("all", [])
         parts: list[Condition] = []
         for key, val in spec.items():
             key = str(key)
             sub = f"{path}.{key}"
             if key in ("all", "any"):
                 if not isinstance(val, list) or not val:
-                    raise _CondError(sub, f"'{key}' needs a non-empty list of conditions")
-                parts.append(cls(key, [cls.compile(s, f"{sub}[{i}]") for i, s in enumerate(val)]))
+                    errs.append(_CondError(sub, f"'{key}' needs a non-empty list of conditions"))
+                    continue
+                parts.append(cls(key, [cls._compile(s, f"{sub}[{i}]", errs) for i, s in enumerate(val)]))
             elif key == "not":
-                parts.append(cls("not", [cls.compile(val, sub)]))
+                parts.append(cls("not", [cls._compile(val, sub, errs)]))
             else:
                 try:
-                    fld = _Field(key)
+                    parts.append(cls("field", fld=_Field(key), matcher=_Matcher(val, sub)))
                 except ValueError as exc:
-                    raise _CondError(sub, str(exc)) from None
-                parts.append(cls("field", fld=fld, matcher=_Matcher(val, sub)))
+                    errs.append(_CondError(sub, str(exc)))
+                except _CondError as exc:
+                    errs.append(exc)
         return parts[0] if len(parts) == 1 else cls("all", parts)
 
     def evaluate(self, ctx: _Ctx) -> tuple[bool, list[str]]:
@@ -772,11 +788,10 @@ def _compile_rules(model: RulesFileModel, raw: dict[str, Any]) -> tuple[list[Rul
     def comp(spec: Any, path: str) -> Condition | None:
         if spec is None:
             return None
-        try:
-            return Condition.compile(spec, path)
-        except _CondError as exc:
-            errors.append((exc.path, exc.msg))
-            return None
+        found: list[_CondError] = []
+        cond = Condition.compile(spec, path, found)
+        errors.extend((e.path, e.msg) for e in found)
+        return cond
 
     for i, r in enumerate(model.rules):
         base = f"rules[{i}]"
@@ -826,7 +841,8 @@ def loads_rules(text: str, source: str = "<string>") -> RuleSet:
             line = _line_for(lines, loc)
             where = _dotted(loc)
             name = _rule_name(raw, loc)
-            msgs.append(f"{source}:{line if line is not None else '?'}: {where}{name}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            msgs.append(f"{source}:{line if line is not None else '?'}: {where}{name}: {msg}")
         raise RulesConfigError(msgs) from None
     rules, errors = _compile_rules(model, raw)
     if errors:
