@@ -34,9 +34,13 @@ def dataset_bytes(path: Path) -> bytes:
 
 
 def content(path: Path) -> list[tuple]:
-    """Every element (recursively) as (tag, value); sequences by their items' elements."""
+    """Every element (recursively) as (tag, value); sequences by their items' elements.
+
+    Dataset trailing padding (FFFC,FFFC) is left out: DCMTK-based senders drop it.
+    """
     ds = pydicom.dcmread(path, force=True)
-    return [(e.tag, None if e.VR == "SQ" else e.value) for e in ds.iterall()]
+    return [(e.tag, None if e.VR == "SQ" else e.value) for e in ds.iterall()
+            if e.tag != 0xFFFCFFFC]
 
 
 def spooled(node) -> dict[str, Path]:
