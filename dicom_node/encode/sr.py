@@ -3,12 +3,14 @@
 Content tree (highdicom templates):
 
 - Observation context: the algorithm as a device observer (name, model SHA-256 version).
-- Procedure reported: LOINC 24590-2 "Brain MRI"; Image Library: the source FLAIR instances.
+- Procedure reported: LOINC 24590-2 "Brain MRI". The source FLAIR instances and the SEG are
+  listed in the Current Requested Procedure Evidence Sequence (optionally also in the TID 1600
+  Image Library).
 - One TID 1411 volumetric measurement group per lesion: tracking identifier ("Lesion N") and
   tracking UID, finding category/type (SCT morphologically abnormal structure / lesion), finding
   site = location class (private 99MSNODE code, see :mod:`dicom_node.encode.codes`), volume in
   mm3, and the referenced segment of the SEG (segment of its location class, or of the lesion
-  when the SEG has one segment per lesion) with the source slices the lesion spans.
+  when the SEG has one segment per lesion) with the FLAIR slice through the lesion's centroid.
 - One TID 1501 group "MS lesion summary": number of lesions and total volume (overall and per
   location class as measurements with a finding site), lesion load category and dissemination in
   space (McDonald 2017 brain areas) as qualitative evaluations.
@@ -50,24 +52,15 @@ def _segment_of_lesion(result: SegmentationResult, seg: Dataset) -> dict[int, in
     )
 
 
-def _source_images_for_lesion(flair: Volume, z0: int, z1: int) -> list[hd.sr.SourceImageForSegmentation]:
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in flair.datasets}
-    frames_by_uid: dict[str, list[int]] = {}
-    order: list[str] = []
-    for uid, frame in flair.slice_refs[z0:z1]:
-        if uid not in frames_by_uid:
-            frames_by_uid[uid] = []
-            order.append(uid)
-        if frame is not None:
-            frames_by_uid[uid].append(frame)
-    return [
-        hd.sr.SourceImageForSegmentation(
-            referenced_sop_class_uid=str(by_uid[uid].SOPClassUID),
-            referenced_sop_instance_uid=uid,
-            referenced_frame_numbers=sorted(frames_by_uid[uid]) or None,
-        )
-        for uid in order
-    ]
+def _source_image_for_lesion(flair: Volume, k: int) -> hd.sr.SourceImageForSegmentation:
+    """Reference to the FLAIR slice ``k`` (the slice through the lesion's centroid)."""
+    uid, frame = flair.slice_refs[k]
+    ds = next(d for d in flair.datasets if str(d.SOPInstanceUID) == uid)
+    return hd.sr.SourceImageForSegmentation(
+        referenced_sop_class_uid=str(ds.SOPClassUID),
+        referenced_sop_instance_uid=uid,
+        referenced_frame_numbers=[frame] if frame is not None else None,
+    )
 
 
 def build_sr(
@@ -77,6 +70,7 @@ def build_sr(
     *,
     job_key: str,
     series_number: int = 902,
+    image_library: bool = False,
 ) -> Dataset:
     """Encode ``result`` as a TID 1500 Measurement Report (Comprehensive 3D SR).
 
@@ -91,6 +85,9 @@ def build_sr(
         when there are no lesions). Each lesion's group references its segment.
     job_key
         Seed of the deterministic UIDs (same job -> same SR SOP Instance UID).
+    image_library
+        Also list every FLAIR instance in the TID 1600 Image Library (slow with highdicom:
+        about 5 s for 180 slices; the evidence sequence references them anyway).
     """
     if result.lesions and seg is None:
         raise ValueError("lesions present but no SEG given")
@@ -114,12 +111,12 @@ def build_sr(
 
     groups: list = []
     for les in sorted(result.lesions, key=lambda l: l.id):
-        z0, z1 = int(les.bbox_index[0]), int(les.bbox_index[3])
+        k = min(max(int(round(les.centroid_index[0])), 0), flair.n_slices - 1)
         ref = hd.sr.ReferencedSegment(  # built directly: from_segmentation() fails on 1-segment SEGs
             sop_class_uid=str(seg.SOPClassUID),
             sop_instance_uid=str(seg.SOPInstanceUID),
             segment_number=seg_of[les.id],
-            source_images=_source_images_for_lesion(flair, z0, z1),
+            source_images=[_source_image_for_lesion(flair, k)],
         )
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
@@ -130,7 +127,6 @@ def build_sr(
             finding_type=C.LESION_TYPE,
             finding_category=C.LESION_CATEGORY,
             finding_sites=[hd.sr.FindingSite(C.LOCATION_CODES[les.location])],
-            algorithm_id=algo,
             measurements=[hd.sr.Measurement(
                 name=C.VOLUME, value=round(float(les.volume_mm3), 3), unit=C.MM3,
             )],
@@ -167,7 +163,7 @@ def build_sr(
         observation_context=observation_context,
         procedure_reported=C.BRAIN_MRI,
         imaging_measurements=groups,
-        referenced_images=list(flair.datasets),
+        referenced_images=list(flair.datasets) if image_library else None,
     )
     evidence = list(flair.datasets) + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
