@@ -126,6 +126,13 @@ SEQ_GRE = re.compile(r"(^\*?fl\d|^\*?fl[23]d|tfl|fgre|gre|spgr|ffe|\bfe\b|^fe_|f
 SEQ_SE = re.compile(r"(^\*?tse|^\*?se\d|^\*?se\b|fse|tse|^\*?spc|cube|haste|^\*?h2d|ssfse|"
                     r"\bse\b|^se_|sef|frfse|memp|mse)", re.IGNORECASE)
 SEQ_SWI_TOF = re.compile(r"(swi|tof|fl3d1r|_r_t|angio|pc3d|\bpc\b|venc|sinvt)", re.IGNORECASE)
+SEQ_SSFP = re.compile(r"(^\*?tfi|^\*?ci3d|trufi|truefisp|fiesta|ciss|b-?ffe|bssfp|\bssfp|\bdess|psif|true_fisp)",
+                      re.IGNORECASE)
+#: descriptions that may only move a series AWAY from FLAIR/T1 (never towards a contrast)
+NOT_STRUCTURAL_HINT = re.compile(
+    r"(?<![a-z0-9])(tof|angio|mra|mrv|venogra\w*|swi|swan|susc\w*|ciss|fiesta|trufi|cine|perf\w*|asl|pcasl|"
+    r"bold|fmri|resting|rest|spectro\w*|csi|mrs|dixon|phase|field[\s_-]?map|b0|b1map|ute|zte|"
+    r"mip|mpr|sub|subtraction|map)(?![a-z0-9])", re.IGNORECASE)
 SEQ_3D = re.compile(r"3d", re.IGNORECASE)
 SEQ_2D = re.compile(r"2d", re.IGNORECASE)
 
@@ -400,9 +407,14 @@ def _seq_names(ds: Dataset) -> list[str]:
         s = _str(_private_value(ds, group, creator, off))
         if s:
             names.append(s)
-    # private tags without a resolvable creator block (e.g. anonymised exports)
-    for tag in ((0x0019, 0x109C), (0x0019, 0x109E), (0x2001, 0x1020)):
+    # private tags whose creator element was stripped (some anonymisers); never read them when
+    # another vendor's creator owns the block
+    for tag, creator in (((0x0019, 0x109C), "GEMS_ACQU_01"), ((0x0019, 0x109E), "GEMS_ACQU_01"),
+                         ((0x2001, 0x1020), "Philips Imaging DD 001")):
         if tag in ds:
+            owner = _str(ds.get((tag[0], 0x0010)).value) if (tag[0], 0x0010) in ds else ""
+            if owner and owner != creator:
+                continue
             s = _str(ds[tag].value)
             if s and s not in names:
                 names.append(s)
@@ -834,6 +846,12 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
                 f"{weighting}-weighted acquisition, not routed as an acquisition (weighting={weighting})")
         else:
             reasons.append("ImageType DERIVED\\PRIMARY without map/reformat values: treated as the acquisition")
+    neg = NOT_STRUCTURAL_HINT.search(desc) if contrast in ("FLAIR", "T1") else None
+    if neg:
+        reasons.append(f"description names '{neg.group(0)}' (angiography/perfusion/field map/reformat...): "
+                       f"{contrast} physics not trusted, OTHER")
+        info.flags.append("description-veto")
+        contrast = "OTHER"
     if contrast == "FLAIR" and DIR_HINT.search(desc):
         contrast = "UNKNOWN"
         reasons.append(f"description '{desc}' names a double inversion recovery: FLAIR timing is not enough, UNKNOWN")
@@ -979,6 +997,8 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
                          ": not a structural T1/T2/FLAIR"]
     if SEQ_SWI_TOF.search(names) or any("TOF" in o or "ANGIO" in o for o in ev.scan_options):
         return "OTHER", [f"angiography/susceptibility sequence ({names or ', '.join(sorted(ev.scan_options))})"]
+    if SEQ_SSFP.search(names):
+        return "OTHER", [f"balanced steady-state free precession ({names}): T2/T1 mixed contrast, not T1/FLAIR"]
     if epi:
         why = "EPI readout" + (" (mosaic)" if ev.mosaic else "") + \
               f", TR {_fmt(tr)}/TE {_fmt(te)}, no diffusion weighting: BOLD/perfusion/EPI reference, not structural"

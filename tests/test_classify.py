@@ -412,3 +412,19 @@ def test_series_info_round_trips_through_a_dict():
     info = classify_series(mr_series(ScanningSequence="SE", RepetitionTime="500", EchoTime="10"))
     again = SeriesInfo(**info.as_dict())
     assert again == info and again.get("contrast") == "T1"
+
+
+# ---------------------------------------------------------------------------- look-alikes of T1
+def test_ssfp_and_angiography_are_not_t1_although_timing_is_short():
+    # 3D CISS / FIESTA: short TR/TE gradient echo that must not become the optional T1 input
+    assert contrast(mr_series(96, ScanningSequence="GR", MRAcquisitionType="3D", RepetitionTime="5.4",
+                              EchoTime="2.4", SequenceName="FIESTA_3D")) == "OTHER"
+    # TOF named only in the description: the description may veto T1, never create it
+    info = classify_series(mr_series(120, ScanningSequence="GR", MRAcquisitionType="3D", RepetitionTime="22",
+                                     EchoTime="3.6", FlipAngle="18", SeriesDescription="TOF 3D multi-slab"))
+    assert (info.contrast, info.weighting) == ("OTHER", "T1") and "description-veto" in info.flags
+
+
+def test_fat_saturated_post_contrast_t1_stays_t1():
+    assert contrast(mr_series(ScanningSequence="SE", RepetitionTime="600", EchoTime="12",
+                              SeriesDescription="AX T1 FAT SAT +C", ContrastBolusAgent="Gd")) == "T1"
