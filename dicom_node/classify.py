@@ -533,10 +533,31 @@ def _gather_enhanced(ds: Dataset, sfg: Dataset | None, pffg: Any, ev: _Evidence)
                     for n in _seq_names(inner):
                         if n not in ev.seq_names:
                             ev.seq_names.append(n)
-    top_ti = _num(ds.get("InversionTime"))
-    top_tr = _num(ds.get("RepetitionTime"))
-    top_te = _num(ds.get("EchoTime"))
-    top_b = _num(ds.get("DiffusionBValue"))
+    # Legacy Converted Enhanced MR keeps the classic attributes in "unassigned" groups
+    legacy = [x for x in (from_groups(sfg, "UnassignedSharedConvertedAttributesSequence"),
+                          from_groups(frames[0], "UnassignedPerFrameConvertedAttributesSequence"))
+              if x is not None]
+    for holder in legacy:
+        ev.scanning_sequence.update(_tokens(holder.get("ScanningSequence")))
+        ev.sequence_variant.update(_tokens(holder.get("SequenceVariant")))
+        ev.scan_options.update(_tokens(holder.get("ScanOptions")))
+        for n in _seq_names(holder):
+            if n not in ev.seq_names:
+                ev.seq_names.append(n)
+        if not ev.acq_type:
+            ev.acq_type = _str(holder.get("MRAcquisitionType")).upper()
+
+    def top(kw: str) -> float | None:
+        v = _num(ds.get(kw))
+        for holder in legacy:
+            if v is None:
+                v = _num(holder.get(kw))
+        return v
+
+    top_ti = top("InversionTime")
+    top_tr = top("RepetitionTime")
+    top_te = top("EchoTime")
+    top_b = top("DiffusionBValue")
     step = max(1, len(frames) // 400)  # sample very long objects, headers only
     for i, fg in enumerate(frames):
         if i % step and i != len(frames) - 1:

@@ -428,3 +428,12 @@ def test_ssfp_and_angiography_are_not_t1_although_timing_is_short():
 def test_fat_saturated_post_contrast_t1_stays_t1():
     assert contrast(mr_series(ScanningSequence="SE", RepetitionTime="600", EchoTime="12",
                               SeriesDescription="AX T1 FAT SAT +C", ContrastBolusAgent="Gd")) == "T1"
+
+
+def test_legacy_converted_enhanced_mr_uses_the_unassigned_classic_attributes():
+    hs = enhanced(24, shared={"UnassignedSharedConvertedAttributesSequence": {
+        "ScanningSequence": ["SE", "IR"], "RepetitionTime": "9000", "EchoTime": "95", "InversionTime": "2500",
+        "MRAcquisitionType": "2D"}})
+    hs[0].SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.4"
+    info = classify_series(hs)
+    assert (info.contrast, info.n_images, info.dimensionality) == ("FLAIR", 24, "2D"), info.reasons
