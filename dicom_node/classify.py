@@ -818,6 +818,7 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
     info.is_image = ok
     if not ok:
         info.contrast = info.weighting = "OTHER"
+        info.n_images = 0
         reasons.append(why)
         return info
     # 2. MR? --------------------------------------------------------------------------------
