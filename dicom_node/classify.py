@@ -710,6 +710,10 @@ def split_acquisitions(headers: Sequence[Dataset]) -> list[list[Dataset]]:
     if len(headers) <= 1:
         return [headers]
     merged = _merge_normals([_acquisition_key(ds)[0] for ds in headers])
+    known = [k for k in merged if k is not None]
+    if known and len(known) < len(merged):  # an instance without geometry joins the main stack
+        main = max(set(known), key=known.count)
+        merged = [main if k is None else k for k in merged]
     trs = _cluster([v for v in (_num(ds.get("RepetitionTime")) for ds in headers) if v is not None],
                    rel=0.15, abs_tol=1.0)
     tes = _cluster([v for v in (_num(ds.get("EchoTime")) for ds in headers) if v is not None],

@@ -437,3 +437,10 @@ def test_legacy_converted_enhanced_mr_uses_the_unassigned_classic_attributes():
     hs[0].SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.4"
     info = classify_series(hs)
     assert (info.contrast, info.n_images, info.dimensionality) == ("FLAIR", 24, "2D"), info.reasons
+
+
+def test_instance_without_geometry_does_not_make_a_second_acquisition():
+    hs = mr_series(6, ScanningSequence="SE", RepetitionTime="5000", EchoTime="100")
+    del hs[2].ImageOrientationPatient
+    assert len(split_acquisitions(hs)) == 1
+    assert classify_series(hs).n_acquisitions == 1
