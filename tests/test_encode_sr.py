@@ -69,6 +69,14 @@ def test_sr_values_and_segment_references(flair, tmp_path, per_lesion):
     assert s["dis_met"] is True
 
 
+def test_sr_on_fractional_seg_references_the_probability_segment(flair):
+    res = _result(flair, ["periventricular", "infratentorial"])
+    seg = build_seg(res, flair, job_key="j", fractional=True)
+    rep = read_report(build_sr(res, flair, seg, job_key="j"))
+    assert [les["segment_number"] for les in rep["lesions"]] == [1, 1]
+    assert rep["summary"]["lesion_count"] == 2
+
+
 def test_observer_device_and_evidence(flair, tmp_path):
     res = _result(flair, ["periventricular"])  # single-segment SEG (highdicom pitfall)
     res.model_version = "9f" * 32  # a SHA-256

@@ -42,8 +42,8 @@ SUMMARY_TRACKING_ID = "MS lesion summary"
 def _segment_of_lesion(result: SegmentationResult, seg: Dataset) -> dict[int, int]:
     """lesion id -> segment number in ``seg`` (which was written by :func:`build_seg`)."""
     seg_labels = [str(s.SegmentLabel) for s in seg.SegmentSequence]
-    for per_lesion in (False, True):
-        plans = segment_plan(result, per_lesion=per_lesion)
+    for kw in ({}, {"per_lesion": True}, {"fractional": True}):
+        plans = segment_plan(result, **kw)
         if [p.label for p in plans] == seg_labels:
             return {lid: p.number for p in plans for lid in p.lesion_ids}
     raise ValueError(
@@ -81,8 +81,9 @@ def build_sr(
     flair
         Source FLAIR volume: referenced as evidence and in the image library.
     seg
-        The BINARY SEG from :func:`dicom_node.encode.seg.build_seg` for this result (``None``
-        when there are no lesions). Each lesion's group references its segment.
+        The SEG from :func:`dicom_node.encode.seg.build_seg` for this result (``None`` when
+        there are no lesions). Each lesion's group references its segment (with a FRACTIONAL
+        SEG, the single probability segment).
     job_key
         Seed of the deterministic UIDs (same job -> same SR SOP Instance UID).
     image_library

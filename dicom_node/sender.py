@@ -1,0 +1,447 @@
+"""Durable outbox and C-STORE sender.
+
+Every result object is first written atomically to ``files_dir`` and recorded in an SQLite
+table keyed by ``(SOPInstanceUID, destination)``; :meth:`Outbox.send_due` then C-STOREs what is
+due, one association per destination, with a presentation context per (SOP class, transfer
+syntax) of the files, ``TCP_NODELAY`` on the socket. A failed item is retried with exponential
+backoff (``base_delay_s * 2**(attempts-1)``, capped at ``max_delay_s``, no jitter, so the
+schedule is predictable) and goes to the ``dead`` state after ``max_attempts`` failures.
+
+State lives only in the database and the files, so a new :class:`Outbox` on the same paths
+(after a restart or a crash) carries on where the old one stopped. Enqueueing the same SOP
+Instance UID for the same destination again is a no-op (an item already ``sent`` is never sent
+again; a ``dead`` one is revived), and because the encoders derive UIDs from the job, a job run
+twice produces the same instances: a PACS receives each result once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pynetdicom import AE, build_context
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Outbox", "OutboxItem", "Destination"]
+
+_UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
+#: C-STORE statuses that mean "stored" (success and the three warning codes).
+_OK_STATUS = {0x0000, 0xB000, 0xB006, 0xB007}
+_MAX_CONTEXTS = 128
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    dest_ae TEXT NOT NULL,
+    dest_host TEXT NOT NULL,
+    dest_port INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL,
+    UNIQUE (sop_instance_uid, dest_ae, dest_host, dest_port)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try);
+CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id);
+"""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A C-STORE peer: called AE title, host, port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass
+class OutboxItem:
+    """One (instance, destination) row of the outbox."""
+
+    id: int
+    job_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    destination: Destination
+    path: Path
+    state: str  #: pending | sent | dead
+    attempts: int
+    next_try: float
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Outbox:
+    """Persisted queue of result objects to C-STORE, with backoff and a dead-letter state.
+
+    Parameters
+    ----------
+    db_path
+        SQLite database (created if needed; WAL mode).
+    files_dir
+        Where the queued objects are kept until sent.
+    max_attempts
+        Failures after which an item becomes ``dead``.
+    base_delay_s, max_delay_s
+        Backoff: after the n-th failure the next try is ``min(base * 2**(n-1), max)`` later.
+    ae_title
+        Calling AE title of the node.
+    timeout_s
+        Connection, ACSE, DIMSE and network timeout of each association.
+    keep_sent_files
+        Keep the files of sent items (default: delete them).
+    """
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        files_dir: Path | str,
+        max_attempts: int = 8,
+        base_delay_s: float = 2.0,
+        *,
+        max_delay_s: float = 600.0,
+        ae_title: str = "AINODE",
+        timeout_s: float = 30.0,
+        keep_sent_files: bool = False,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.files_dir = Path(files_dir)
+        self.max_attempts = int(max_attempts)
+        self.base_delay_s = float(base_delay_s)
+        self.max_delay_s = float(max_delay_s)
+        self.ae_title = ae_title
+        self.timeout_s = float(timeout_s)
+        self.keep_sent_files = keep_sent_files
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ queue
+    def delay_for(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failure (deterministic, no jitter)."""
+        return min(self.base_delay_s * (2 ** max(attempts - 1, 0)), self.max_delay_s)
+
+    def _path_for(self, sop_uid: str, dest: Destination) -> Path:
+        d = hashlib.sha1(str(dest).encode()).hexdigest()[:12]
+        return self.files_dir / d / f"{sop_uid}.dcm"
+
+    def _write_file(self, ds: Dataset, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def enqueue(self, job_id: str, ds: Dataset, dest: Destination) -> None:
+        """Queue ``ds`` for ``dest``; a no-op if this instance is already queued or sent there.
+
+        A ``dead`` item for the same (instance, destination) is revived (attempts reset).
+        """
+        sop_uid = str(ds.SOPInstanceUID)
+        sop_class = str(ds.SOPClassUID)
+        meta = getattr(ds, "file_meta", None)
+        ts = str(getattr(meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
+        key = (sop_uid, dest.ae_title, dest.host, int(dest.port))
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, state FROM outbox WHERE sop_instance_uid=? AND dest_ae=? AND dest_host=? "
+                "AND dest_port=?", key).fetchone()
+            if row is not None and row["state"] in ("pending", "sent"):
+                log.debug("outbox: %s -> %s already %s", sop_uid, dest, row["state"])
+                return
+            path = self._path_for(sop_uid, dest)
+            self._write_file(ds, path)
+            now = time.time()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO outbox (job_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+                    " dest_ae, dest_host, dest_port, path, state, attempts, next_try, created_at,"
+                    " updated_at) VALUES (?,?,?,?,?,?,?,?, 'pending', 0, ?, ?, ?)",
+                    (job_id, sop_uid, sop_class, ts, dest.ae_title, dest.host, int(dest.port),
+                     str(path), now, now, now))
+            else:
+                self._db.execute(
+                    "UPDATE outbox SET state='pending', attempts=0, next_try=?, last_error=NULL,"
+                    " job_id=?, path=?, transfer_syntax_uid=?, updated_at=? WHERE id=?",
+                    (now, job_id, str(path), ts, now, row["id"]))
+                log.info("outbox: revived dead item %s -> %s", sop_uid, dest)
+
+    # ------------------------------------------------------------------ inspection
+    @staticmethod
+    def _item(row: sqlite3.Row) -> OutboxItem:
+        return OutboxItem(
+            id=row["id"], job_id=row["job_id"], sop_instance_uid=row["sop_instance_uid"],
+            sop_class_uid=row["sop_class_uid"], transfer_syntax_uid=row["transfer_syntax_uid"],
+            destination=Destination(row["dest_ae"], row["dest_host"], int(row["dest_port"])),
+            path=Path(row["path"]), state=row["state"], attempts=row["attempts"],
+            next_try=row["next_try"], last_error=row["last_error"], created_at=row["created_at"],
+            updated_at=row["updated_at"], sent_at=row["sent_at"],
+        )
+
+    def items(self, job_id: str | None = None, state: str | None = None) -> list[OutboxItem]:
+        """Outbox rows (optionally of one job and/or state), oldest first."""
+        sql, args = "SELECT * FROM outbox WHERE 1=1", []
+        if job_id is not None:
+            sql += " AND job_id=?"
+            args.append(job_id)
+        if state is not None:
+            sql += " AND state=?"
+            args.append(state)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [self._item(r) for r in rows]
+
+    def pending_count(self, job_id: str | None = None) -> int:
+        """Items still to be sent (state ``pending``), of one job or all."""
+        return self.counts(job_id).get("pending", 0)
+
+    def counts(self, job_id: str | None = None) -> dict[str, int]:
+        """``{state: count}`` (``pending``, ``sent``, ``dead``)."""
+        sql, args = "SELECT state, COUNT(*) AS n FROM outbox", []
+        if job_id is not None:
+            sql += " WHERE job_id=?"
+            args.append(job_id)
+        with self._lock:
+            rows = self._db.execute(sql + " GROUP BY state", args).fetchall()
+        out = {"pending": 0, "sent": 0, "dead": 0}
+        out.update({r["state"]: r["n"] for r in rows})
+        return out
+
+    def next_due(self) -> float | None:
+        """Earliest ``next_try`` of the pending items (epoch seconds), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_try) AS t FROM outbox WHERE state='pending'").fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
+    def retry_dead(self, job_id: str | None = None) -> int:
+        """Move ``dead`` items (of one job or all) back to ``pending`` with attempts reset."""
+        now = time.time()
+        sql = ("UPDATE outbox SET state='pending', attempts=0, next_try=?, updated_at=? "
+               "WHERE state='dead'")
+        args: list = [now, now]
+        if job_id is not None:
+            sql += " AND job_id=?"
+            args.append(job_id)
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ sending
+    def _mark_sent(self, item: OutboxItem) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state='sent', attempts=attempts+1, last_error=NULL, sent_at=?,"
+                " updated_at=? WHERE id=?", (now, now, item.id))
+        if not self.keep_sent_files:
+            try:
+                item.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _mark_failed(self, item: OutboxItem, error: str, now: float) -> None:
+        attempts = item.attempts + 1
+        dead = attempts >= self.max_attempts
+        nxt = now + self.delay_for(attempts)
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state=?, attempts=?, next_try=?, last_error=?, updated_at=? "
+                "WHERE id=?",
+                ("dead" if dead else "pending", attempts, nxt, error[:500], time.time(), item.id))
+        if dead:
+            log.error("outbox: %s -> %s dead after %d attempts: %s", item.sop_instance_uid,
+                      item.destination, attempts, error)
+        else:
+            log.warning("outbox: %s -> %s failed (attempt %d/%d, next in %.0f s): %s",
+                        item.sop_instance_uid, item.destination, attempts, self.max_attempts,
+                        nxt - now, error)
+
+    def send_due(self, now: float | None = None) -> int:
+        """C-STORE every pending item whose ``next_try`` has come; return how many were stored.
+
+        One association per destination (more if over 128 presentation contexts). Failures
+        are recorded per item (backoff / dead-letter). Only one ``send_due`` runs at a time per
+        Outbox; a concurrent call returns 0 at once.
+        """
+        if not self._send_lock.acquire(blocking=False):
+            return 0
+        try:
+            now = time.time() if now is None else float(now)
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT * FROM outbox WHERE state='pending' AND next_try<=? ORDER BY id",
+                    (now,)).fetchall()
+            by_dest: dict[Destination, list[OutboxItem]] = {}
+            for r in rows:
+                it = self._item(r)
+                by_dest.setdefault(it.destination, []).append(it)
+            sent = 0
+            for dest, items in by_dest.items():
+                for batch in self._batches(items):
+                    sent += self._send_batch(dest, batch, now)
+            return sent
+        finally:
+            self._send_lock.release()
+
+    @staticmethod
+    def _contexts_for(item: OutboxItem) -> list[tuple[str, list[str]]]:
+        ts = item.transfer_syntax_uid
+        if ts in _UNCOMPRESSED:
+            return [(item.sop_class_uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+        # the file's own (compressed) syntax, and uncompressed as a fall-back (decompressed here)
+        return [(item.sop_class_uid, [ts]), (item.sop_class_uid, [ExplicitVRLittleEndian])]
+
+    def _batches(self, items: list[OutboxItem]) -> list[list[OutboxItem]]:
+        batches: list[list[OutboxItem]] = []
+        cur: list[OutboxItem] = []
+        ctx: set = set()
+        for it in items:
+            new = {(a, tuple(t)) for a, t in self._contexts_for(it)} - ctx
+            if cur and len(ctx) + len(new) > _MAX_CONTEXTS:
+                batches.append(cur)
+                cur, ctx = [], set()
+                new = {(a, tuple(t)) for a, t in self._contexts_for(it)}
+            cur.append(it)
+            ctx |= new
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _send_batch(self, dest: Destination, items: list[OutboxItem], now: float) -> int:
+        from dicom_node.net import nodelay_handlers
+
+        ae = AE(ae_title=self.ae_title)
+        ae.connection_timeout = self.timeout_s
+        ae.acse_timeout = self.timeout_s
+        ae.dimse_timeout = self.timeout_s
+        ae.network_timeout = self.timeout_s
+        seen: set = set()
+        contexts = []
+        for it in items:
+            for abstract, syntaxes in self._contexts_for(it):
+                k = (abstract, tuple(syntaxes))
+                if k not in seen:
+                    seen.add(k)
+                    contexts.append(build_context(abstract, syntaxes))
+        ae.requested_contexts = contexts
+        t0 = time.perf_counter()
+        try:
+            assoc = ae.associate(dest.host, int(dest.port), ae_title=dest.ae_title,
+                                 evt_handlers=nodelay_handlers())
+        except Exception as exc:  # noqa: BLE001 - bad host names etc.
+            for it in items:
+                self._mark_failed(it, f"cannot associate with {dest}: {exc}", now)
+            return 0
+        if not assoc.is_established:
+            if assoc.is_rejected:
+                why = "association rejected"
+            else:  # pynetdicom reports a refused TCP connection as an abort: tell them apart
+                try:
+                    with socket.create_connection((dest.host, int(dest.port)), timeout=2.0):
+                        why = "association aborted"
+                except OSError as exc:
+                    why = f"connection failed: {exc.strerror or exc}"
+            for it in items:
+                self._mark_failed(it, f"{why} ({dest})", now)
+            return 0
+        sent = 0
+        try:
+            for n, it in enumerate(items):
+                if not assoc.is_established:
+                    for rest in items[n:]:
+                        self._mark_failed(rest, f"association lost ({dest})", now)
+                    break
+                try:
+                    ds = pydicom.dcmread(it.path)
+                except FileNotFoundError:
+                    self._mark_failed(it, f"queued file missing: {it.path}", now)
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    self._mark_failed(it, f"queued file unreadable: {exc}", now)
+                    continue
+                accepted = {(c.abstract_syntax, c.transfer_syntax[0])
+                            for c in assoc.accepted_contexts}
+                ts = str(ds.file_meta.TransferSyntaxUID)
+                if (it.sop_class_uid, ts) not in accepted:
+                    unc = [t for (a, t) in accepted if a == it.sop_class_uid and t in _UNCOMPRESSED]
+                    if ts in _UNCOMPRESSED and unc:
+                        pass  # pynetdicom re-encodes between uncompressed syntaxes
+                    elif unc:
+                        ds.decompress(generate_instance_uid=False)  # lossless: same instance
+                    else:
+                        self._mark_failed(
+                            it, f"{dest} accepted no presentation context for "
+                                f"{UID(it.sop_class_uid).name} in {UID(ts).name}", now)
+                        continue
+                try:
+                    status = assoc.send_c_store(ds)
+                except Exception as exc:  # noqa: BLE001
+                    self._mark_failed(it, f"C-STORE error: {exc}", now)
+                    continue
+                code = getattr(status, "Status", None) if status else None
+                if code in _OK_STATUS:
+                    self._mark_sent(it)
+                    sent += 1
+                elif code is None:
+                    self._mark_failed(it, f"no C-STORE response from {dest} (timeout or abort)", now)
+                else:
+                    self._mark_failed(it, f"C-STORE status 0x{int(code):04X} from {dest}", now)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        log.info("outbox: %d/%d object(s) stored to %s in %.2f s", sent, len(items), dest,
+                 time.perf_counter() - t0)
+        return sent

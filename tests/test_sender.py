@@ -1,0 +1,216 @@
+"""Outbox / C-STORE sender against a real dcmtk storescp: delivery, backoff, dead letter, restart."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.uid import RLELossless
+
+from dicom_node.encode.overlay import build_overlay
+from dicom_node.encode.seg import build_seg
+from dicom_node.encode.sr import build_sr
+from dicom_node.encode.testing import blob_labels, result_from_labels
+from dicom_node.sender import Destination, Outbox
+from dicom_node.volume import load_series
+from dicom_node.wrap import write_mr_series
+
+STORESCP = "/usr/bin/storescp"  # dcmtk (a pynetdicom 'storescp' may shadow it on PATH)
+pytestmark = pytest.mark.skipif(not os.access(STORESCP, os.X_OK), reason="dcmtk storescp not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StoreSCP:
+    """A real dcmtk storescp on a loopback port, writing what it receives to ``out``."""
+
+    def __init__(self, port: int, out: Path, accept_all: bool = True, aet: str = "STORESCP"):
+        self.port, self.out, self.aet = port, out, aet
+        out.mkdir(parents=True, exist_ok=True)
+        args = [STORESCP, "-aet", aet, "-od", str(out), "--single-process"]
+        if accept_all:
+            args.append("+xa")
+        args.append(str(port))
+        env = dict(os.environ, TCP_NODELAY="1")
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"storescp exited: {self.proc.stdout.read().decode(errors='replace')}")
+            time.sleep(0.05)
+        raise RuntimeError("storescp did not start listening")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def received(self) -> list[pydicom.Dataset]:
+        return [pydicom.dcmread(p) for p in sorted(self.out.iterdir()) if p.is_file()]
+
+    @property
+    def dest(self) -> Destination:
+        return Destination(self.aet, "127.0.0.1", self.port)
+
+
+@pytest.fixture()
+def scps():
+    started: list[StoreSCP] = []
+
+    def start(port: int, out: Path, **kw) -> StoreSCP:
+        s = StoreSCP(port, out, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """SEG + SR + overlay (RLE) datasets of a small synthetic case."""
+    tmp = tmp_path_factory.mktemp("case")
+    img = sitk.GetImageFromArray((np.random.default_rng(1).random((6, 32, 32)) * 400).astype(np.float32))
+    vol = load_series(write_mr_series(img, tmp, study_uid="1.2.826.0.1.3680043.99.4", contrast="FLAIR"))
+    labels = blob_labels((6, 32, 32), [((2, 10, 10), 2.0), ((4, 20, 22), 2.5)])
+    res = result_from_labels(labels, vol.image, ["periventricular", "infratentorial"])
+    seg = build_seg(res, vol, job_key="send")
+    sr = build_sr(res, vol, seg, job_key="send")
+    overlay = build_overlay(res, vol, job_key="send", min_size=64)[:2]
+    return [seg, sr, *overlay]
+
+
+def _uids(datasets) -> list[str]:
+    return sorted(str(ds.SOPInstanceUID) for ds in datasets)
+
+
+def test_delivers_each_object_once_with_its_transfer_syntax(tmp_path, scps, results):
+    scp = scps(_free_port(), tmp_path / "rx")
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
+    for ds in results:
+        ob.enqueue("job1", ds, scp.dest)
+        ob.enqueue("job1", ds, scp.dest)  # idempotent
+    assert ob.pending_count("job1") == len(results)
+    assert ob.send_due() == len(results)
+    got = scp.received()
+    assert _uids(got) == _uids(results)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in got}
+    for ds in results:  # RLE overlay stays RLE, SEG/SR uncompressed
+        assert by_uid[ds.SOPInstanceUID].file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert {it.state for it in ob.items("job1")} == {"sent"}
+    assert not any(it.path.exists() for it in ob.items("job1"))
+    # enqueue again after sending: nothing new goes out
+    for ds in results:
+        ob.enqueue("job1-rerun", ds, scp.dest)
+    assert ob.send_due() == 0
+    assert len(scp.received()) == len(results)
+
+
+def test_compressed_object_decompressed_for_a_peer_without_rle(tmp_path, scps, results):
+    scp = scps(_free_port(), tmp_path / "rx", accept_all=False)  # uncompressed only
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
+    rle = [ds for ds in results if ds.file_meta.TransferSyntaxUID == RLELossless]
+    assert rle
+    for ds in rle:
+        ob.enqueue("j", ds, scp.dest)
+    assert ob.send_due() == len(rle)
+    got = {str(d.SOPInstanceUID): d for d in scp.received()}
+    for ds in rle:
+        rx = got[ds.SOPInstanceUID]
+        assert not rx.file_meta.TransferSyntaxUID.is_compressed
+        assert np.array_equal(rx.pixel_array, ds.pixel_array)
+
+
+def test_peer_down_backoff_then_delivered_exactly_once(tmp_path, scps, results):
+    port = _free_port()
+    dest = Destination("STORESCP", "127.0.0.1", port)
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=5, base_delay_s=2.0)
+    for ds in results:
+        ob.enqueue("j", ds, dest)
+    t0 = time.time() + 10.0  # the schedule is driven by `now`
+    assert ob.send_due(now=t0) == 0  # connection refused
+    items = ob.items("j")
+    assert all(it.state == "pending" and it.attempts == 1 and it.last_error for it in items)
+    assert all(it.next_try == pytest.approx(t0 + 2.0) for it in items)
+    assert ob.send_due(now=t0 + 1.0) == 0  # not due yet: no attempt
+    assert all(it.attempts == 1 for it in ob.items("j"))
+    assert ob.send_due(now=t0 + 2.5) == 0  # second failure -> 4 s backoff
+    assert all(it.attempts == 2 and it.next_try == pytest.approx(t0 + 2.5 + 4.0) for it in ob.items("j"))
+
+    scp = scps(port, tmp_path / "rx")  # peer comes up
+    assert ob.send_due(now=t0 + 5.0) == 0  # still backing off
+    assert ob.send_due(now=t0 + 7.0) == len(results)
+    assert ob.send_due(now=t0 + 100.0) == 0
+    assert _uids(scp.received()) == _uids(results)  # exactly once
+    assert ob.counts("j") == {"pending": 0, "sent": len(results), "dead": 0}
+
+
+def test_dead_letter_after_max_attempts_and_retry(tmp_path, scps, results):
+    port = _free_port()
+    dest = Destination("STORESCP", "127.0.0.1", port)
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=3, base_delay_s=1.0)
+    ob.enqueue("j", results[1], dest)
+    t = time.time()
+    for _ in range(5):
+        ob.send_due(now=t)
+        t += 1000.0
+    (item,) = ob.items("j")
+    assert item.state == "dead" and item.attempts == 3
+    assert "connection failed" in item.last_error
+    scp = scps(port, tmp_path / "rx")
+    assert ob.send_due(now=t) == 0  # dead items are not retried automatically
+    assert ob.retry_dead("j") == 1
+    assert ob.send_due(now=t) == 1
+    assert _uids(scp.received()) == [str(results[1].SOPInstanceUID)]
+
+
+def test_survives_restart(tmp_path, scps, results):
+    port = _free_port()
+    dest = Destination("STORESCP", "127.0.0.1", port)
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", base_delay_s=2.0)
+    for ds in results:
+        ob.enqueue("j", ds, dest)
+    ob.send_due()  # peer down: one failed attempt recorded
+    ob.close()
+    del ob
+
+    scp = scps(port, tmp_path / "rx")
+    ob2 = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", base_delay_s=2.0)
+    assert ob2.pending_count("j") == len(results)
+    assert all(it.attempts == 1 for it in ob2.items("j"))
+    assert ob2.send_due(now=time.time() + 2.0) == len(results)
+    assert _uids(scp.received()) == _uids(results)
+
+
+def test_sop_class_the_peer_refuses_is_recorded_not_sent(tmp_path, scps, results):
+    scp = scps(_free_port(), tmp_path / "rx")
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=2)
+    odd = results[1].copy()
+    odd.SOPClassUID = "1.2.826.0.1.3680043.99.999.1"  # not a storage SOP class storescp knows
+    odd.file_meta = results[1].file_meta.copy()
+    odd.file_meta.MediaStorageSOPClassUID = odd.SOPClassUID
+    ob.enqueue("j", odd, scp.dest)
+    ob.enqueue("j", results[0], scp.dest)
+    assert ob.send_due() == 1  # the SEG goes through on the same association
+    bad = [it for it in ob.items("j") if it.state != "sent"]
+    assert len(bad) == 1 and "no presentation context" in bad[0].last_error
+    assert _uids(scp.received()) == [str(results[0].SOPInstanceUID)]
