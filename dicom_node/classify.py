@@ -258,13 +258,28 @@ def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
 
 
 def _private_value(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    """Value of a private element by creator name, searching the dataset only."""
-    try:
-        block = ds.private_block(group, creator)
-        elem = block[offset]
-    except (KeyError, ValueError, TypeError):
-        return None
-    return elem.value
+    """Value of a private element by creator name (direct tag lookups, no dataset slicing)."""
+    for block in range(0x10, 0x100):
+        ctag = (group << 16) | block
+        if ctag not in ds:
+            if block > 0x20:
+                break
+            continue
+        try:
+            value = ds[ctag].value
+        except Exception:  # noqa: BLE001 - odd private creator encodings
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("latin-1", "replace")
+        if str(value).strip() == creator:
+            tag = (group << 16) | (block << 8) | offset
+            if tag in ds:
+                try:
+                    return ds[tag].value
+                except Exception:  # noqa: BLE001
+                    return None
+            return None
+    return None
 
 
 def _str(value: Any) -> str:
