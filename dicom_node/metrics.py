@@ -278,6 +278,59 @@ def _build_info() -> dict[str, str]:
     return {}
 
 
+def live_snapshot(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dict[str, Any] | None:
+    """Figures of a *running* node, read from its ``/healthz`` and ``/metrics`` endpoint.
+
+    For ``dicom-node status``, which runs in another process than ``serve`` (counters live in
+    the serving process). ``host`` ``0.0.0.0`` is read as loopback.
+
+    Returns
+    -------
+    dict or None
+        The keys of :func:`snapshot` plus ``health`` (the ``/healthz`` document), or ``None``
+        when nothing answers on that port.
+    """
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not port:
+        return None
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    base = f"http://{host}:{int(port)}"
+    try:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=timeout) as r:
+                health_doc = json.loads(r.read())
+        except urllib.error.HTTPError as exc:  # 503 still carries the document
+            health_doc = json.loads(exc.read() or b"{}")
+        with urllib.request.urlopen(base + "/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return None
+    values: dict[str, float] = {}
+    jobs: dict[str, int] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == "dicom_node_jobs":
+                jobs[sample.labels.get("state", "?")] = int(sample.value)
+            elif not sample.labels:
+                values[sample.name] = sample.value
+    free = values.get("dicom_node_spool_free_bytes")
+    return {
+        "instances_received": int(values.get("dicom_node_instances_received_total", 0)),
+        "instances_failed": int(values.get("dicom_node_instances_failed_total", 0)),
+        "series_completed": int(values.get("dicom_node_series_completed_total", 0)),
+        "instances_sent": int(values.get("dicom_node_instances_sent_total", 0)),
+        "send_failures": int(values.get("dicom_node_send_failures_total", 0)),
+        "jobs": jobs,
+        "spool_free_bytes": int(free) if free is not None else None,
+        "uptime_s": health_doc.get("uptime_s"),
+        "health": health_doc,
+    }
+
+
 class MetricsServer:
     """The running HTTP endpoint; :attr:`port` is the bound port, :meth:`stop` shuts it down."""
 

@@ -139,3 +139,22 @@ def test_snapshot_matches_counters():
     snap = metrics.snapshot()
     assert snap["instances_received"] == snap0["instances_received"] + 2
     assert snap["jobs"]["failed"] == 1 and snap["jobs"]["queued"] == 0
+
+
+def test_live_snapshot_reads_a_running_endpoint(server):
+    srv, jobs = server
+    metrics.INSTANCES_RECEIVED.inc(5)
+    jobs["failed"] = 2
+    live = metrics.live_snapshot(srv.port)
+    local = metrics.snapshot()
+    assert live is not None
+    for key in ("instances_received", "series_completed", "send_failures", "instances_sent"):
+        assert live[key] == local[key]
+    assert live["jobs"]["failed"] == 2 and live["jobs"]["queued"] == 2
+    assert live["health"]["status"] == "ok"
+    assert live["spool_free_bytes"] > 0
+
+
+def test_live_snapshot_none_when_nothing_listens():
+    assert metrics.live_snapshot(_free_port()) is None
+    assert metrics.live_snapshot(0) is None
