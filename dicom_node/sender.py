@@ -109,6 +109,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _pause_reactor(assoc) -> None:
+    """Make sure pynetdicom's reactor thread is blocked before a C-STORE.
+
+    ``send_c_store`` pauses the association's reactor by clearing a checkpoint and waiting for
+    ``_is_paused``; that flag can still be True from the reactor's previous loop turn, so on a
+    busy machine the reactor sometimes takes the C-STORE response off the queue ("Received
+    unexpected C-STORE service message") and the sender waits for the DIMSE timeout (seen here
+    on 2 loaded cores, ~1 in 100 stores; cf. pynetdicom issue #435). Clearing the checkpoint
+    ourselves and giving the reactor time to reach its blocking wait closes that window.
+    """
+    cp = getattr(assoc, "_reactor_checkpoint", None)
+    if cp is None or not hasattr(assoc, "_is_paused"):
+        return
+    cp.clear()
+    deadline = time.monotonic() + 0.5
+    time.sleep(0.002)  # longer than one reactor loop turn (1 ms sleep)
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
 class Outbox:
     """Persisted queue of result objects to C-STORE, with backoff and a dead-letter state.
 
@@ -330,8 +350,22 @@ class Outbox:
                 by_dest.setdefault(it.destination, []).append(it)
             sent = 0
             for dest, items in by_dest.items():
-                for batch in self._batches(items):
-                    sent += self._send_batch(dest, batch, now)
+                todo = list(items)
+                while todo:
+                    progress = 0
+                    left: list[OutboxItem] = []
+                    for batch in self._batches(todo):
+                        n, untried = self._send_batch(dest, batch, now)
+                        progress += n
+                        left.extend(untried)
+                    sent += progress
+                    if not left:
+                        break
+                    if progress == 0:  # association keeps dying without progress: charge them
+                        for it in left:
+                            self._mark_failed(it, f"association lost before sending ({dest})", now)
+                        break
+                    todo = left  # association lost mid-way: retry the untried ones at once
             return sent
         finally:
             self._send_lock.release()
@@ -360,7 +394,9 @@ class Outbox:
             batches.append(cur)
         return batches
 
-    def _send_batch(self, dest: Destination, items: list[OutboxItem], now: float) -> int:
+    def _send_batch(self, dest: Destination, items: list[OutboxItem],
+                    now: float) -> tuple[int, list[OutboxItem]]:
+        """Send ``items`` on one association; return (stored count, items not tried)."""
         from dicom_node.net import nodelay_handlers
 
         ae = AE(ae_title=self.ae_title)
@@ -384,7 +420,7 @@ class Outbox:
         except Exception as exc:  # noqa: BLE001 - bad host names etc.
             for it in items:
                 self._mark_failed(it, f"cannot associate with {dest}: {exc}", now)
-            return 0
+            return 0, []
         if not assoc.is_established:
             if assoc.is_rejected:
                 why = "association rejected"
@@ -396,13 +432,15 @@ class Outbox:
                     why = f"connection failed: {exc.strerror or exc}"
             for it in items:
                 self._mark_failed(it, f"{why} ({dest})", now)
-            return 0
+            return 0, []
         sent = 0
+        untried: list[OutboxItem] = []
         try:
             for n, it in enumerate(items):
                 if not assoc.is_established:
-                    for rest in items[n:]:
-                        self._mark_failed(rest, f"association lost ({dest})", now)
+                    untried = list(items[n:])
+                    log.warning("outbox: association to %s lost; %d item(s) not tried yet", dest,
+                                len(untried))
                     break
                 try:
                     ds = pydicom.dcmread(it.path)
@@ -427,7 +465,8 @@ class Outbox:
                                 f"{UID(it.sop_class_uid).name} in {UID(ts).name}", now)
                         continue
                 try:
-                    status = assoc.send_c_store(ds)
+                    _pause_reactor(assoc)
+                    status = assoc.send_c_store(ds, msg_id=(n % 65535) + 1)
                 except Exception as exc:  # noqa: BLE001
                     self._mark_failed(it, f"C-STORE error: {exc}", now)
                     continue
@@ -444,4 +483,4 @@ class Outbox:
                 assoc.release()
         log.info("outbox: %d/%d object(s) stored to %s in %.2f s", sent, len(items), dest,
                  time.perf_counter() - t0)
-        return sent
+        return sent, untried
