@@ -180,6 +180,11 @@ def test_compose_node_service_matches_config_and_cli():
     url = _healthcheck_url(node["healthcheck"]["test"])
     assert url == f"http://127.0.0.1:{cfg.http.port}/healthz"
     assert _env(node)["TCP_NODELAY"] == "1"
+    # the Prometheus example scrapes this service on http.port
+    prom = yaml.safe_load((DEPLOY / "examples" / "prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "dicom-node"]
+    assert job["metrics_path"] == "/metrics"
+    assert f"ainode:{cfg.http.port}" in job["static_configs"][0]["targets"]
     # GPU reservation
     devices = node["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d["capabilities"] for d in devices)
