@@ -160,3 +160,26 @@ def test_seg_on_enhanced_multiframe_source(tmp_path):
     if dciodvfy.available():
         rep = dciodvfy.validate_file(tmp_path / "seg.dcm")
         assert rep.errors == [], rep.text
+
+
+@pytest.mark.shared
+def test_seg_on_flair_stored_as_several_enhanced_objects(tmp_path):
+    from dicom_node.encode.testing import split_enhanced
+    from dicom_node.volume import load_datasets
+
+    folder = SHARED / "dicom" / "dcm_qa_xa30" / "siemens_prisma_xa30_enh_T1w_tfl3d"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} absent (../shared/data not available)")
+    whole = pydicom.dcmread(next(folder.iterdir()))
+    vol = load_datasets(split_enhanced(whole, [40, 56]))
+    assert len(vol.datasets) == 2 and vol.n_slices == 96
+    shape = sitk.GetArrayViewFromImage(vol.image).shape
+    labels = blob_labels(shape, [((38, 60, 60), 4.0), ((70, 40, 80), 3.0)])  # first spans both
+    res = result_from_labels(labels, vol.image, ["juxtacortical", "periventricular"])
+    seg = _roundtrip(build_seg(res, vol, job_key="split"), tmp_path)
+    assert np.array_equal(seg_masks_on_volume(seg, vol), _expected_stack(res, segment_plan(res)))
+    refs = {fr.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for fr in seg.PerFrameFunctionalGroupsSequence}
+    assert refs == {ds.SOPInstanceUID for ds in vol.datasets}
+    if dciodvfy.available():
+        assert dciodvfy.validate_file(tmp_path / "seg.dcm").errors == []

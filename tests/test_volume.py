@@ -242,3 +242,18 @@ def test_real_mixed_orientation_series_refused():
 def test_real_series_refused_with_reason(folder, reason):
     with pytest.raises(VolumeError, match=reason):
         load_series(_series(folder))
+
+
+@pytest.mark.shared
+def test_enhanced_series_in_several_objects_equals_one_object():
+    from dicom_node.encode.testing import split_enhanced
+    from dicom_node.volume import load_datasets
+
+    files = _series("dcm_qa_xa30/siemens_prisma_xa30_enh_T1w_tfl3d")
+    whole = load_series(files)
+    parts = split_enhanced(pydicom.dcmread(files[0]), [30, 30, 36])
+    vol = load_datasets(parts[::-1])  # order of the objects does not matter
+    assert len(vol.datasets) == 3
+    assert np.array_equal(sitk.GetArrayFromImage(vol.image), sitk.GetArrayFromImage(whole.image))
+    assert vol.image.GetOrigin() == whole.image.GetOrigin()
+    assert [f for _, f in vol.slice_refs] != [f for _, f in whole.slice_refs]  # frames renumbered

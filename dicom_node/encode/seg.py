@@ -263,7 +263,46 @@ def build_seg(
         coding_schemes=C.coding_schemes(),
         **kwargs,
     )
+    if "plane_positions" in kwargs:
+        _add_frame_references(seg, flair)
     return seg
+
+
+def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def _add_frame_references(seg: Dataset, flair: Volume) -> None:
+    """Per-frame Derivation Image Sequence for a SEG built from explicit plane positions.
+
+    highdicom records no source frame when the positions are given explicitly (the case of a
+    FLAIR stored as several Enhanced objects); each SEG frame sits exactly on a FLAIR slice, so
+    the reference is found by the slice position and added like highdicom does it.
+    """
+    positions = flair.slice_positions()
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in flair.datasets}
+    for fr in seg.PerFrameFunctionalGroupsSequence:
+        ipp = np.array([float(v) for v in fr.PlanePositionSequence[0].ImagePositionPatient])
+        k = int(np.argmin(np.linalg.norm(positions - ipp, axis=1)))
+        if np.linalg.norm(positions[k] - ipp) > 1e-2:
+            raise ValueError(f"SEG frame at {ipp.tolist()} is not on a FLAIR slice")
+        uid, frame = flair.slice_refs[k]
+        src = Dataset()
+        src.ReferencedSOPClassUID = by_uid[uid].SOPClassUID
+        src.ReferencedSOPInstanceUID = uid
+        if frame is not None:
+            src.ReferencedFrameNumber = frame
+        src.SpatialLocationsPreserved = "YES"
+        src.PurposeOfReferenceCodeSequence = [
+            _code_item("121322", "DCM", "Source image for image processing operation")]
+        der = Dataset()
+        der.SourceImageSequence = [src]
+        der.DerivationCodeSequence = [_code_item("113076", "DCM", "Segmentation")]
+        fr.DerivationImageSequence = [der]
 
 
 def seg_masks_on_volume(seg: Dataset, flair: Volume) -> np.ndarray:

@@ -95,3 +95,31 @@ def result_from_labels(
         summary=summary, model_name=model_name, model_version=model_version,
         spacing_mm=(sx, sy, sz),
     )
+
+
+def split_enhanced(ds, sizes: list[int]) -> list:
+    """Split an uncompressed Enhanced multi-frame dataset into several objects (tests only).
+
+    Each part gets ``sizes[i]`` consecutive frames, its own SOP Instance UID (the original UID
+    with ``.1``, ``.2``, ... appended) and the matching per-frame functional groups.
+    """
+    import copy
+
+    import numpy as np
+    from pydicom.sequence import Sequence
+
+    if sum(sizes) != int(ds.NumberOfFrames):
+        raise ValueError("sizes must add up to NumberOfFrames")
+    px = ds.pixel_array
+    parts, start = [], 0
+    for i, n in enumerate(sizes, start=1):
+        d = copy.deepcopy(ds)
+        d.SOPInstanceUID = f"{ds.SOPInstanceUID}.{i}"
+        d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID
+        d.NumberOfFrames = n
+        d.PerFrameFunctionalGroupsSequence = Sequence(
+            list(ds.PerFrameFunctionalGroupsSequence[start:start + n]))
+        d.PixelData = np.ascontiguousarray(px[start:start + n]).tobytes()
+        parts.append(d)
+        start += n
+    return parts
