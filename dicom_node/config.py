@@ -72,7 +72,8 @@ class IngestConfig(_Strict):
 
     drop_non_mr: bool = False  # True: non-MR objects get Success but are not written
     drop_modalities: list[str] = Field(default_factory=list)  # e.g. ["SR", "PR"]
-    fsync_dir: bool = True  # fsync the series directory after the rename (durable rename)
+    fsync: bool = True  # fsync each instance before the response (false: benchmarks/test rigs only)
+    fsync_dir: bool = False  # also fsync the directory after each rename (strict POSIX; 2nd flush)
 
 
 class ScpConfig(_Strict):

@@ -19,7 +19,9 @@ import ipaddress
 import logging
 import os
 import ssl
+import struct
 import threading
+from io import BytesIO
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -120,6 +122,28 @@ def _truncated_last_element(ds: Any) -> str | None:
     return None
 
 
+def _after_instance_number(tag: int, vr: Any, length: int) -> bool:
+    return tag > 0x00200013
+
+
+_PIXEL_EXPLICIT_LE = (b"\xe0\x7f\x10\x00OB\x00\x00", b"\xe0\x7f\x10\x00OW\x00\x00")
+
+
+def _truncated_pixel_data(raw: bytes, ts: Any) -> str | None:
+    """Cheap truncation check for explicit VR little endian: the last PixelData header
+    (tag + OB/OW + reserved bytes, a 64-bit pattern) must not announce more bytes than remain."""
+    if ts.is_implicit_VR or not ts.is_little_endian:
+        return None
+    pos = max(raw.rfind(p) for p in _PIXEL_EXPLICIT_LE)
+    if pos < 0 or pos + 12 > len(raw):
+        return None
+    (length,) = struct.unpack_from("<I", raw, pos + 8)
+    if length != 0xFFFFFFFF and pos + 12 + length > len(raw):
+        return (f"truncated element (7FE0,0010): declared {length} bytes, received "
+                f"{len(raw) - pos - 12}")
+    return None
+
+
 class StorageSCP:
     """The node's DICOM listener.
 
@@ -197,15 +221,23 @@ class StorageSCP:
         assoc = event.assoc
         calling_ae = str(assoc.requestor.ae_title).strip()
         calling_host = str(assoc.requestor.address)
+        first = False
         try:
-            ds = event.dataset
+            ds, raw, full = self._parse(event)
             ds_sop = ds.get("SOPInstanceUID")
             sop_uid = check_uid(
                 ds_sop if ds_sop else event.request.AffectedSOPInstanceUID, "SOPInstanceUID")
             study_uid = check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
             series_uid = check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
             modality = str(ds.get("Modality", "") or "")
-            truncated = _truncated_last_element(ds)
+            with self._seen_lock:
+                first = series_uid not in self._seen_series
+            if first and not full:
+                # first instance of a series (in this process): decode it all, for the
+                # routing header and the structural check
+                ds, full = event.dataset, True
+            truncated = (_truncated_last_element(ds) if full
+                         else _truncated_pixel_data(raw, event.context.transfer_syntax))
             if truncated:
                 raise ValueError(truncated)
         except InvalidUID as exc:
@@ -246,6 +278,9 @@ class StorageSCP:
                       series_uid, calling_ae)
             return STATUS_OUT_OF_RESOURCES
 
+        if first:
+            with self._seen_lock:
+                self._seen_series.add(series_uid)
         if res.status == "same":
             self.stats["duplicates"] += 1
             log.debug("duplicate instance, identical bytes: sop=%s", sop_uid)
@@ -259,10 +294,6 @@ class StorageSCP:
             _metrics.INSTANCES_RECEIVED.inc()
 
         header = None
-        with self._seen_lock:
-            first = series_uid not in self._seen_series
-            if first:
-                self._seen_series.add(series_uid)
         if first:
             header = extract_header(ds)
             log.info("series receiving: series=%s study=%s modality=%s calling_ae=%s address=%s",
@@ -283,6 +314,23 @@ class StorageSCP:
         ))
         log.debug("stored sop=%s series=%s bytes=%d", sop_uid, series_uid, res.size)
         return STATUS_SUCCESS
+
+    @staticmethod
+    def _parse(event: Any) -> tuple[Any, bytes, bool]:
+        """``(dataset, raw bytes, fully decoded?)`` of a C-STORE request.
+
+        Hot path: only the elements up to InstanceNumber (0020,0013) are parsed from the raw
+        bytes (UIDs, Modality, PatientID, StudyDate); deflated datasets are decoded in full.
+        """
+        raw = event.request.DataSet.getvalue()
+        ts = event.context.transfer_syntax
+        if ts.is_deflated:
+            return event.dataset, raw, True
+        from pydicom.filereader import read_dataset
+
+        ds = read_dataset(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian,
+                          stop_when=_after_instance_number)
+        return ds, raw, False
 
     def _on_open(self, event: Any) -> None:
         on_conn_open_nodelay(event)

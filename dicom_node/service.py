@@ -104,7 +104,8 @@ class Node:
             rules = r if rules == "load" else rules
             classify = c if classify == "load" else classify
         self.rules = rules
-        self.spool = Spool(cfg.spool_dir, fsync_dir=cfg.ingest.fsync_dir)
+        self.spool = Spool(cfg.spool_dir, fsync_dir=cfg.ingest.fsync_dir,
+                           fsync=cfg.ingest.fsync)
         self.index = Index(cfg.index_path)
         self.jobs = JobQueue(self.index)
         self.completion = CompletionManager(
@@ -137,9 +138,10 @@ class Node:
 
     def start(self) -> None:
         """Recover, then start writer, completion and the SCP (non-blocking)."""
-        n_tmp = self.spool.clean_temp_files()
-        if n_tmp:
-            log.info("spool: removed %d temporary file(s) left by a crash", n_tmp)
+        renamed, removed = self.spool.recover_temp_files()
+        if renamed or removed:
+            log.info("spool: crash recovery: %d complete temporary file(s) renamed, %d "
+                     "incomplete removed", renamed, removed)
         self.index.reconcile(self.spool)
         n = self.jobs.requeue_running()
         if n:

@@ -1,9 +1,16 @@
 """Durable spool of received instances: ``<spool>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm``.
 
 Every file is written atomically: the bytes go to a temporary file in the same directory, are
-``fsync``-ed, then renamed over the final name (and the directory is ``fsync``-ed, optional), so a
-reader never sees a partial file and a crash leaves either the old file, the new one, or a
-``.tmp`` file that :func:`clean_temp_files` removes at start-up.
+``fsync``-ed, then renamed over the final name, so a reader never sees a partial file.
+
+Durability with one ``fsync`` per instance: the temporary file's name carries the final name and
+the expected size (``.tmp-<SOPInstanceUID>.<size>.<random>``). The ``fsync`` makes its content
+(and, on journaling file systems such as ext4, its directory entry) durable before the C-STORE
+response goes out; if a crash then loses the rename, :meth:`Spool.recover_temp_files` finishes
+it at start-up (a temporary file of the expected size is complete), and removes incomplete ones.
+``fsync_dir: true`` additionally ``fsync``-s the directory after each rename (strict POSIX
+durability of the rename, a second disk flush per instance). ``fsync: false`` skips both (test
+rigs and benchmarks only: an acknowledged instance can then be lost in a power failure).
 
 UIDs are validated before they become path components (``^[0-9]+(\\.[0-9]+)*$``, at most 64
 characters), so no peer can traverse out of the spool.
@@ -74,10 +81,11 @@ class Spool:
         fsync the series directory after each rename (durable directory entry).
     """
 
-    def __init__(self, root: Path, fsync_dir: bool = True) -> None:
+    def __init__(self, root: Path, fsync_dir: bool = False, fsync: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.fsync_dir = fsync_dir
+        self.fsync = fsync
+        self.fsync_dir = fsync_dir and fsync
         self._known_dirs: set[Path] = set()
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
@@ -113,7 +121,7 @@ class Spool:
         if directory not in self._known_dirs:
             directory.mkdir(parents=True, exist_ok=True)
             self._known_dirs.add(directory)
-        tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp = directory / f"{TMP_PREFIX}{path.stem}.{size}.{uuid.uuid4().hex[:8]}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
@@ -124,7 +132,8 @@ class Spool:
                     if n <= 0:
                         raise OSError(errno.EIO, "short write")
                     written += n
-                os.fsync(fd)
+                if self.fsync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -138,18 +147,35 @@ class Spool:
             _fsync_dir(directory)
         return WriteResult(path, status, size)
 
-    def clean_temp_files(self) -> int:
-        """Remove temporary files left by a crash; return how many were removed."""
-        n = 0
+    def recover_temp_files(self) -> tuple[int, int]:
+        """Finish or remove what a crash left: ``(renamed, removed)``.
+
+        A temporary file whose size equals the size in its name was completely written (and
+        ``fsync``-ed before any acknowledgement): it is renamed to its final name. Any other
+        temporary file is removed.
+        """
+        renamed = removed = 0
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if name.startswith(TMP_PREFIX):
-                    try:
-                        os.unlink(os.path.join(dirpath, name))
-                        n += 1
-                    except OSError:
-                        pass
-        return n
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                parts = name[len(TMP_PREFIX):].rsplit(".", 2)
+                try:
+                    if (len(parts) == 3 and is_valid_uid(parts[0]) and parts[1].isdigit()
+                            and os.path.getsize(full) == int(parts[1])):
+                        os.replace(full, os.path.join(dirpath, parts[0] + ".dcm"))
+                        renamed += 1
+                    else:
+                        os.unlink(full)
+                        removed += 1
+                except OSError:
+                    pass
+        return renamed, removed
+
+    def clean_temp_files(self) -> int:
+        """Start-up clean-up (see :meth:`recover_temp_files`); return how many were removed."""
+        return self.recover_temp_files()[1]
 
     def iter_files(self):
         """Yield ``(study_uid, series_uid, sop_uid, path)`` for every spooled instance."""

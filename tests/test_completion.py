@@ -74,48 +74,57 @@ def test_known_size_completes_early(node_factory, tmp_path):
 
 
 def test_optional_t1_is_waited_for_within_the_grace_period(node_factory, tmp_path):
-    node = node_factory(completion={"quiet_seconds": 1.5, "early": False},
+    node = node_factory(completion={"quiet_seconds": 3.0, "early": False},
                         runner={"enabled": False},
-                        routing_file=routing_with_grace(tmp_path, 20))
+                        routing_file=routing_with_grace(tmp_path, 30))
     flair = make_mr_series(5, 32, 32, contrast="FLAIR", series_number=3)
     study = flair[0].StudyInstanceUID
-    t1 = make_mr_series(6, 32, 32, contrast="T1", study_uid=study, series_number=4)
-    t1_dir = write_series(t1, tmp_path / "t1")[0].parent
+    t1 = make_mr_series(12, 32, 32, contrast="T1", study_uid=study, series_number=4)
+    t1_files = write_series(t1, tmp_path / "t1")
     _send(node, write_series(flair, tmp_path / "flair")[0].parent)
     fuid = flair[0].SeriesInstanceUID
-    # the T1 trickles in (one instance every 0.6 s) and is still arriving when the FLAIR completes
-    flair_done_while_t1_arriving = False
-    for k in range(1, 7):
-        _send(node, t1_dir / f"{k:04d}.dcm")
+    # the T1 trickles in (gaps well under the quiet period) and is still arriving when the
+    # FLAIR completes: no job yet
+    k = 0
+    while k < len(t1_files) - 2:
+        _send(node, t1_files[k])
+        k += 1
         st = node.status()
-        if (_series(st, fuid) or {}).get("state") == "complete" and k < 6:
-            flair_done_while_t1_arriving = True
+        if (_series(st, fuid) or {}).get("state") == "complete":
             assert st["jobs"] == []  # waiting for the optional T1
-        time.sleep(0.6)
-    assert flair_done_while_t1_arriving
-    st = node.wait_for(lambda s: len(s["jobs"]) >= 1, 20)
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the FLAIR did not complete while the T1 was arriving")
+    for f in t1_files[k:]:
+        _send(node, f)
+    st = node.wait_for(lambda s: len(s["jobs"]) >= 1, 30)
     assert len(st["jobs"]) == 1
     assert st["jobs"][0]["inputs"] == {"flair": fuid, "t1": t1[0].SeriesInstanceUID}
     assert "waits up to" in node.log_text()
 
 
 def test_grace_period_expires_without_the_optional_series(node_factory, tmp_path):
-    node = node_factory(completion={"quiet_seconds": 1.0, "early": False},
+    node = node_factory(completion={"quiet_seconds": 2.5, "early": False},
                         runner={"enabled": False},
                         routing_file=routing_with_grace(tmp_path, 2))
     flair = make_mr_series(5, 32, 32, contrast="FLAIR", series_number=3)
-    other = make_mr_series(3, 32, 32, contrast="T2", study_uid=flair[0].StudyInstanceUID,
+    other = make_mr_series(40, 32, 32, contrast="T2", study_uid=flair[0].StudyInstanceUID,
                            series_number=5)
-    other_dir = write_series(other, tmp_path / "t2")[0].parent
+    other_files = write_series(other, tmp_path / "t2")
     _send(node, write_series(flair, tmp_path / "flair")[0].parent)
-    t0 = time.monotonic()
-    # another series keeps trickling in (one instance every 0.8 s, under the quiet period)
-    for k in range(1, 4):
-        _send(node, other_dir / f"{k:04d}.dcm")
-        time.sleep(0.8)
-    st = node.wait_for(lambda s: len(s["jobs"]) == 1, 20)
+    # another series keeps trickling in, past the FLAIR's completion + the 2 s grace period:
+    # the job is queued at the deadline, without waiting for it
+    for f in other_files:
+        _send(node, f)
+        st = node.status()
+        if st["jobs"]:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("no job was queued while the other series kept arriving")
     assert st["jobs"][0]["inputs"] == {"flair": flair[0].SeriesInstanceUID}
-    assert time.monotonic() - t0 >= 2.0
+    assert _series(st, other[0].SeriesInstanceUID)["state"] == "receiving"
 
 
 def test_instance_after_completion_reopens_and_queues_a_new_version(node_factory, tmp_path):

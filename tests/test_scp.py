@@ -149,7 +149,9 @@ def test_truncated_dataset_is_refused_by_the_node():
     from pydicom.filereader import read_preamble
     from pynetdicom.dsutils import decode
 
-    from dicom_node.scp import _truncated_last_element
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicom_node.scp import _truncated_last_element, _truncated_pixel_data
 
     here = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom" / "edge"
     f = here / "pydicom_MR_truncated" / "MR_truncated.dcm"
@@ -158,15 +160,21 @@ def test_truncated_dataset_is_refused_by_the_node():
     fp = BytesIO(f.read_bytes())
     read_preamble(fp, False)
     pydicom.filereader._read_file_meta_info(fp)
-    ds = decode(BytesIO(fp.read()), False, True)
+    raw = fp.read()
+    ds = decode(BytesIO(raw), False, True)
     assert "truncated element (7FE0,0010)" in _truncated_last_element(ds)
+    # the cheap check used on the hot path agrees
+    assert "declared 8192 bytes, received 8130" in _truncated_pixel_data(
+        raw, ExplicitVRLittleEndian)
     ok = make_mr_series(1, 8, 8)[0]
     buf = BytesIO()
     ok.save_as(buf, enforce_file_format=True)
     buf.seek(0)
     read_preamble(buf, False)
     pydicom.filereader._read_file_meta_info(buf)
-    assert _truncated_last_element(decode(BytesIO(buf.read()), False, True)) is None
+    raw_ok = buf.read()
+    assert _truncated_last_element(decode(BytesIO(raw_ok), False, True)) is None
+    assert _truncated_pixel_data(raw_ok, ExplicitVRLittleEndian) is None
 
 
 def test_invalid_uid_refused_duplicates_idempotent(node_factory, tmp_path):

@@ -73,3 +73,33 @@ def test_clean_temp_files_and_iter_files(tmp_path):
     (p.parent / "notes.txt").write_text("ignored")
     assert sp.clean_temp_files() == 1
     assert [t[:3] for t in sp.iter_files()] == [("1.2", "1.2.3", "1.2.3.6")]
+
+
+def test_crash_recovery_finishes_complete_temp_files_and_removes_partial_ones(tmp_path):
+    """A crash after the fsync but before the rename is durable: start-up finishes the rename."""
+    sp = Spool(tmp_path / "spool")
+    d = sp.series_dir("1.2", "1.2.3")
+    d.mkdir(parents=True)
+    (d / ".tmp-1.2.3.8.5.abcd1234").write_bytes(b"12345")  # complete: 5 bytes as named
+    (d / ".tmp-1.2.3.9.500.abcd1234").write_bytes(b"123")  # partial
+    (d / "1.2.3.10.dcm").write_bytes(b"old")
+    (d / ".tmp-1.2.3.10.3.ffff0000").write_bytes(b"new")  # newer complete version
+    assert sp.recover_temp_files() == (2, 1)
+    assert (d / "1.2.3.8.dcm").read_bytes() == b"12345"
+    assert (d / "1.2.3.10.dcm").read_bytes() == b"new"
+    assert sorted(os.listdir(d)) == ["1.2.3.10.dcm", "1.2.3.8.dcm"]
+
+
+def test_temp_file_name_carries_final_name_and_size(tmp_path, monkeypatch):
+    sp = Spool(tmp_path / "spool")
+    p = sp.path_for("1.2", "1.2.3", "1.2.3.11")
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    sp.write(p, b"abcdef")
+    assert seen and seen[0].startswith(".tmp-1.2.3.11.6.")
