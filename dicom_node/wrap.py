@@ -34,7 +34,7 @@ ACQUISITION_PRESETS: dict[tuple[str, str], dict] = {
     ("FLAIR", "3D"): dict(
         ScanningSequence=["SE", "IR"], SequenceVariant=["SK", "SP", "MP"], ScanOptions=["IR"],
         RepetitionTime=6000.0, EchoTime=394.0, InversionTime=2200.0, EchoTrainLength=278,
-        FlipAngle=120.0, SequenceName="*spcir3d1_278", ProtocolName="t2_space_dark-fluid_sag_p2_iso",
+        FlipAngle=120.0, SequenceName="*spcir3d1_278", ProtocolName="t2_space_dark-fluid_3d_p2_iso",
     ),
     ("FLAIR", "2D"): dict(
         ScanningSequence=["SE", "IR"], SequenceVariant=["SK", "SP", "MP"], ScanOptions=["IR"],
@@ -44,7 +44,7 @@ ACQUISITION_PRESETS: dict[tuple[str, str], dict] = {
     ("T1", "3D"): dict(
         ScanningSequence=["GR", "IR"], SequenceVariant=["SP", "MP"], ScanOptions=["IR"],
         RepetitionTime=2300.0, EchoTime=2.98, InversionTime=900.0, EchoTrainLength=1,
-        FlipAngle=9.0, SequenceName="*tfl3d1_16ns", ProtocolName="t1_mprage_sag_p2_iso",
+        FlipAngle=9.0, SequenceName="*tfl3d1_16ns", ProtocolName="t1_mprage_3d_p2_iso",
     ),
     ("T1", "2D"): dict(
         ScanningSequence=["SE"], SequenceVariant=["SP"], ScanOptions=[],
@@ -54,7 +54,7 @@ ACQUISITION_PRESETS: dict[tuple[str, str], dict] = {
     ("T2", "3D"): dict(
         ScanningSequence=["SE"], SequenceVariant=["SK", "SP"], ScanOptions=[],
         RepetitionTime=3200.0, EchoTime=408.0, InversionTime=None, EchoTrainLength=258,
-        FlipAngle=120.0, SequenceName="*spc3d1_258", ProtocolName="t2_space_sag_p2_iso",
+        FlipAngle=120.0, SequenceName="*spc3d1_258", ProtocolName="t2_space_3d_p2_iso",
     ),
     ("T2", "2D"): dict(
         ScanningSequence=["SE"], SequenceVariant=["SK", "SP"], ScanOptions=[],
