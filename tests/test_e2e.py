@@ -107,32 +107,39 @@ def _dataset(pacs: OrthancServer, series: dict) -> pydicom.Dataset:
     return pydicom.dcmread(BytesIO(pacs.instance_file(inst)))
 
 
-def _num_items(seq, out: list[tuple[str, float, str]]) -> list[tuple[str, float, str]]:
-    """All NUM content items below ``seq``: (concept meaning, value, unit code)."""
-    for item in seq or []:
-        if item.get("ValueType") == "NUM" and "MeasuredValueSequence" in item:
-            mv = item.MeasuredValueSequence[0]
-            out.append((item.ConceptNameCodeSequence[0].CodeMeaning, float(mv.NumericValue),
-                        mv.MeasurementUnitsCodeSequence[0].CodeValue))
-        if "ContentSequence" in item:
-            _num_items(item.ContentSequence, out)
-    return out
-
-
-def _lesion_volumes_mm3(sr: pydicom.Dataset) -> list[float]:
-    """Volume of each per-lesion measurement group of a TID 1500 report."""
-    vols = []
+def _groups(sr: pydicom.Dataset):
+    """(tracking identifier, group item) of every Measurement Group of a TID 1500 report."""
     for item in sr.ContentSequence:
         if item.get("ValueType") != "CONTAINER" or "ContentSequence" not in item:
             continue
         for group in item.ContentSequence:  # Imaging Measurements -> Measurement Group
             if group.ConceptNameCodeSequence[0].CodeMeaning != "Measurement Group":
                 continue
-            nums = _num_items(group.ContentSequence, [])
-            v = [val for name, val, unit in nums if name == "Volume" and unit == "mm3"]
-            if v:
-                vols.append(v[0])
-    return vols
+            ident = next((str(c.TextValue) for c in group.ContentSequence
+                          if c.get("ValueType") == "TEXT"
+                          and c.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier"),
+                         "")
+            yield ident, group
+
+
+def _has_finding_site(item) -> bool:
+    return any(c.ConceptNameCodeSequence[0].CodeMeaning == "Finding Site"
+               for c in item.get("ContentSequence", []))
+
+
+def _sr_volumes_mm3(sr: pydicom.Dataset) -> tuple[list[float], float | None]:
+    """Per-lesion volumes and the study total (the summary's Volume without a finding site)."""
+    per_lesion, total = [], None
+    for ident, group in _groups(sr):
+        vols = [it for it in group.ContentSequence if it.get("ValueType") == "NUM"
+                and it.ConceptNameCodeSequence[0].CodeMeaning == "Volume"
+                and it.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm3"]
+        if ident == "MS lesion summary":
+            total = next(float(it.MeasuredValueSequence[0].NumericValue) for it in vols
+                         if not _has_finding_site(it))
+        elif vols:
+            per_lesion.append(float(vols[0].MeasuredValueSequence[0].NumericValue))
+    return per_lesion, total
 
 
 def _seg_voxel_volume_mm3(seg: pydicom.Dataset) -> tuple[int, float]:
@@ -173,11 +180,12 @@ def test_results_reach_orthanc_in_the_same_study(pacs, node_factory, study):
 
     voxels, voxel_mm3 = _seg_voxel_volume_mm3(seg)
     seg_volume = voxels * voxel_mm3
-    lesion_vols = _lesion_volumes_mm3(sr)
+    lesion_vols, sr_total = _sr_volumes_mm3(sr)
     assert lesion_vols, "no per-lesion Volume measurement in the SR"
-    sr_total = sum(lesion_vols)
+    assert sr_total is not None, "no study total volume in the SR summary"
     assert seg_volume > 0
     assert abs(sr_total - seg_volume) <= 0.01 * seg_volume, (sr_total, seg_volume)
+    assert abs(sum(lesion_vols) - seg_volume) <= 0.01 * seg_volume, (lesion_vols, seg_volume)
     assert len(_overlay_series(found)) >= 1
 
 
