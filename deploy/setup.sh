@@ -15,10 +15,15 @@ for pair in orthanc:/usr/sbin/Orthanc dcmtk:/usr/bin/storescu dicom3tools:/usr/b
   [ -x "$bin" ] || need_apt+=("$pkg")
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# Orthanc web viewer + Chromium: the viewer test looks at the overlay series as a user would;
+# orthanc-python: the Python autorouting variant.
+[ -f /usr/share/orthanc/plugins/libOrthancWebViewer.so ] || need_apt+=(orthanc-webviewer)
+[ -f /usr/share/orthanc/plugins/libOrthancPython.so ] || need_apt+=(orthanc-python)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
   # Debian's orthanc package may start a system Orthanc on 4242/8042; the node's tests and demo
   # start their own on free ports, so the system one is left alone.
 fi

@@ -159,7 +159,7 @@ class Node:
                 from . import metrics
 
                 self._http = metrics.start_http(
-                    self.cfg.http.port, spool_dir=self.cfg.data_dir,
+                    self.cfg.http.port, self.cfg.http.host, spool_dir=self.cfg.data_dir,
                     min_free_bytes=self.cfg.min_free_disk_mb * 2**20,
                     jobs_source=self._job_counts,
                 )
