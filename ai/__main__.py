@@ -1,0 +1,110 @@
+"""Command line: ``python -m ai train|export|evaluate|synth ...``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _train(a: argparse.Namespace) -> int:
+    from ai.train import export, train
+
+    ckpt = train(Path(a.out), iters=a.iters, batch=a.batch, crop=a.crop, lr=a.lr, seed=a.seed,
+                 n_phantoms=a.phantoms, base=a.base, threads=a.threads, resume=a.resume,
+                 real_case=None if a.no_real else Path(a.real_case), ckpt_every=a.ckpt_every,
+                 holdout=not a.no_holdout, progress=not a.no_progress)
+    print(f"checkpoint: {ckpt}")
+    if a.export:
+        digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
+        print(f"exported {a.export} sha256 {digest}")
+    return 0
+
+
+def _export(a: argparse.Namespace) -> int:
+    from ai.train import export
+
+    digest = export(Path(a.checkpoint), Path(a.dest), {"command": a.command or ""})
+    print(f"exported {a.dest} sha256 {digest}")
+    return 0
+
+
+def _evaluate(a: argparse.Namespace) -> int:
+    from ai.evaluate import evaluate
+
+    res = evaluate(Path(a.cases), weights=a.weights, plots=Path(a.plots) if a.plots else None,
+                   threshold=a.threshold, device=a.device)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=2))
+    o = res["overall"]
+    print(f"cases={o['n_cases']} dice={o['dice']:.3f} lesion_f1={o['lesion_f1']:.3f} "
+          f"sens={o['lesion_sensitivity']:.3f} ppv={o['lesion_ppv']:.3f}")
+    for name, c in res["cases"].items():
+        extra = ""
+        if "holdout" in c:
+            extra = f" | held-out part: dice={c['holdout']['dice']:.3f} f1={c['holdout']['lesion_f1']:.3f}"
+        print(f"  {name}: dice={c['dice']:.3f} lesion_f1={c['lesion_f1']:.3f}{extra}")
+    return 0
+
+
+def _synth(a: argparse.Namespace) -> int:
+    from ai.synth import make_phantom, write_case
+
+    for i in range(a.n):
+        seed = a.seed + i
+        thick = a.thickness if a.thickness else (1 if i % 2 == 0 else 3)
+        write_case(make_phantom(seed), Path(a.out) / f"phantom{seed:04d}_z{thick}", slice_thickness=thick, seed=seed)
+    print(f"wrote {a.n} phantom cases to {a.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ai.data import REAL_CASE
+
+    p = argparse.ArgumentParser(prog="python -m ai", description="MS lesion AI engine (research use only)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train the UNet (phantoms + the labelled real case when present)")
+    t.add_argument("--out", default="runs/ms_unet")
+    t.add_argument("--iters", type=int, default=6000)
+    t.add_argument("--batch", type=int, default=12)
+    t.add_argument("--crop", type=int, default=128)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--phantoms", type=int, default=12)
+    t.add_argument("--base", type=int, default=12)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--ckpt-every", type=int, default=100)
+    t.add_argument("--real-case", default=str(REAL_CASE))
+    t.add_argument("--no-real", action="store_true", help="phantoms only")
+    t.add_argument("--no-holdout", action="store_true", help="use the whole real case (no validation part)")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--export", default=None, help="write shipped weights here after training")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(fn=_train)
+    x = sub.add_parser("export", help="checkpoint -> shipped weights file (+ .sha256)")
+    x.add_argument("checkpoint")
+    x.add_argument("dest", nargs="?", default=str(Path(__file__).parent / "weights" / "ms_unet.pt"))
+    x.add_argument("--command", default=None, help="training command to record in the metadata")
+    x.set_defaults(fn=_export)
+    e = sub.add_parser("evaluate", help="run the shipped model on CASES_DIR/<case>/FLAIR.nii.gz ...")
+    e.add_argument("cases")
+    e.add_argument("--json", required=True)
+    e.add_argument("--plots", default=None)
+    e.add_argument("--weights", default=None)
+    e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--device", default="auto")
+    e.set_defaults(fn=_evaluate)
+    s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
+    s.add_argument("out")
+    s.add_argument("--n", type=int, default=4)
+    s.add_argument("--seed", type=int, default=90000)
+    s.add_argument("--thickness", type=int, default=0, help="slice thickness mm (0: alternate 1 and 3)")
+    s.set_defaults(fn=_synth)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

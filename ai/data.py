@@ -1,0 +1,136 @@
+"""Training volumes: the labelled real case (with pseudo-anatomy) and synthetic phantoms.
+
+Every training volume lives on the model grid (canonical LPS, 1 mm in-plane, see
+:mod:`ai.preprocess`) and carries
+
+- ``flair``/``t1``: normalised arrays (z, y, x); ``t1`` may be ``None``;
+- ``labels``: uint8 (C, z, y, x) for :data:`ai.model.OUTPUTS` (lesion, brain, ventricles, cortex,
+  infratentorial);
+- ``valid``: float (C,) whether each label channel is known for this volume;
+- ``region``: bool (z, y, x) voxels that may be used for training (the held-out part of the real
+  case is excluded here AND zeroed in the inputs, so no held-out voxel is ever seen).
+
+Anatomy for the real case is a pseudo-label derived from its own images (documented in
+:func:`real_case_volume`); for the phantoms it is exact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from ai import preprocess as pp
+from ai.model import OUTPUTS
+from ai.synth import make_phantom
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_CASE = SHARED / "ms" / "cross_sectional" / "patient19"
+
+#: honest hold-out of the real case: the patient's LEFT hemisphere (LPS x >= 0 mm) is never used
+#: in training; metrics on it are reported as the real-data validation.
+HOLDOUT = {"case": "patient19", "rule": "LPS x >= 0 mm (patient's left hemisphere) held out",
+           "axis": "lps_x", "threshold_mm": 0.0}
+
+
+@dataclass
+class Volume:
+    name: str
+    flair: np.ndarray
+    t1: np.ndarray | None
+    labels: np.ndarray
+    valid: np.ndarray
+    region: np.ndarray
+
+
+def physical_grid(img: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPS physical coordinates (x, y, z), each shaped like the image array (z, y, x)."""
+    size = img.GetSize()
+    d = np.array(img.GetDirection()).reshape(3, 3)
+    sp = np.array(img.GetSpacing())
+    o = np.array(img.GetOrigin())
+    k, j, i = np.meshgrid(np.arange(size[2]), np.arange(size[1]), np.arange(size[0]), indexing="ij")
+    idx = np.stack([i, j, k], 0).reshape(3, -1).astype(np.float32)
+    pts = (d @ (idx * sp[:, None])) + o[:, None]
+    return tuple(p.reshape(size[2], size[1], size[0]).astype(np.float32) for p in pts)  # type: ignore
+
+
+def mni_infratentorial(x_ras: np.ndarray, y_ras: np.ndarray, z_ras: np.ndarray) -> np.ndarray:
+    """Approximate infratentorial region (cerebellum + brainstem) in MNI152 millimetres.
+
+    A piecewise plane drawn on the mid-sagittal and para-sagittal slices of the MNI-registered real
+    case: posterior fossa below z=-12 behind y=-40, below z=-20 for -40<=y<-25, and the pons/
+    medulla (|x|<16) below z=-12 for -25<=y<-5.
+    """
+    post = (y_ras < -40) & (z_ras < -12)
+    mid = (y_ras >= -40) & (y_ras < -25) & (z_ras < -20)
+    pons = (np.abs(x_ras) < 16) & (y_ras >= -25) & (y_ras < -5) & (z_ras < -12)
+    return post | mid | pons
+
+
+def real_case_volume(case_dir: Path, holdout: bool = True) -> Volume:
+    """The labelled real case on the model grid with pseudo-anatomy.
+
+    Pseudo-anatomy (the case is skull-stripped and in MNI space):
+    brain = FLAIR > 0 (holes filled); ventricles = dark on both FLAIR and T1 (< 0.35 / < 0.45 of
+    the foreground median), >= 10 mm inside the brain, in a central MNI box, components
+    >= 300 voxels; infratentorial = :func:`mni_infratentorial`; cortex = T1 grey-matter range
+    (between CSF and white matter, 2-means split) within 12 mm of the brain surface, outside the
+    infratentorial region and lesions.
+    """
+    flair = sitk.ReadImage(str(case_dir / "FLAIR.nii.gz"), sitk.sitkFloat32)
+    t1p = case_dir / "T1.nii.gz"
+    t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
+    prep = pp.prepare(flair, t1, register=False)
+    les_img = pp.to_canonical(sitk.ReadImage(str(case_dir / "lesion_mask.nii.gz"), sitk.sitkUInt8))
+    lesion = sitk.GetArrayFromImage(pp.resample(les_img, _as_u8(prep.grid), sitk.sitkNearestNeighbor)) > 0
+    f, t = prep.flair, prep.t1
+    brain = ndi.binary_fill_holes(f > 0.02)
+    brain = ndi.binary_opening(brain, iterations=1)
+    x, y, z = physical_grid(prep.grid)
+    xr, yr = -x, -y
+    infra = mni_infratentorial(xr, yr, z) & brain
+    depth = ndi.distance_transform_edt(brain)
+    tt = t if t is not None else np.ones_like(f)
+    vent = brain & (f < 0.35) & (tt < 0.45) & (depth > 10)
+    vent &= (np.abs(xr) < 35) & (yr > -50) & (yr < 40) & (z > -5) & (z < 40)
+    lab, n = ndi.label(vent)
+    if n:
+        sizes = ndi.sum(vent, lab, range(1, n + 1))
+        vent = np.isin(lab, 1 + np.nonzero(sizes >= 300)[0])
+    vent = ndi.binary_closing(vent, iterations=1)
+    if t is not None:
+        vals = t[brain & ~lesion & (t > 0.5)]
+        thr = pp._otsu(vals)  # grey vs white matter on T1
+        gm = brain & (t > 0.45) & (t < thr)
+    else:
+        gm = brain & (f > 1.08)
+    cortex = gm & (depth < 12) & ~infra & ~lesion
+    labels = np.stack([lesion, brain, vent, cortex, infra]).astype(np.uint8)
+    region = np.ones(f.shape, bool)
+    if holdout:
+        region = x < HOLDOUT["threshold_mm"]
+        f = f * region
+        if t is not None:
+            t = t * region
+        labels = labels * region[None]
+    return Volume(case_dir.name, f.astype(np.float32), None if t is None else t.astype(np.float32), labels,
+                  np.ones(len(OUTPUTS), np.float32), region)
+
+
+def _as_u8(ref: sitk.Image) -> sitk.Image:
+    out = sitk.Image(ref.GetSize(), sitk.sitkUInt8)
+    out.CopyInformation(ref)
+    return out
+
+
+def phantom_volume(seed: int) -> Volume:
+    """A synthetic phantom (clean; 2D corruption happens in the sampler) as a training volume."""
+    ph = make_phantom(seed)
+    fg = pp.foreground_mask(ph.flair)
+    f = pp.normalise(ph.flair, fg)
+    t = pp.normalise(ph.t1, fg)
+    labels = np.stack([ph.lesion] + [ph.anatomy[k] for k in OUTPUTS[1:]]).astype(np.uint8)
+    return Volume(f"phantom{seed}", f, t, labels, np.ones(len(OUTPUTS), np.float32), np.ones(f.shape, bool))

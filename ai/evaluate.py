@@ -1,0 +1,237 @@
+"""Evaluation of the shipped model on a folder of labelled cases.
+
+``python -m ai evaluate CASES_DIR --json OUT.json [--plots DIR]``
+
+CASES_DIR holds one folder per case with ``FLAIR.nii.gz``, optional ``T1.nii.gz``,
+``lesion_mask.nii.gz`` and (phantoms) optional ``lesion_location.nii.gz`` (1..4 = index into
+:data:`ai.types.LOCATIONS` + 1, the true location class of each lesion voxel).
+
+Metrics per case: voxel Dice; lesion-wise sensitivity, PPV and F1 with overlap-based matching (a
+reference lesion is detected when any predicted lesion voxel overlaps it; a predicted lesion is a
+true positive when it overlaps any reference lesion); reference and predicted volume, absolute
+and relative volume difference. Reference lesions use the same component rule as predictions
+(26-connectivity, >= 3 voxels and >= 10 mm3). ``overall`` holds the means over cases (``dice``,
+``lesion_f1``, ...) and pooled lesion counts. When the case is the real case that training held
+part of out (recorded in the weights), the same metrics restricted to the held-out part are
+reported under ``holdout`` -- that is the honest real-data validation.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ai import preprocess as pp
+from ai.infer import Segmenter
+from ai.lesions import classify, components
+from ai.types import LOCATIONS
+
+log = logging.getLogger(__name__)
+THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / s) if s else 1.0
+
+
+def lesion_match(pred_lab: np.ndarray, n_pred: int, ref_lab: np.ndarray, n_ref: int) -> dict:
+    """Overlap-based lesion detection counts and sensitivity/PPV/F1."""
+    both = (pred_lab > 0) & (ref_lab > 0)
+    ref_hit = np.unique(ref_lab[both])
+    pred_hit = np.unique(pred_lab[both])
+    tp_ref, tp_pred = int(len(ref_hit)), int(len(pred_hit))
+    sens = tp_ref / n_ref if n_ref else 1.0
+    ppv = tp_pred / n_pred if n_pred else (1.0 if n_ref == 0 else 0.0)
+    f1 = 2 * sens * ppv / (sens + ppv) if (sens + ppv) else 0.0
+    return {"n_ref": n_ref, "n_pred": n_pred, "tp_ref": tp_ref, "tp_pred": tp_pred, "fp": n_pred - tp_pred,
+            "lesion_sensitivity": sens, "lesion_ppv": ppv, "lesion_f1": f1}
+
+
+def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: float, min_voxels: int = 3,
+                 min_volume_mm3: float = 10.0, region: np.ndarray | None = None) -> dict:
+    """All metrics for one case (optionally restricted to ``region``)."""
+    pred = prob >= threshold
+    if region is not None:
+        pred, ref = pred & region, ref & region
+    pl, npred = components(pred, spacing_zyx, min_voxels, min_volume_mm3)
+    rl, nref = components(ref, spacing_zyx, min_voxels, min_volume_mm3)
+    vox = float(np.prod(spacing_zyx))
+    pm, rm = pl > 0, rl > 0
+    vp, vr = pm.sum() * vox / 1000.0, rm.sum() * vox / 1000.0
+    out = {"dice": dice(pm, rm), "ref_volume_ml": vr, "pred_volume_ml": vp, "abs_volume_diff_ml": abs(vp - vr),
+           "rel_volume_diff": (vp - vr) / vr if vr else None}
+    out.update(lesion_match(pl, npred, rl, nref))
+    return out
+
+
+def _curves(prob, ref, brain, spacing_zyx, region=None) -> dict:
+    """ROC (voxel, inside the brain) and FROC (lesion sensitivity vs false-positive lesions)."""
+    if region is not None:
+        brain = brain & region
+    p, r = prob[brain], ref[brain]
+    pos, neg = max(int(r.sum()), 1), max(int((~r).sum()), 1)
+    roc, froc = [], []
+    for t in THRESHOLDS:
+        pr = p >= t
+        roc.append({"threshold": t, "tpr": float((pr & r).sum() / pos), "fpr": float((pr & ~r).sum() / neg)})
+        m = case_metrics(prob, ref, spacing_zyx, t, region=region)
+        froc.append({"threshold": t, "sensitivity": m["lesion_sensitivity"], "fp": m["fp"], "dice": m["dice"]})
+    return {"roc": roc, "froc": froc}
+
+
+def evaluate(cases_dir: Path, weights=None, plots: Path | None = None, threshold: float = 0.5,
+             device: str = "auto") -> dict:
+    """Run the model on every case folder and return the metrics dictionary (see module doc)."""
+    seg = Segmenter(weights, device=device)
+    hold = seg.meta.get("train_config", {}).get("holdout")
+    cases = sorted(d for d in Path(cases_dir).iterdir() if (d / "FLAIR.nii.gz").exists()
+                   and (d / "lesion_mask.nii.gz").exists())
+    if not cases:
+        raise SystemExit(f"no cases (FLAIR.nii.gz + lesion_mask.nii.gz) under {cases_dir}")
+    results: dict = {}
+    curves: dict = {}
+    confusion = np.zeros((len(LOCATIONS), len(LOCATIONS) + 1), int)  # last column: missed
+    for d in cases:
+        flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
+        t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
+        ref_img = sitk.ReadImage(str(d / "lesion_mask.nii.gz"), sitk.sitkUInt8)
+        ref_img = pp.resample(ref_img, flair, sitk.sitkNearestNeighbor)
+        ref = sitk.GetArrayFromImage(ref_img) > 0
+        res, anatomy = seg.segment_with_maps(flair, t1, threshold=threshold)
+        prob = res.probability
+        sp = flair.GetSpacing()[::-1]
+        m = case_metrics(prob, ref, sp, threshold)
+        m["timings_s"] = res.timings_s
+        m["pred_locations"] = res.summary.counts_by_location
+        region = None
+        if hold and hold.get("case") == d.name:
+            from ai.data import physical_grid
+
+            x = physical_grid(flair)[0]
+            region = x >= hold["threshold_mm"]
+            m["holdout"] = case_metrics(prob, ref, sp, threshold, region=region)
+            m["holdout"]["rule"] = hold["rule"]
+        brain = anatomy["brain"] | ref
+        curves[d.name] = _curves(prob, ref, brain, sp, region)
+        m["curves"] = curves[d.name]
+        # location confusion: reference lesions vs the class of the predicted lesion overlapping them
+        rl, nref = components(ref, sp)
+        loc_img = d / "lesion_location.nii.gz"
+        locvol = (sitk.GetArrayFromImage(pp.resample(sitk.ReadImage(str(loc_img)), flair, sitk.sitkNearestNeighbor))
+                  if loc_img.exists() else None)
+        pred_loc = {les.id: les.location for les in res.lesions}
+        from scipy import ndimage as ndi
+
+        for i, bb in enumerate(ndi.find_objects(rl), start=1):
+            if bb is None:
+                continue
+            comp = rl[bb] == i
+            if region is not None and not region[bb][comp].any():
+                continue
+            if locvol is not None and (locvol[bb][comp] > 0).any():
+                true = LOCATIONS[int(np.bincount(locvol[bb][comp][locvol[bb][comp] > 0]).argmax()) - 1]
+            else:
+                big = tuple(slice(max(0, b.start - 6), b.stop + 6) for b in bb)
+                comp_b = rl[big] == i
+                true = classify(comp_b, {k: v[big] for k, v in anatomy.items()}, sp)
+            hits = res.labels[bb][comp]
+            hits = hits[hits > 0]
+            col = len(LOCATIONS) if hits.size == 0 else LOCATIONS.index(pred_loc[int(np.bincount(hits).argmax())])
+            confusion[LOCATIONS.index(true), col] += 1
+        results[d.name] = m
+        if plots:
+            _overlay(Path(plots) / f"overlay_{d.name}.png", sitk.GetArrayFromImage(flair), ref, res.labels > 0,
+                     anatomy, d.name)
+        log.info("%s: dice %.3f lesion F1 %.3f", d.name, m["dice"], m["lesion_f1"])
+    keys = ["dice", "lesion_sensitivity", "lesion_ppv", "lesion_f1", "abs_volume_diff_ml"]
+    overall = {k: float(np.mean([results[c][k] for c in results])) for k in keys}
+    rel = [results[c]["rel_volume_diff"] for c in results if results[c]["rel_volume_diff"] is not None]
+    overall["rel_volume_diff"] = float(np.mean(rel)) if rel else None
+    overall["n_cases"] = len(results)
+    pooled = {k: int(sum(results[c][k] for c in results)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred")}
+    s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
+    p = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
+    pooled["lesion_f1"] = 2 * s * p / (s + p) if s + p else 0.0
+    overall["pooled"] = pooled
+    out = {"overall": overall, "cases": results, "threshold": threshold, "model": seg.model_name,
+           "model_version": seg.model_version,
+           "location_confusion": {"rows_true": list(LOCATIONS), "cols_pred": list(LOCATIONS) + ["missed"],
+                                  "matrix": confusion.tolist()}}
+    if plots:
+        _plots(Path(plots), curves, confusion)
+    return out
+
+
+def _overlay(path: Path, img: np.ndarray, ref: np.ndarray, pred: np.ndarray, anatomy: dict, name: str) -> None:
+    """Four slices (most reference lesion) with reference (green), prediction (red) and the
+    predicted ventricles (blue), cortex (yellow) and infratentorial region (magenta)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    per = (ref | pred).sum((1, 2))
+    order = np.argsort(per)[::-1]
+    zs = sorted(set([int(order[0]), int(order[min(len(order) - 1, 5)])]
+                    + [int(v) for v in np.linspace(img.shape[0] * 0.25, img.shape[0] * 0.75, 2)]))
+    fig, ax = plt.subplots(1, len(zs), figsize=(4.2 * len(zs), 4.6))
+    vmax = np.percentile(img, 99.5)
+    for a, z in zip(np.atleast_1d(ax), zs):
+        a.imshow(img[z], cmap="gray", vmin=0, vmax=vmax)
+        for m, c in ((anatomy.get("ventricles"), "b"), (anatomy.get("cortex"), "y"),
+                     (anatomy.get("infratentorial"), "m"), (ref, "lime"), (pred, "r")):
+            if m is not None and m[z].any():
+                a.contour(m[z].astype(float), [0.5], colors=c, linewidths=0.8)
+        a.set_title(f"{name} slice {z}", fontsize=9)
+        a.axis("off")
+    fig.suptitle("green: reference, red: model; blue ventricles, yellow cortex, magenta infratentorial",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def _plots(out: Path, curves: dict, confusion: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, c in curves.items():
+        ax[0].plot([r["fpr"] for r in c["roc"]], [r["tpr"] for r in c["roc"]], ".-", label=name)
+        ax[1].plot([r["fp"] for r in c["froc"]], [r["sensitivity"] for r in c["froc"]], ".-", label=name)
+        for r in c["froc"]:
+            if r["threshold"] in (0.1, 0.5, 0.9):
+                ax[1].annotate(f"{r['threshold']}", (r["fp"], r["sensitivity"]), fontsize=7)
+    ax[0].set_xscale("log")
+    ax[0].set_xlabel("voxel false-positive rate (inside brain, log)")
+    ax[0].set_ylabel("voxel true-positive rate")
+    ax[0].set_title("ROC over thresholds 0.05-0.95")
+    ax[1].set_xlabel("false-positive lesions per case")
+    ax[1].set_ylabel("lesion sensitivity")
+    ax[1].set_title("FROC (labels: threshold)")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "roc_froc.png", dpi=90)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.imshow(confusion, cmap="Blues")
+    for i in range(confusion.shape[0]):
+        for j in range(confusion.shape[1]):
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center")
+    ax.set_xticks(range(confusion.shape[1]), [c[:12] for c in list(LOCATIONS) + ["missed"]], rotation=30)
+    ax.set_yticks(range(confusion.shape[0]), [c[:12] for c in LOCATIONS])
+    ax.set_xlabel("predicted lesion location")
+    ax.set_ylabel("reference lesion location")
+    ax.set_title("Location classes (reference lesions)")
+    fig.tight_layout()
+    fig.savefig(out / "location_confusion.png", dpi=90)
+    plt.close(fig)

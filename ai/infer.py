@@ -1,0 +1,141 @@
+"""Inference API: ``Segmenter().segment(flair, t1)`` -> :class:`ai.types.SegmentationResult`."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage as ndi
+
+from ai import preprocess as pp
+from ai.lesions import analyse
+from ai.model import OUTPUTS, UNet2D
+from ai.types import SegmentationResult
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "ms_unet.pt"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Segmenter:
+    """Load the shipped (or given) weights once; segment many studies.
+
+    Parameters
+    ----------
+    weights : path, optional
+        Weights file written by ``python -m ai export`` (default: ``ai/weights/ms_unet.pt``).
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda[:n]``.
+    threads : int, optional
+        CPU threads for torch (default: ``min(2, os.cpu_count())``).
+    batch : int
+        Axial slices per forward pass.
+    bf16 : bool
+        CPU bfloat16 autocast (faster on CPUs with bf16 support; off by default: fp32 is the
+        validated path). On CUDA, fp16 autocast (AMP) is always used.
+    """
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", threads: int | None = None,
+                 batch: int = 8, bf16: bool = False):
+        self.weights = Path(weights) if weights else WEIGHTS
+        if not self.weights.exists():
+            raise FileNotFoundError(f"model weights not found: {self.weights}")
+        self.device = pick_device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
+        st = torch.load(self.weights, map_location="cpu", weights_only=False)
+        self.meta = st.get("meta", {})
+        self.model = UNet2D(base=int(self.meta.get("base", 12)))
+        self.model.load_state_dict(st["state_dict"])
+        self.model.eval().to(self.device)
+        self.model_name = str(self.meta.get("name", "ms_unet2d"))
+        self.model_version = sha256(self.weights)
+        self.batch, self.bf16 = batch, bf16
+
+    # ------------------------------------------------------------------ model grid
+    def predict_grid(self, prep: pp.Prepared) -> np.ndarray:
+        """Sigmoid outputs (C, z, y, x) on the model grid (zeros outside the head crop)."""
+        f = prep.flair[prep.crop]
+        t = prep.t1[prep.crop] if prep.t1 is not None else np.zeros_like(f)
+        Z, H, W = f.shape
+        m = 2 ** self.model.depth
+        Hp, Wp = -(-H // m) * m, -(-W // m) * m
+        x = np.zeros((Z, 2, Hp, Wp), np.float32)
+        x[:, 0, :H, :W] = f
+        x[:, 1, :H, :W] = t
+        out = np.zeros((len(OUTPUTS),) + prep.flair.shape, np.float32)
+        if self.device.type == "cuda":
+            ctx = torch.autocast("cuda", dtype=torch.float16)
+        else:
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        res = np.zeros((Z, len(OUTPUTS), H, W), np.float32)
+        with torch.inference_mode(), ctx:
+            for s in range(0, Z, self.batch):
+                xb = torch.from_numpy(x[s:s + self.batch]).to(self.device)
+                res[s:s + self.batch] = torch.sigmoid(self.model(xb).float())[:, :, :H, :W].cpu().numpy()
+        out[(slice(None),) + prep.crop] = res.transpose(1, 0, 2, 3)
+        return out
+
+    # ------------------------------------------------------------------ full pipeline
+    def segment(self, flair: sitk.Image, t1: sitk.Image | None = None, threshold: float = 0.5,
+                min_voxels: int = 3, min_volume_mm3: float = 10.0) -> SegmentationResult:
+        """Segment and measure MS lesions; every array is on the source FLAIR grid (z, y, x)."""
+        return self.segment_with_maps(flair, t1, threshold, min_voxels, min_volume_mm3)[0]
+
+    def segment_with_maps(self, flair: sitk.Image, t1: sitk.Image | None = None, threshold: float = 0.5,
+                          min_voxels: int = 3, min_volume_mm3: float = 10.0
+                          ) -> tuple[SegmentationResult, dict[str, np.ndarray]]:
+        """Like :meth:`segment`, also returning the boolean anatomy maps on the source grid."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        prep = pp.prepare(flair, t1)
+        timings["preprocess"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = self.predict_grid(prep)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        timings["inference"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        prob, anatomy = self.to_source(prep, out)
+        labels, lesions, summary = analyse(prob, prep.source, anatomy, threshold, min_voxels, min_volume_mm3)
+        timings["postprocess"] = time.perf_counter() - t0
+        sp = prep.source.GetSpacing()
+        log.info("segmented: %d lesions, %.1f mm3, %s", len(lesions), summary.total_volume_mm3,
+                 {k: round(v, 2) for k, v in timings.items()})
+        return SegmentationResult(labels=labels, probability=prob, lesions=lesions, summary=summary,
+                                  model_name=self.model_name, model_version=self.model_version,
+                                  spacing_mm=(float(sp[0]), float(sp[1]), float(sp[2])),
+                                  timings_s=timings), anatomy
+
+    @staticmethod
+    def to_source(prep: pp.Prepared, out: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Map model outputs to the source grid: lesion probability + boolean anatomy maps.
+
+        The lesion probability is gated by the (dilated) predicted brain mask when that mask is
+        plausible (> 200 mL), which removes false positives in scalp and skull.
+        """
+        brain_g = out[1] >= 0.5
+        lesion = out[0]
+        vox = float(np.prod(prep.grid.GetSpacing()))
+        if brain_g.sum() * vox > 200_000:
+            brain_g = ndi.binary_fill_holes(brain_g)
+            gate = ndi.binary_dilation(brain_g, iterations=2)
+            lesion = lesion * gate
+        prob = np.clip(prep.to_source(lesion), 0.0, 1.0).astype(np.float32)
+        anatomy = {name: prep.to_source(out[k]) >= 0.5 for k, name in enumerate(OUTPUTS) if k > 0}
+        return prob, anatomy

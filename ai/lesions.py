@@ -1,0 +1,148 @@
+"""Lesion post-processing: components, measurements, location classes, study summary.
+
+Location rules (applied per lesion in this order, first match wins; McDonald 2017 brain areas):
+
+1. **infratentorial**: >= 50 % of the lesion's voxels lie in the infratentorial map (brainstem +
+   cerebellum, predicted by the model);
+2. **periventricular**: some lesion voxel is within ``pv_mm`` (default 3 mm, physical distance
+   with the true anisotropic spacing) of the lateral-ventricle map (includes lesions touching
+   the ventricles);
+3. **juxtacortical** (juxtacortical/cortical): the lesion touches or overlaps the cortex map or
+   the brain surface (a 26-neighbour of a lesion voxel is cortex or outside the brain mask), or
+   lies within ``jc_mm`` (default 2 mm) of the cortex;
+4. **deep_white_matter**: everything else (not a McDonald area).
+
+Study level: load category from the total lesion volume -- ``none`` (no lesion), ``low``
+(< 5 mL), ``moderate`` (5-15 mL), ``high`` (> 15 mL); dissemination in space on brain MRI is met
+when >= 2 of the 3 brain McDonald areas (periventricular, juxtacortical/cortical,
+infratentorial) hold >= 1 lesion (the 4th area, spinal cord, is out of scope).
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from ai.types import LOCATIONS, Lesion, StudySummary
+
+DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
+LOAD_THRESHOLDS_ML = (5.0, 15.0)
+STRUCT26 = np.ones((3, 3, 3), bool)
+
+
+def size_class(volume_mm3: float) -> str:
+    """small < 100 mm3 <= medium < 1000 mm3 <= large."""
+    return "small" if volume_mm3 < 100 else ("medium" if volume_mm3 < 1000 else "large")
+
+
+def load_category(total_mm3: float, count: int) -> str:
+    """none / low (< 5 mL) / moderate (5-15 mL) / high (> 15 mL)."""
+    if count == 0:
+        return "none"
+    ml = total_mm3 / 1000.0
+    return "low" if ml < LOAD_THRESHOLDS_ML[0] else ("moderate" if ml <= LOAD_THRESHOLDS_ML[1] else "high")
+
+
+def components(mask: np.ndarray, spacing_zyx, min_voxels: int = 3, min_volume_mm3: float = 10.0):
+    """26-connected components of ``mask`` that pass both size limits, relabelled 1..n (uint16)."""
+    lab, n = ndi.label(mask, structure=STRUCT26)
+    if n == 0:
+        return lab.astype(np.uint16), 0
+    counts = np.bincount(lab.ravel(), minlength=n + 1)
+    vox_mm3 = float(np.prod(spacing_zyx))
+    keep = (counts >= min_voxels) & (counts * vox_mm3 >= min_volume_mm3)
+    keep[0] = False
+    new = np.zeros(n + 1, np.uint16)
+    new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
+    return new[lab], int(keep.sum())
+
+
+def classify(comp: np.ndarray, anatomy: dict[str, np.ndarray], spacing_zyx, pv_mm: float = 3.0,
+             jc_mm: float = 2.0) -> str:
+    """Location class of one lesion (boolean mask of a local crop; anatomy maps on the same crop)."""
+    n = comp.sum()
+    infra = anatomy.get("infratentorial")
+    if infra is not None and (infra & comp).sum() >= 0.5 * n:
+        return "infratentorial"
+    vent = anatomy.get("ventricles")
+    if vent is not None and vent.any():
+        if (vent & comp).any():
+            return "periventricular"
+        d = ndi.distance_transform_edt(~vent, sampling=spacing_zyx)
+        if d[comp].min() <= pv_mm:
+            return "periventricular"
+    ring = ndi.binary_dilation(comp, STRUCT26) & ~comp
+    cortex = anatomy.get("cortex")
+    brain = anatomy.get("brain")
+    if cortex is not None and ((cortex & (ring | comp)).any()):
+        return "juxtacortical"
+    if brain is not None and (ring & ~brain).any():
+        return "juxtacortical"
+    if cortex is not None and cortex.any():
+        d = ndi.distance_transform_edt(~cortex, sampling=spacing_zyx)
+        if d[comp].min() <= jc_mm:
+            return "juxtacortical"
+    return "deep_white_matter"
+
+
+def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray], threshold: float = 0.5,
+            min_voxels: int = 3, min_volume_mm3: float = 10.0, pv_mm: float = 3.0, jc_mm: float = 2.0,
+            mask: np.ndarray | None = None):
+    """Labels, per-lesion measurements and the study summary on the source grid.
+
+    Parameters
+    ----------
+    prob : ndarray
+        Lesion probability (z, y, x) on the source grid.
+    source : sitk.Image
+        The source FLAIR (spacing and physical frame for volumes and centroids).
+    anatomy : dict
+        Boolean maps (z, y, x) on the source grid: brain, ventricles, cortex, infratentorial.
+    mask : ndarray, optional
+        Precomputed binary lesion mask (default ``prob >= threshold``).
+
+    Returns
+    -------
+    labels : ndarray uint16, lesions : list[Lesion], summary : StudySummary
+    """
+    sp_xyz = source.GetSpacing()
+    sp = (sp_xyz[2], sp_xyz[1], sp_xyz[0])
+    seg = prob >= threshold if mask is None else mask
+    labels, n = components(seg, sp, min_voxels, min_volume_mm3)
+    vox_mm3 = float(np.prod(sp))
+    lesions: list[Lesion] = []
+    margin = [int(np.ceil(max(pv_mm, jc_mm) / s)) + 2 for s in sp]
+    objs = ndi.find_objects(labels)
+    for i, bb in enumerate(objs, start=1):
+        if bb is None:
+            continue
+        big = tuple(slice(max(0, b.start - m), min(sz, b.stop + m)) for b, m, sz in zip(bb, margin, labels.shape))
+        comp = labels[big] == i
+        idx = np.argwhere(comp)
+        nvox = int(len(idx))
+        cz, cy, cx = (idx.mean(0) + [b.start for b in big]).tolist()
+        cmm = source.TransformContinuousIndexToPhysicalPoint((cx, cy, cz))
+        loc = classify(comp, {k: v[big] for k, v in anatomy.items()}, sp, pv_mm, jc_mm)
+        vol = nvox * vox_mm3
+        lesions.append(Lesion(
+            id=i, voxels=nvox, volume_mm3=round(vol, 3),
+            centroid_index=(round(cz, 3), round(cy, 3), round(cx, 3)),
+            centroid_mm=tuple(round(float(c), 3) for c in cmm),  # type: ignore[arg-type]
+            bbox_index=(bb[0].start, bb[1].start, bb[2].start, bb[0].stop, bb[1].stop, bb[2].stop),
+            mean_probability=round(float(prob[bb][labels[bb] == i].mean()), 4),
+            size_class=size_class(vol), location=loc))
+    return labels, lesions, summarise(lesions)
+
+
+def summarise(lesions: list[Lesion]) -> StudySummary:
+    """Study-level counts, volumes, load category and dissemination in space."""
+    counts = {loc: 0 for loc in LOCATIONS}
+    vols = {loc: 0.0 for loc in LOCATIONS}
+    for les in lesions:
+        counts[les.location] += 1
+        vols[les.location] += les.volume_mm3
+    total = float(sum(vols.values()))
+    areas = [a for a in DIS_AREAS if counts[a] > 0]
+    return StudySummary(lesion_count=len(lesions), total_volume_mm3=round(total, 3), counts_by_location=counts,
+                        volume_by_location_mm3={k: round(v, 3) for k, v in vols.items()},
+                        load_category=load_category(total, len(lesions)), dis_areas=areas, dis_met=len(areas) >= 2)

@@ -1,0 +1,52 @@
+"""A small 2D UNet on axial slices: FLAIR (+T1) in, lesion + anatomy probabilities out."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ai.synth import ANATOMY
+
+#: output channels: lesion first, then the anatomy maps used for location classes
+OUTPUTS: tuple[str, ...] = ("lesion",) + ANATOMY
+IN_CHANNELS = 2  #: FLAIR, T1 (zeros when absent)
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet2D(nn.Module):
+    """Classic UNet (conv-BN-ReLU x2 per level, max-pool down, transposed-conv up).
+
+    Parameters
+    ----------
+    base : int
+        Channels of the first level; level ``k`` has ``base * 2**k``.
+    depth : int
+        Number of poolings (input sides must be multiples of ``2**depth``).
+    """
+
+    def __init__(self, in_ch: int = IN_CHANNELS, out_ch: int = len(OUTPUTS), base: int = 16, depth: int = 4):
+        super().__init__()
+        self.depth = depth
+        ch = [base * 2 ** k for k in range(depth + 1)]
+        self.down = nn.ModuleList([_block(in_ch, ch[0])] + [_block(ch[k], ch[k + 1]) for k in range(depth)])
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList([nn.ConvTranspose2d(ch[k + 1], ch[k], 2, stride=2) for k in range(depth)])
+        self.dec = nn.ModuleList([_block(2 * ch[k], ch[k]) for k in range(depth)])
+        self.head = nn.Conv2d(ch[0], out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> logits (B, out, H, W)
+        skips = []
+        for k, blk in enumerate(self.down):
+            x = blk(x)
+            if k < self.depth:
+                skips.append(x)
+                x = self.pool(x)
+        for k in reversed(range(self.depth)):
+            x = self.up[k](x)
+            x = self.dec[k](torch.cat([x, skips[k]], 1))
+        return self.head(x)

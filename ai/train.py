@@ -1,0 +1,212 @@
+"""Training: 2D slices from the real labelled case (training hemisphere) and synthetic phantoms.
+
+``python -m ai train --out runs/ms --iters 3000 [--resume] [--export]``
+
+Reproducible: one seed drives the phantoms, the sampler and the initialisation; checkpoints hold
+the model, optimiser, scheduler, iteration and every RNG state, so ``--resume`` continues the
+same sequence.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+
+from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, real_case_volume
+from ai.model import OUTPUTS, UNet2D
+
+log = logging.getLogger(__name__)
+
+
+class Sampler:
+    """Draws augmented 2D training crops (numpy RNG, deterministic for a seed)."""
+
+    def __init__(self, real: list[Volume], phantoms: list[Volume], seed: int, crop: int = 128,
+                 p_real: float = 0.6, p_lesion: float = 0.6):
+        self.real, self.phantoms = real, phantoms
+        self.rng = np.random.default_rng(seed)
+        self.crop, self.p_lesion = crop, p_lesion
+        self.p_real = p_real if real else 0.0
+        self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in real + phantoms}
+        self.brain_idx = {id(v): np.argwhere((v.labels[1] > 0) & v.region)[::7] for v in real + phantoms}
+
+    def _one(self):
+        rng = self.rng
+        vols = self.real if rng.random() < self.p_real else self.phantoms
+        v = vols[rng.integers(len(vols))]
+        les = self.lesion_idx[id(v)]
+        pool = les if (len(les) and rng.random() < self.p_lesion) else self.brain_idx[id(v)]
+        z, y, x = pool[rng.integers(len(pool))]
+        y += rng.integers(-40, 41)
+        x += rng.integers(-40, 41)
+        k = int(rng.choice([1, 1, 1, 2, 3, 4]))  # thick-slice simulation (2D clinical FLAIR)
+        z0 = int(np.clip(z - k // 2, 0, v.flair.shape[0] - k))
+        zs = slice(z0, z0 + k)
+        fl = v.flair[zs].mean(0)
+        t1 = v.t1[zs].mean(0) if v.t1 is not None else None
+        lab = v.labels[:, z].astype(np.float32)
+        lab[0] = (v.labels[0, zs].mean(0) >= 0.5)
+        h = self.crop // 2
+        sl = (slice(y - h, y + h), slice(x - h, x + h))
+        fl = _crop(fl, sl)
+        t1 = _crop(t1, sl) if t1 is not None else np.zeros_like(fl)
+        lab = np.stack([_crop(c, sl) for c in lab])
+        is_phantom = v.name.startswith("phantom")
+        fl, t1 = self._intensity(fl, is_phantom), self._intensity(t1, is_phantom)
+        if v.t1 is None or rng.random() < 0.5:  # T1 channel dropout: FLAIR-only must work
+            t1 = np.zeros_like(t1)
+        if rng.random() < 0.5:
+            fl, t1, lab = fl[:, ::-1], t1[:, ::-1], lab[:, :, ::-1]
+        return np.stack([fl, t1]), lab, v.valid
+
+    def _intensity(self, img: np.ndarray, phantom: bool) -> np.ndarray:
+        rng = self.rng
+        fg = img > 0.05
+        out = img.copy()
+        if rng.random() < 0.3:
+            out = ndi.gaussian_filter(out, rng.uniform(0.3, 1.0))
+        g = rng.uniform(0.7, 1.45)
+        out = np.power(np.clip(out, 0, None), g)
+        yy, xx = np.mgrid[-1:1:out.shape[0] * 1j, -1:1:out.shape[1] * 1j]
+        c = rng.normal(0, 0.12, 5)
+        bias = 1 + c[0] * yy + c[1] * xx + c[2] * yy * xx + c[3] * yy ** 2 + c[4] * xx ** 2
+        out = out * np.clip(bias, 0.6, 1.4) * rng.uniform(0.75, 1.33)
+        sd = rng.uniform(0.02, 0.08) if phantom else rng.uniform(0.0, 0.05)
+        if sd > 0:
+            out = np.sqrt((out + rng.normal(0, sd, out.shape)) ** 2 + rng.normal(0, sd, out.shape) ** 2)
+            if not phantom:  # skull-stripped background stays ~0
+                out = np.where(fg | (rng.random() < 0.5), out, 0)
+        return np.clip(out, 0, 4).astype(np.float32)
+
+    def batch(self, n: int):
+        xs, ys, vs = zip(*(self._one() for _ in range(n)))
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(xs)))
+        y = torch.from_numpy(np.ascontiguousarray(np.stack(ys)))
+        v = torch.from_numpy(np.stack(vs))
+        ang = torch.from_numpy(self.rng.uniform(-0.2, 0.2, n)).float()
+        sc = torch.from_numpy(self.rng.uniform(0.87, 1.15, n)).float()
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = torch.cos(ang) / sc
+        theta[:, 0, 1] = -torch.sin(ang) / sc
+        theta[:, 1, 0] = torch.sin(ang) / sc
+        theta[:, 1, 1] = torch.cos(ang) / sc
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+        y = (F.grid_sample(y, grid, mode="bilinear", align_corners=False) >= 0.5).float()
+        return x, y, v
+
+
+def _crop(a: np.ndarray, sl) -> np.ndarray:
+    """Crop with zero padding outside the array."""
+    out = np.zeros((sl[0].stop - sl[0].start, sl[1].stop - sl[1].start), np.float32)
+    ys, xs = max(sl[0].start, 0), max(sl[1].start, 0)
+    ye, xe = min(sl[0].stop, a.shape[0]), min(sl[1].stop, a.shape[1])
+    if ye > ys and xe > xs:
+        out[ys - sl[0].start: ye - sl[0].start, xs - sl[1].start: xe - sl[1].start] = a[ys:ye, xs:xe]
+    return out
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Lesion: BCE + soft Dice (batch); anatomy: BCE masked by per-volume label validity."""
+    p = torch.sigmoid(logits[:, 0])
+    t = y[:, 0]
+    inter = (p * t).sum()
+    dice = 1 - (2 * inter + 1) / (p.sum() + t.sum() + 1)
+    bce_l = F.binary_cross_entropy_with_logits(logits[:, 0], t)
+    bce_a = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none").mean((2, 3))
+    bce_a = (bce_a * valid[:, 1:]).sum() / valid[:, 1:].sum().clamp(min=1)
+    return dice + bce_l + 0.5 * bce_a
+
+
+def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: float = 2e-3, seed: int = 0,
+          n_phantoms: int = 12, base: int = 12, threads: int | None = None, resume: bool = False,
+          real_case: Path | None = REAL_CASE, ckpt_every: int = 100, holdout: bool = True,
+          progress: bool = True) -> Path:
+    """Train and return the path of the final checkpoint (see module docstring)."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    real = []
+    if real_case is not None and (Path(real_case) / "lesion_mask.nii.gz").exists():
+        real = [real_case_volume(Path(real_case), holdout=holdout)]
+    phantoms = [phantom_volume(1000 + seed * 100 + i) for i in tqdm(range(n_phantoms), desc="phantoms",
+                                                                    disable=not progress)]
+    sampler = Sampler(real, phantoms, seed=seed, crop=crop)
+    model = UNet2D(base=base).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(i, iters) / iters)))
+    start = 0
+    ckpt = out / "last.ckpt"
+    if resume and ckpt.exists():
+        st = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        start = st["iter"]
+        sampler.rng.bit_generator.state = st["np_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        log.info("resumed from %s at iteration %d", ckpt, start)
+    config = dict(iters=iters, batch=batch, crop=crop, lr=lr, seed=seed, n_phantoms=n_phantoms, base=base,
+                  real_case=str(real_case) if real else None, holdout=HOLDOUT if (real and holdout) else None)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
+                  else torch.autocast("cpu", enabled=False))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    model.train()
+    hist = []
+    t0 = time.time()
+    bar = tqdm(range(start, iters), initial=start, total=iters, desc="train", disable=not progress)
+    for it in bar:
+        x, y, v = sampler.batch(batch)
+        x, y, v = x.to(device), y.to(device), v.to(device)
+        with scaler_ctx:
+            logits = model(x)
+        loss = loss_fn(logits.float(), y, v)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        hist.append(float(loss.detach()))
+        if progress:
+            bar.set_postfix(loss=f"{np.mean(hist[-50:]):.3f}")
+        if (it + 1) % ckpt_every == 0 or it + 1 == iters:
+            _save(ckpt, model, opt, sched, it + 1, sampler, config, hist)
+            with open(out / "loss.log", "a") as fh:
+                fh.write(f"{it + 1} {np.mean(hist[-ckpt_every:]):.4f} {time.time() - t0:.0f}\n")
+    return ckpt
+
+
+def _save(path: Path, model, opt, sched, it: int, sampler: Sampler, config: dict, hist) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "iter": it,
+                "np_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "config": config}, tmp)
+    tmp.replace(path)
+
+
+def export(ckpt: Path, dest: Path, extra: dict | None = None) -> str:
+    """Write the shipped weights (model state + metadata) and return their SHA-256."""
+    import hashlib
+
+    st = torch.load(ckpt, map_location="cpu", weights_only=False)
+    meta = {"name": "ms_unet2d", "outputs": list(OUTPUTS), "base": st["config"]["base"], "iter": st["iter"],
+            "train_config": st["config"], **(extra or {})}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": st["model"], "meta": meta}, dest)
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    dest.with_suffix(dest.suffix + ".sha256").write_text(f"{digest}  {dest.name}\n")
+    return digest

@@ -1,0 +1,155 @@
+"""Benchmark the AI engine: seconds and peak RSS for preprocessing, inference and post-processing.
+
+    .venv/bin/python bench/inference.py [--device cpu|cuda|all] [--no-t1] [--threads 2] [--real]
+
+Input: a synthetic phantom resampled to a 176 x 256 x 256 grid (sagittal 3D FLAIR geometry,
+1 mm, permuted direction so the orientation step does real work) plus a T1 on its own grid, and
+(with ``--real`` and when ``../shared/data`` exists) the real labelled case and a raw clinical 2D
+FLAIR. Each stage is timed separately; the peak RSS is the process high-water mark
+(``resource.getrusage``), so every configuration runs in its own subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _phantom_inputs(with_t1: bool):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ai.synth import corrupt, make_phantom
+
+    ph = make_phantom(7, shape=(180, 230, 180))
+    rng = np.random.default_rng(7)
+    f = ph.image(corrupt(ph.flair, rng))
+    # sagittal acquisition: 176 slices (x) of 256 x 256 (y, z), 1 mm
+    sag_dir = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+    ref = sitk.Image([256, 256, 176], sitk.sitkFloat32)
+    ref.SetDirection(sag_dir)
+    ref.SetSpacing((1.0, 1.0, 1.0))
+    centre = np.array(f.TransformContinuousIndexToPhysicalPoint([s / 2 for s in f.GetSize()]))
+    d = np.array(sag_dir).reshape(3, 3)
+    ref.SetOrigin(tuple(centre - d @ np.array([128.0, 128.0, 88.0])))
+    flair = sitk.Resample(f, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    t1 = None
+    if with_t1:
+        t = ph.image(corrupt(ph.t1, rng))
+        t1 = sitk.Resample(t, [192, 256, 176], sitk.Transform(), sitk.sitkLinear, t.GetOrigin(),
+                           (1.0, 1.0, 1.2), t.GetDirection(), 0.0, sitk.sitkFloat32)
+    return flair, t1
+
+
+def _real_inputs(which: str, with_t1: bool):
+    import SimpleITK as sitk
+
+    from ai.data import SHARED
+
+    if which == "real3d":
+        d = SHARED / "ms" / "cross_sectional" / "patient19"
+        f, t = d / "FLAIR.nii.gz", d / "T1.nii.gz"
+    else:
+        d = SHARED / "ms" / "longitudinal" / "patient01"
+        f, t = d / "study1_FLAIR.nii.gz", d / "study1_T1W.nii.gz"
+    if not f.exists():
+        return None, None
+    return sitk.ReadImage(str(f), sitk.sitkFloat32), (sitk.ReadImage(str(t), sitk.sitkFloat32) if with_t1 else None)
+
+
+def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool) -> dict:
+    """Run one configuration in this process and return its figures."""
+    import numpy as np
+    import torch
+
+    from ai import preprocess as pp
+    from ai.infer import Segmenter
+    from ai.lesions import analyse
+
+    flair, t1 = _phantom_inputs(with_t1) if case == "phantom" else _real_inputs(case, with_t1)
+    if flair is None:
+        return {"case": case, "skipped": "shared data not found"}
+    seg = Segmenter(device=device, threads=threads, bf16=bf16)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # warm-up (first call pays allocator / kernel selection)
+    prep = pp.prepare(flair, t1)
+    seg.predict_grid(prep)
+    times = {}
+    t0 = time.perf_counter()
+    prep = pp.prepare(flair, t1)
+    times["preprocess"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = seg.predict_grid(prep)
+    if seg.device.type == "cuda":
+        torch.cuda.synchronize()
+    times["inference"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prob, anatomy = seg.to_source(prep, out)
+    _, lesions, _ = analyse(prob, prep.source, anatomy)
+    times["postprocess"] = time.perf_counter() - t0
+    times["total"] = sum(times.values())
+    return {"case": case, "device": str(seg.device), "t1": with_t1, "threads": threads, "bf16": bf16,
+            "size_xyz": list(flair.GetSize()), "model_grid_zyx": list(prep.flair.shape),
+            "slices_run": int(prep.crop[0].stop - prep.crop[0].start),
+            "seconds": {k: round(v, 2) for k, v in times.items()}, "lesions": len(lesions),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_after_model_load_mb": round(rss0, 1),
+            "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if seg.device.type == "cuda" else None,
+            "mean_prob": float(np.mean(prob))}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="all", help="cpu, cuda or all (cuda only when available)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-t1", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="also time CPU bfloat16 autocast")
+    p.add_argument("--real", action="store_true", help="also the real cases from ../shared/data")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        cfg = json.loads(a.one)
+        print(json.dumps(run_one(**cfg)))
+        return 0
+    import torch
+
+    devices = ["cpu", "cuda"] if a.device == "all" else [a.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    cases = ["phantom"] + (["real3d", "real2d"] if a.real else [])
+    configs = []
+    for case in cases:
+        for dev in devices:
+            for t1 in ([False] if a.no_t1 else [True, False]):
+                configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=False))
+                if a.bf16 and dev == "cpu":
+                    configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=True))
+    print(f"{'case':8} {'device':6} {'T1':3} {'bf16':4} {'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} "
+          f"{'peak RSS MB':>11}  grid")
+    for cfg in configs:
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+        r = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
+                           env=env, cwd=ROOT)
+        if r.returncode != 0:
+            print(f"{cfg['case']:8} {cfg['device']:6} failed: {r.stderr.strip().splitlines()[-1:]}")
+            continue
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        if "skipped" in res:
+            print(f"{res['case']:8} skipped: {res['skipped']}")
+            continue
+        s = res["seconds"]
+        print(f"{res['case']:8} {res['device']:6} {'yes' if res['t1'] else 'no':3} {'yes' if res['bf16'] else 'no':4} "
+              f"{s['preprocess']:7.2f} {s['inference']:8.2f} {s['postprocess']:7.2f} {s['total']:8.2f} "
+              f"{res['peak_rss_mb']:11.0f}  {res['model_grid_zyx']} ({res['slices_run']} slices run)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

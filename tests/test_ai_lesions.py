@@ -1,0 +1,96 @@
+"""Lesion post-processing on hand-made phantoms: components, volumes, location rules, summary."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ai.lesions import analyse, components, load_category, summarise
+from ai.types import Lesion
+
+
+def _image(shape_zyx, spacing_xyz=(1.0, 1.0, 1.0)) -> sitk.Image:
+    img = sitk.Image(shape_zyx[::-1], sitk.sitkFloat32)
+    img.SetSpacing(spacing_xyz)
+    return img
+
+
+def _anatomy(shape):
+    """Toy anatomy: brain box, a ventricle slab in the centre, cortex shell, infratentorial bottom."""
+    z, y, x = np.indices(shape)
+    brain = (z >= 2) & (z < shape[0] - 2) & (y >= 2) & (y < shape[1] - 2) & (x >= 2) & (x < shape[2] - 2)
+    cortex = brain & ((y < 6) | (y >= shape[1] - 6) | (x < 6) | (x >= shape[2] - 6))
+    vent = brain & (np.abs(x - shape[2] // 2) < 3) & (np.abs(y - shape[1] // 2) < 10) & (z > shape[0] // 2)
+    infra = brain & (z < 10)
+    return {"brain": brain, "cortex": cortex, "ventricles": vent, "infratentorial": infra}
+
+
+def test_each_location_rule_finds_its_lesion():
+    shape = (40, 60, 60)
+    anat = _anatomy(shape)
+    prob = np.zeros(shape, np.float32)
+    prob[30:33, 28:31, 34:37] = 0.9  # 1 voxel gap to the ventricle (x 28..32): periventricular
+    prob[24:27, 7:10, 20:23] = 0.9  # touching the cortex shell (y < 6 at y=5): juxtacortical
+    prob[4:7, 30:33, 20:23] = 0.9  # infratentorial
+    prob[20:23, 30:33, 45:48] = 0.9  # far from everything: deep white matter
+    labels, lesions, summary = analyse(prob, _image(shape), anat)
+    found = {tuple(int(v) for v in les.centroid_index): les.location for les in lesions}
+    assert found == {(31, 29, 35): "periventricular", (25, 8, 21): "juxtacortical",
+                     (5, 31, 21): "infratentorial", (21, 31, 46): "deep_white_matter"}
+    assert summary.lesion_count == 4
+    assert summary.dis_met and set(summary.dis_areas) == {"periventricular", "juxtacortical", "infratentorial"}
+    assert labels.dtype == np.uint16 and set(np.unique(labels)) == {0, 1, 2, 3, 4}
+
+
+def test_periventricular_distance_uses_physical_spacing():
+    """4 voxels from the ventricle is 2.8 mm at 0.7 mm (periventricular) but 4 mm at 1 mm (not)."""
+    shape = (40, 60, 60)
+    anat = _anatomy(shape)
+    anat["cortex"][:] = False
+    prob = np.zeros(shape, np.float32)
+    prob[30:33, 28:31, 36:39] = 0.9  # ventricle ends at x=32, lesion starts at x=36
+    _, near, _ = analyse(prob, _image(shape, (0.7, 0.7, 0.7)), anat, min_volume_mm3=1)
+    _, far, _ = analyse(prob, _image(shape, (1.0, 1.0, 1.0)), anat, min_volume_mm3=1)
+    assert near[0].location == "periventricular"
+    assert far[0].location == "deep_white_matter"
+
+
+def test_volumes_honour_anisotropic_spacing_and_centroid_is_physical():
+    shape = (20, 50, 50)
+    img = _image(shape, (0.7, 0.8, 3.0))
+    img.SetOrigin((10.0, 20.0, 30.0))
+    prob = np.zeros(shape, np.float32)
+    prob[5:9, 10:20, 10:15] = 0.8  # 4 x 10 x 5 = 200 voxels
+    _, lesions, summary = analyse(prob, img, {})
+    les = lesions[0]
+    assert les.voxels == 200
+    assert les.volume_mm3 == pytest.approx(200 * 0.7 * 0.8 * 3.0)
+    assert summary.total_volume_mm3 == pytest.approx(336.0)
+    assert les.size_class == "medium"
+    assert les.centroid_index == pytest.approx((6.5, 14.5, 12.0))
+    assert les.centroid_mm == pytest.approx((10 + 12 * 0.7, 20 + 14.5 * 0.8, 30 + 6.5 * 3.0))
+    assert les.bbox_index == (5, 10, 10, 9, 20, 15)
+    assert les.mean_probability == pytest.approx(0.8)
+
+
+def test_26_connectivity_and_minimum_size():
+    m = np.zeros((10, 10, 10), bool)
+    m[2, 2, 2] = m[3, 3, 3] = m[4, 4, 4] = True  # diagonal chain: one 26-connected lesion
+    m[8, 8, 8] = True  # single voxel: dropped
+    lab, n = components(m, (1.0, 1.0, 1.0), min_voxels=3, min_volume_mm3=0)
+    assert n == 1 and lab[2, 2, 2] == lab[4, 4, 4] == 1 and lab[8, 8, 8] == 0
+    # 3 voxels of 1 mm3 = 3 mm3 < 10 mm3 -> dropped; at 2x2x3 mm (36 mm3) kept
+    assert components(m, (1.0, 1.0, 1.0))[1] == 0
+    assert components(m, (3.0, 2.0, 2.0))[1] == 1
+
+
+def test_summary_load_category_and_dissemination():
+    def les(i, loc, vol):
+        return Lesion(i, 10, vol, (0, 0, 0), (0, 0, 0), (0, 0, 0, 1, 1, 1), 0.9, "small", loc)
+
+    s = summarise([les(1, "deep_white_matter", 100.0), les(2, "periventricular", 200.0)])
+    assert not s.dis_met and s.dis_areas == ["periventricular"]  # deep WM is not a McDonald area
+    assert s.load_category == "low" and s.counts_by_location["deep_white_matter"] == 1
+    s = summarise([les(1, "infratentorial", 9000.0), les(2, "juxtacortical", 9000.0)])
+    assert s.dis_met and s.load_category == "high"
+    assert load_category(0.0, 0) == "none" and load_category(7000.0, 3) == "moderate"
