@@ -105,6 +105,17 @@ class RunnerConfig(_Strict):
     enabled: bool = True  # false: jobs are queued but not run by this process
     concurrency: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # lesion probability cut-off
+    min_voxels: int = Field(default=3, ge=1)  # smaller components are dropped...
+    min_volume_mm3: float = Field(default=10.0, ge=0)  # ...and so are smaller volumes
+    fractional_seg: bool = False  # also send the probability map as a FRACTIONAL SEG
+    weights: Path | None = None  # None: the shipped model (ai/weights/ms_unet.pt)
+
+    def pipeline_options(self) -> dict[str, Any]:
+        """Options handed to the pipeline of every job."""
+        return {"threshold": self.threshold, "min_voxels": self.min_voxels,
+                "min_volume_mm3": self.min_volume_mm3, "fractional": self.fractional_seg,
+                "weights": str(self.weights) if self.weights else None}
 
 
 class HttpConfig(_Strict):
@@ -192,6 +203,7 @@ class NodeConfig(_Strict):
         self.tls.key_file = _abs(self.tls.key_file)
         self.tls.ca_file = _abs(self.tls.ca_file)
         self.log.file = _abs(self.log.file)
+        self.runner.weights = _abs(self.runner.weights)
         return self
 
 

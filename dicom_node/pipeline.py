@@ -66,7 +66,8 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     job : dict
         ``job_id``, ``job_key``, ``inputs`` (``{role: [paths]}``, role ``flair`` required,
         ``t1`` optional), ``out_dir``, ``device`` (auto|cpu|cuda), and optional ``options``:
-        ``threshold``, ``min_voxels``, ``min_volume_mm3``, ``fractional`` (bool),
+        ``threshold``, ``min_voxels``, ``min_volume_mm3``, ``fractional`` (bool: also send
+        the probability map as a FRACTIONAL SEG),
         ``overlay`` (bool), ``weights`` (path or None for the shipped model).
 
     Returns
@@ -124,11 +125,16 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     key = f'{job["job_key"]}:{result.model_version}'
     files: list[dict[str, Any]] = []
     seg_ds = None
-    if result.lesions:
-        seg_ds = build_seg(result, flair, job_key=key, fractional=bool(opts.get("fractional")))
+    if result.lesions:  # a SEG without segments is invalid: none is written for 0 lesions
+        seg_ds = build_seg(result, flair, job_key=key)
         files.append({"kind": "SEG", "overlay": False,
                       "path": str(_write_dataset(seg_ds, out_dir / "seg.dcm")),
                       "sop_instance_uid": str(seg_ds.SOPInstanceUID)})
+        if opts.get("fractional"):  # the probability map as an extra SEG (own UIDs)
+            frac = build_seg(result, flair, job_key=key, fractional=True)
+            files.append({"kind": "SEG", "overlay": False,
+                          "path": str(_write_dataset(frac, out_dir / "seg_fractional.dcm")),
+                          "sop_instance_uid": str(frac.SOPInstanceUID)})
     sr_ds = build_sr(result, flair, seg_ds, job_key=key)
     files.append({"kind": "SR", "overlay": False,
                   "path": str(_write_dataset(sr_ds, out_dir / "sr.dcm")),

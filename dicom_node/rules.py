@@ -416,6 +416,7 @@ class DestinationModel(BaseModel):
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     sender: bool | None = None
+    overlay: bool = True  # false: this destination gets SEG + SR only (viewers that show SEG)
 
     @model_validator(mode="after")
     def _one_form(self) -> DestinationModel:
@@ -431,10 +432,14 @@ class DestinationModel(BaseModel):
 
     def as_dict(self) -> dict[str, Any]:
         if self.peer is not None:
-            return {"peer": self.peer}
-        if self.sender:
-            return {"sender": True}
-        return {"ae_title": self.ae_title, "host": self.host, "port": self.port}
+            d: dict[str, Any] = {"peer": self.peer}
+        elif self.sender:
+            d = {"sender": True}
+        else:
+            d = {"ae_title": self.ae_title, "host": self.host, "port": self.port}
+        if not self.overlay:
+            d["overlay"] = False
+        return d
 
 
 class RoleModel(BaseModel):

@@ -18,6 +18,7 @@ Design
 from __future__ import annotations
 
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import json
 import logging
 import multiprocessing
@@ -101,7 +102,7 @@ class Runner:
 
             outbox = Outbox(cfg.outbox_db, cfg.outbox_dir)
         self.outbox = outbox
-        self.options = dict(options or {})
+        self.options = cfg.runner.pipeline_options() if options is None else dict(options)
         self.concurrency = max(1, int(cfg.runner.concurrency))
         self._factory = executor_factory or self._process_pool
         self._executor: cf.Executor | None = None
@@ -204,7 +205,7 @@ class Runner:
             if exc is None:
                 self._finish(run.job, run.future.result(), time.time() - run.started)
                 continue
-            if isinstance(exc, cf.process.BrokenProcessPool):
+            if isinstance(exc, BrokenProcessPool):
                 reason = ("worker process died while running the job (killed, out of memory "
                           "or a device fault); a new worker is started")
                 self._executor = None

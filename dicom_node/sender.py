@@ -96,6 +96,16 @@ class OutboxItem:
     sent_at: float | None
 
 
+def _count(counter: str) -> None:
+    """Increment a Prometheus counter of :mod:`dicom_node.metrics` (never fails a send)."""
+    try:
+        from . import metrics
+
+        getattr(metrics, counter).inc()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -301,6 +311,7 @@ class Outbox:
 
     # ------------------------------------------------------------------ sending
     def _mark_sent(self, item: OutboxItem) -> None:
+        _count("INSTANCES_SENT")
         now = time.time()
         with self._lock:
             self._db.execute(
@@ -313,6 +324,7 @@ class Outbox:
                 pass
 
     def _mark_failed(self, item: OutboxItem, error: str, now: float) -> None:
+        _count("SEND_FAILURES")
         attempts = item.attempts + 1
         dead = attempts >= self.max_attempts
         nxt = now + self.delay_for(attempts)
@@ -366,9 +378,21 @@ class Outbox:
                             self._mark_failed(it, f"association lost before sending ({dest})", now)
                         break
                     todo = left  # association lost mid-way: retry the untried ones at once
+            if rows:
+                self._publish_metrics(time.time() - now if sent else None)
             return sent
         finally:
             self._send_lock.release()
+
+    def _publish_metrics(self, send_seconds: float | None) -> None:
+        try:
+            from . import metrics
+
+            metrics.OUTBOX_DEAD.set(self.counts().get("dead", 0))
+            if send_seconds is not None:
+                metrics.observe_stage("send", send_seconds)
+        except Exception:  # noqa: BLE001 - metrics never fail a send
+            pass
 
     @staticmethod
     def _contexts_for(item: OutboxItem) -> list[tuple[str, list[str]]]:

@@ -1,0 +1,145 @@
+"""Job runner: failures stay with their job, results go to the outbox per destination.
+
+The pipeline is replaced by small stand-ins (the real one is exercised end to end in
+``test_e2e.py``); the queue, the outbox and the runner are the real ones.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
+import time
+from pathlib import Path
+
+import pytest
+
+from dicom_factory import make_mr_series, write_series
+from dicom_node import pipeline
+from dicom_node.config import NodeConfig
+from dicom_node.index import Index
+from dicom_node.jobs import JobQueue
+from dicom_node.runner import Runner
+from dicom_node.sender import Outbox
+
+PACS = {"ae_title": "PACS", "host": "127.0.0.1", "port": 11113}
+VIEWER = {"ae_title": "VIEWER", "host": "127.0.0.1", "port": 11114, "overlay": False}
+
+
+class _NoSendOutbox(Outbox):
+    """The real outbox, with sending switched off (only queueing is under test)."""
+
+    def send_due(self, now=None) -> int:
+        return 0
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    cfg = NodeConfig(data_dir=tmp_path / "data")
+    cfg.data_dir.mkdir(parents=True)
+    idx = Index(cfg.index_path)
+    queue = JobQueue(idx)
+    outbox = _NoSendOutbox(cfg.outbox_db, cfg.outbox_dir)
+    runner = Runner(cfg, idx, queue, outbox,
+                    executor_factory=lambda n: cf.ThreadPoolExecutor(max_workers=n),
+                    poll_s=0.05, send_interval_s=0.05)
+    yield cfg, queue, outbox, runner
+    runner.stop()
+
+
+def _fake_results(tmp_path: Path):
+    """A pipeline that 'produces' an SR-like object and two overlay images."""
+    files = write_series(make_mr_series(3), tmp_path / "results")
+
+    def run(job):
+        return {"files": [{"kind": "SR", "overlay": False, "path": str(files[0])},
+                          {"kind": "OVERLAY", "overlay": True, "path": str(files[1])},
+                          {"kind": "OVERLAY", "overlay": True, "path": str(files[2])}],
+                "summary": {"lesion_count": 2, "total_volume_mm3": 1500.0},
+                "timings_s": {"inference": 0.1}}
+    return run
+
+
+def _wait_state(queue: JobQueue, job_id: str, states=("done", "failed"), timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = queue.get(job_id)
+        if job.state in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {queue.get(job_id).state}")
+
+
+def test_a_failing_job_records_its_reason_and_the_next_job_runs(env, tmp_path, monkeypatch):
+    cfg, queue, outbox, runner = env
+    ok = _fake_results(tmp_path)
+
+    def flaky(job):
+        if job["study_uid"] == "1.2.3":
+            raise pipeline.PipelineError("FLAIR series refused: gaps between slices")
+        return ok(job)
+
+    monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", flaky)
+    bad = queue.enqueue("1.2.3", "r", "ms-lesions", {"flair": "1.2.3.1"}, [PACS], priority=9)
+    good = queue.enqueue("1.2.4", "r", "ms-lesions", {"flair": "1.2.4.1"}, [PACS])
+    runner.start()
+    bad_job = _wait_state(queue, bad)
+    good_job = _wait_state(queue, good)
+    assert bad_job.state == "failed"
+    assert "gaps between slices" in bad_job.reason
+    assert good_job.state == "done"
+    assert "2 lesion(s)" in good_job.reason and "1.50 ml" in good_job.reason
+    assert len(outbox.items(good)) == 3
+
+
+def test_overlay_is_switched_off_per_destination(env, tmp_path, monkeypatch):
+    cfg, queue, outbox, runner = env
+    monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", _fake_results(tmp_path))
+    job_id = queue.enqueue("1.2.5", "r", "ms-lesions", {"flair": "1.2.5.1"}, [PACS, VIEWER])
+    runner.start()
+    assert _wait_state(queue, job_id).state == "done"
+    by_dest: dict[str, int] = {}
+    for it in outbox.items(job_id):
+        by_dest[it.destination.ae_title] = by_dest.get(it.destination.ae_title, 0) + 1
+    assert by_dest == {"PACS": 3, "VIEWER": 1}
+
+
+def test_a_job_without_usable_destination_fails_before_running(env, monkeypatch):
+    cfg, queue, outbox, runner = env
+    called = []
+    monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", lambda job: called.append(job))
+    unknown = {"sender": True, "ae_title": "MODALITY", "host": "10.0.0.9", "port": None,
+               "error": "sender AE 'MODALITY' is not in node.yaml peers (port unknown)"}
+    job_id = queue.enqueue("1.2.6", "r", "ms-lesions", {"flair": "1.2.6.1"}, [unknown])
+    runner.start()
+    job = _wait_state(queue, job_id)
+    assert job.state == "failed" and "not in node.yaml peers" in job.reason
+    assert called == []
+
+
+class _DeadWorkerPool(cf.Executor):
+    """An executor whose worker 'dies' (as a process pool reports an OOM-killed worker)."""
+
+    def submit(self, fn, *args, **kwargs):
+        fut: cf.Future = cf.Future()
+        fut.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        return fut
+
+
+def test_a_dead_worker_fails_its_job_and_a_fresh_worker_takes_the_next(tmp_path, monkeypatch):
+    cfg = NodeConfig(data_dir=tmp_path / "data")
+    cfg.data_dir.mkdir(parents=True)
+    idx = Index(cfg.index_path)
+    queue = JobQueue(idx)
+    pools = [_DeadWorkerPool(), cf.ThreadPoolExecutor(max_workers=1)]
+    monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", _fake_results(tmp_path))
+    runner = Runner(cfg, idx, queue, _NoSendOutbox(cfg.outbox_db, cfg.outbox_dir),
+                    executor_factory=lambda n: pools.pop(0), poll_s=0.05)
+    first = queue.enqueue("1.2.7", "r", "ms-lesions", {"flair": "1.2.7.1"}, [PACS], priority=9)
+    second = queue.enqueue("1.2.8", "r", "ms-lesions", {"flair": "1.2.8.1"}, [PACS])
+    runner.start()
+    try:
+        assert _wait_state(queue, first).state == "failed"
+        assert "worker process died" in queue.get(first).reason
+        assert _wait_state(queue, second).state == "done"
+    finally:
+        runner.stop()
