@@ -65,6 +65,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         idx = Index(cfg.index_path)
         series = idx.list_series()
         jobs = [j.to_dict() for j in JobQueue(idx).list()]
+    outbox = _outbox_status(cfg)
     if args.json:
         out_series = [
             {k: s[k] for k in ("series_uid", "study_uid", "modality", "series_description",
@@ -74,7 +75,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                                "calling_ae")}
             for s in series
         ]
-        print(json.dumps({"series": out_series, "jobs": jobs}, indent=None, default=str))
+        print(json.dumps({"series": out_series, "jobs": jobs, "outbox": outbox}, indent=None,
+                         default=str))
         return 0
     print(f"Series ({len(series)})")
     print(f"  {'series_uid':<64} {'contrast':<10} {'state':<10} {'n':>5}  description")
@@ -86,11 +88,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     for j in jobs:
         print(f"  {j['id']:<12} {j['state']:<8} {j['rule'] or '-':<20} {j['version']:>2}  "
               f"{j['reason'] or ''}")
+    c = outbox["counts"]
+    print(f"Outbox (pending {c.get('pending', 0)}, sent {c.get('sent', 0)}, "
+          f"dead {c.get('dead', 0)})")
+    for it in outbox["items"]:
+        print(f"  {it['job_id']:<12} {it['state']:<8} {it['destination']:<32} "
+              f"attempts {it['attempts']}  {it['last_error'] or ''}")
     return 0
 
 
+def _outbox_status(cfg) -> dict:
+    """Outbox counts, plus every item that is not yet sent (pending or dead)."""
+    if not cfg.outbox_db.exists():
+        return {"counts": {}, "items": []}
+    from .sender import Outbox
+
+    ob = Outbox(cfg.outbox_db, cfg.outbox_dir)
+    try:
+        items = [it for it in ob.items() if it.state != "sent"]
+        return {"counts": ob.counts(), "items": [
+            {"job_id": it.job_id, "sop_instance_uid": it.sop_instance_uid, "state": it.state,
+             "destination": str(it.destination), "attempts": it.attempts,
+             "last_error": it.last_error, "next_try": it.next_try} for it in items]}
+    finally:
+        ob.close()
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
-    """Put a failed or finished job back in the queue; a running node picks it up."""
+    """Run a job again: dead deliveries of a done job are re-sent, otherwise the job is
+    re-queued and a running node picks it up (same input and model: same output UIDs)."""
     from .index import Index
     from .jobs import JobQueue
 
@@ -103,6 +129,15 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if job.state in ("queued", "running"):
         print(f"job {job.id} is already {job.state}")
         return 0
+    if job.state == "done" and cfg.outbox_db.exists():
+        from .sender import Outbox
+
+        ob = Outbox(cfg.outbox_db, cfg.outbox_dir)
+        revived = ob.retry_dead(job.id)
+        ob.close()
+        if revived:  # the results exist: deliver them again rather than recompute
+            print(f"job {job.id}: {revived} dead outbox item(s) back to pending")
+            return 0
     queue.requeue(job.id, "retry requested")
     print(f"job {job.id} re-queued (was {job.state}: {job.reason or '-'})")
     return 0
