@@ -6,6 +6,10 @@ else a synthetic 176 x 256 x 256 series; ``--synthetic`` forces it) is C-STOREd 
 and to dcmtk ``storescp +B`` (bit-preserving writes), alternating, for several rounds. Every
 process runs with ``TCP_NODELAY=1``. Each round starts both receivers on an empty directory.
 
+The node runs as configured by default (``ingest.fsync: true``: every instance is on disk before
+its response; ``storescp`` never fsyncs). ``--also-nofsync`` adds a third receiver per round, the
+node with ``ingest.fsync: false``, for a like-for-like comparison of the software path.
+
 Prints instances/s of both per round and the medians, the ratio node/storescp (target >= 0.5),
 and the node's delay from last instance to "series complete" (early completion by known size
 for the synthetic series, which carries ImagesInAcquisition; the quiet period otherwise).
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="176 x 256 x 256 synthetic series")
     ap.add_argument("--quiet-seconds", type=float, default=2.0)
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--also-nofsync", action="store_true",
+                    help="also time the node with ingest.fsync: false")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -82,8 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         scp_port = free_port()
         orthanc.register_modality("storescp", "STORESCP", "127.0.0.1", scp_port)
 
-        node_rates, scp_rates, delays, wall_delays = [], [], [], []
+        node_rates, scp_rates, delays, wall_delays, nofsync_rates = [], [], [], [], []
         for rnd in range(1, args.rounds + 1):
+            if args.also_nofsync:
+                nf = NodeProcess(work / f"nofsync{rnd}", runner={"enabled": False},
+                                 ingest={"fsync": False}, min_free_disk_mb=0).start()
+                orthanc.register_modality("nofsync", nf.ae_title, "127.0.0.1", nf.port)
+                t0 = time.perf_counter()
+                orthanc.store_to("nofsync", [series_id])
+                nofsync_rates.append(n / (time.perf_counter() - t0))
+                nf.stop()
             # --- our node (fresh data dir, not timed: start-up) ---
             node_dir = work / f"node{rnd}"
             node = NodeProcess(node_dir, completion={"quiet_seconds": args.quiet_seconds},
@@ -118,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {rnd}: node {dt_node:6.3f} s = {n / dt_node:7.1f} inst/s | "
                   f"storescp +B {dt_scp:6.3f} s = {n / dt_scp:7.1f} inst/s | ratio "
                   f"{dt_scp / dt_node:5.2f} | last instance -> complete {delays[-1]:.3f} s "
-                  f"({reason})")
+                  f"({reason})"
+                  + (f" | node without fsync {nofsync_rates[-1]:7.1f} inst/s"
+                     if nofsync_rates else ""))
         orthanc.stop()
 
         med_node, med_scp = statistics.median(node_rates), statistics.median(scp_rates)
@@ -128,11 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"median storescp +B: {med_scp:7.1f} instances/s")
         print(f"ratio node/storescp: {ratio:.2f} (target >= 0.5) -> "
               f"{'OK' if ratio >= 0.5 else 'BELOW TARGET'}")
+        if nofsync_rates:
+            m = statistics.median(nofsync_rates)
+            print(f"median node, ingest.fsync false: {m:7.1f} instances/s (ratio {m / med_scp:.2f})")
         print(f"last instance -> series complete: median {statistics.median(delays):.3f} s "
               f"(recorded by the node; observed via status polling "
               f"{statistics.median(wall_delays):.3f} s after the store returned)")
         print(json.dumps({"series": label, "instances": n, "node_inst_per_s": round(med_node, 1),
                           "storescp_inst_per_s": round(med_scp, 1), "ratio": round(ratio, 3),
+                          "node_nofsync_inst_per_s": round(statistics.median(nofsync_rates), 1)
+                          if nofsync_rates else None,
                           "complete_delay_s": round(statistics.median(delays), 3)}))
         return 0
     finally:

@@ -497,6 +497,9 @@ class IndexWriter(threading.Thread):
         Called (in this thread) with the list of :class:`SeriesTouch` after every commit.
     max_batch : int
         Maximum records per transaction.
+    window_s : float
+        After the first record of a batch, wait this long for more (fewer transactions and
+        timer re-arms while a series streams in; the files are already durable).
     """
 
     def __init__(
@@ -504,11 +507,13 @@ class IndexWriter(threading.Thread):
         index: Index,
         on_batch: Callable[[list[SeriesTouch]], None] | None = None,
         max_batch: int = 500,
+        window_s: float = 0.1,
     ) -> None:
         super().__init__(name="index-writer", daemon=True)
         self.index = index
         self.on_batch = on_batch
         self.max_batch = max_batch
+        self.window_s = window_s
         self.q: "queue.Queue[InstanceRecord | None]" = queue.Queue()
         self._stopping = threading.Event()
         self._idle = threading.Event()
@@ -541,14 +546,17 @@ class IndexWriter(threading.Thread):
             stop = item is None
             if item is not None:
                 batch.append(item)
+            deadline = time.monotonic() + (0 if stop else self.window_s)
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self.q.get_nowait()
+                    left = deadline - time.monotonic()
+                    nxt = self.q.get(timeout=left) if left > 0 else self.q.get_nowait()
                 except queue.Empty:
                     break
                 n_items += 1
                 if nxt is None:
                     stop = True
+                    deadline = time.monotonic()  # drain what is queued, then stop
                 else:
                     batch.append(nxt)
             try:

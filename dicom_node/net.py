@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import Any
 
 from pynetdicom import evt
 
-__all__ = ["set_nodelay", "on_conn_open_nodelay", "nodelay_handlers"]
+__all__ = ["set_nodelay", "on_conn_open_nodelay", "nodelay_handlers", "set_reactor_poll"]
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +48,32 @@ def on_conn_open_nodelay(event: Any) -> None:
 def nodelay_handlers() -> list[tuple[Any, Any]]:
     """Return ``[(evt.EVT_CONN_OPEN, on_conn_open_nodelay)]`` for ``evt_handlers=``."""
     return [(evt.EVT_CONN_OPEN, on_conn_open_nodelay)]
+
+
+class _PollClock:
+    """Stand-in for the ``time`` module inside pynetdicom's reactors: ``sleep`` is capped."""
+
+    def __init__(self, cap_s: float) -> None:
+        self.cap_s = cap_s
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.cap_s))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def set_reactor_poll(interval_s: float) -> None:
+    """Cap the idle-poll sleep of pynetdicom's association and DUL reactors (default 1 ms).
+
+    Both reactor threads poll with ``time.sleep(0.001)``; every C-STORE waits for up to two of
+    those sleeps (request seen, response sent). A shorter interval cuts that latency at the
+    cost of more wake-ups while an association is open. ``interval_s >= 0.001`` restores the
+    library's behaviour.
+    """
+    import pynetdicom.association as _assoc
+    import pynetdicom.dul as _dul
+
+    clock: Any = time if interval_s >= 0.001 else _PollClock(max(0.0, interval_s))
+    _assoc.time = clock  # type: ignore[attr-defined]
+    _dul.time = clock  # type: ignore[attr-defined]

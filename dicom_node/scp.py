@@ -31,7 +31,7 @@ from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .index import IndexWriter, InstanceRecord, extract_header
-from .net import on_conn_open_nodelay, set_nodelay
+from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from .spool import InvalidUID, Spool, check_uid
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
@@ -165,6 +165,7 @@ class StorageSCP:
         self.stats = {"stored": 0, "duplicates": 0, "replaced": 0, "failed": 0, "dropped": 0,
                       "rejected_assoc": 0}
         _config.UNRESTRICTED_STORAGE_SERVICE = True
+        set_reactor_poll(cfg.scp.poll_interval_ms / 1000.0)
         ae = AE(ae_title=cfg.ae_title)
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = cfg.scp.max_pdu
