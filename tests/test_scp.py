@@ -221,3 +221,37 @@ def test_associations_refused_below_free_disk_threshold(node_factory):
     assert r.returncode != 0 and "Association Rejected" in r.stdout + r.stderr
     assert "below min_free_disk_mb" in node.log_text()
     assert node.alive()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(subprocess.run(["which", "openssl"], capture_output=True).returncode != 0,
+                    reason="openssl not installed")
+def test_tls_with_client_certificates(node_factory, tmp_path):
+    """TLS on: dcmtk echoscu/storescu with a CA-signed client certificate get through; a plain
+    TCP association does not."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    for name in ("node", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", cwd=d)
+    node = node_factory(runner={"enabled": False},
+                        tls={"enabled": True, "cert_file": str(d / "node.pem"),
+                             "key_file": str(d / "node.key"), "ca_file": str(d / "ca.pem")})
+    tls = ["+tls", str(d / "client.key"), str(d / "client.pem"), "+cf", str(d / "ca.pem")]
+    r = subprocess.run([ECHOSCU, "-v", *tls, "-aec", node.ae_title, "127.0.0.1", str(node.port)],
+                       env=dicom_env(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ser = make_mr_series(2, 16, 16)
+    files = write_series(ser, tmp_path / "s")
+    r = node.storescu(*files, extra=tls)
+    assert r.returncode == 0 and (r.stdout + r.stderr).count("(Success)") == 2, r.stdout + r.stderr
+    assert set(spooled(node)) == {ds.SOPInstanceUID for ds in ser}
+    assert echo(node).returncode != 0  # plain TCP is not accepted
+    assert node.alive()
