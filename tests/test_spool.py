@@ -103,3 +103,26 @@ def test_temp_file_name_carries_final_name_and_size(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     sp.write(p, b"abcdef")
     assert seen and seen[0].startswith(".tmp-1.2.3.11.6.")
+
+
+def test_index_is_reconciled_from_the_spool(tmp_path):
+    """Acknowledged instances whose index rows were never committed (crash) are re-indexed."""
+    from dicom_factory import make_mr_series
+
+    from dicom_node.index import Index
+
+    sp = Spool(tmp_path / "spool")
+    ser = make_mr_series(3, 8, 8, contrast="FLAIR", images_in_acquisition=True)
+    for ds in ser:
+        p = sp.path_for(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        from io import BytesIO
+
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        sp.write(p, buf.getvalue())
+    idx = Index(tmp_path / "index.sqlite3")
+    assert idx.reconcile(sp) == 3
+    assert idx.reconcile(sp) == 0  # idempotent
+    s = idx.series(ser[0].SeriesInstanceUID)
+    assert s["n_instances"] == 3 and s["state"] == "receiving" and s["expected_instances"] == 3
+    assert len(idx.instance_paths(ser[0].SeriesInstanceUID)) == 3
