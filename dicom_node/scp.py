@@ -32,7 +32,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .index import IndexWriter, InstanceRecord, extract_header
 from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
-from .spool import InvalidUID, Spool, check_uid
+from .spool import InvalidUID, Spool, check_uid, encode_file_meta
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
            "STATUS_CANNOT_UNDERSTAND"]
@@ -267,7 +267,9 @@ class StorageSCP:
 
         path = self.spool.root / study_uid / series_uid / f"{sop_uid}.dcm"
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = encode_file_meta(
+                str(event.request.AffectedSOPClassUID), sop_uid,
+                str(event.context.transfer_syntax), calling_ae) + raw
             res = self.spool.write(path, data)
         except OSError as exc:
             self.stats["failed"] += 1

@@ -21,11 +21,13 @@ from __future__ import annotations
 import errno
 import os
 import re
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "encode_file_meta",
     "UID_RE",
     "InvalidUID",
     "is_valid_uid",
@@ -36,6 +38,45 @@ __all__ = [
 
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TMP_PREFIX = ".tmp-"
+
+
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.9.3811.3.0.4"  # pynetdicom's (the receiver)
+IMPLEMENTATION_VERSION = "MSNODE_01"
+
+
+def _el(elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", 0x0002, elem, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, elem, vr, len(value)) + value
+
+
+def _ui(v: str) -> bytes:
+    b = v.encode("ascii")
+    return b + b"\0" if len(b) % 2 else b
+
+
+def _txt(v: str) -> bytes:
+    b = v.encode("ascii", "replace")
+    return b + b" " if len(b) % 2 else b
+
+
+def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                     source_ae: str | None = None) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information group (explicit VR little endian).
+
+    A hand-rolled encoder (a few microseconds) for the hot path; the dataset bytes follow
+    unchanged. ``source_ae`` is recorded as Source Application Entity Title (0002,0016).
+    """
+    body = b"".join((
+        _el(0x0001, b"OB", b"\x00\x01"),
+        _el(0x0002, b"UI", _ui(sop_class_uid)),
+        _el(0x0003, b"UI", _ui(sop_instance_uid)),
+        _el(0x0010, b"UI", _ui(transfer_syntax)),
+        _el(0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
+        _el(0x0013, b"SH", _txt(IMPLEMENTATION_VERSION)),
+        _el(0x0016, b"AE", _txt(source_ae.strip()[:16])) if source_ae else b"",
+    ))
+    return b"\x00" * 128 + b"DICM" + _el(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
 class InvalidUID(ValueError):

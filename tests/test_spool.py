@@ -126,3 +126,23 @@ def test_index_is_reconciled_from_the_spool(tmp_path):
     s = idx.series(ser[0].SeriesInstanceUID)
     assert s["n_instances"] == 3 and s["state"] == "receiving" and s["expected_instances"] == 3
     assert len(idx.instance_paths(ser[0].SeriesInstanceUID)) == 3
+
+
+def test_file_meta_encoder_matches_pydicom():
+    from io import BytesIO
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    from dicom_node.spool import encode_file_meta
+
+    b = encode_file_meta("1.2.840.10008.5.1.4.1.1.4", "1.2.3.45", "1.2.840.10008.1.2.4.70",
+                         "ORTHANC")
+    fp = BytesIO(b)
+    read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)
+    assert fp.tell() == len(b)
+    assert meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+    assert meta.MediaStorageSOPInstanceUID == "1.2.3.45"
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    assert meta.SourceApplicationEntityTitle.strip() == "ORTHANC"
+    assert meta.FileMetaInformationGroupLength == len(b) - 132 - 12
