@@ -162,6 +162,7 @@ class StorageSCP:
         self.server: Any = None
         self._seen_series: set[str] = set()
         self._seen_lock = threading.Lock()
+        self._assoc_counts: dict[int, dict[str, Any]] = {}
         self.stats = {"stored": 0, "duplicates": 0, "replaced": 0, "failed": 0, "dropped": 0,
                       "rejected_assoc": 0}
         _config.UNRESTRICTED_STORAGE_SERVICE = True
@@ -243,6 +244,7 @@ class StorageSCP:
                 raise ValueError(truncated)
         except InvalidUID as exc:
             self.stats["failed"] += 1
+            self._count(event, "failed")
             if _metrics:
                 _metrics.INSTANCES_FAILED.inc()
             log.warning("C-STORE refused (0x%04X): %s; calling_ae=%s address=%s sop_class=%s",
@@ -251,6 +253,7 @@ class StorageSCP:
             return STATUS_DATASET_MISMATCH
         except Exception as exc:  # noqa: BLE001 - undecodable dataset
             self.stats["failed"] += 1
+            self._count(event, "failed")
             if _metrics:
                 _metrics.INSTANCES_FAILED.inc()
             log.warning("C-STORE refused (0x%04X): dataset cannot be decoded (%s: %s); "
@@ -273,6 +276,7 @@ class StorageSCP:
             res = self.spool.write(path, data)
         except OSError as exc:
             self.stats["failed"] += 1
+            self._count(event, "failed")
             if _metrics:
                 _metrics.INSTANCES_FAILED.inc()
             log.error("C-STORE failed (0x%04X): spool write error %s (%s) sop=%s series=%s "
@@ -286,6 +290,7 @@ class StorageSCP:
                 self._seen_series.add(series_uid)
         if res.status == "same":
             self.stats["duplicates"] += 1
+            self._count(event, "duplicates")
             log.debug("duplicate instance, identical bytes: sop=%s", sop_uid)
             return STATUS_SUCCESS
         if res.status == "replaced":
@@ -293,6 +298,7 @@ class StorageSCP:
             log.warning("duplicate SOP Instance UID with different bytes, newest kept: sop=%s "
                         "series=%s calling_ae=%s", sop_uid, series_uid, calling_ae)
         self.stats["stored"] += 1
+        self._count(event, "stored")
         if _metrics:
             _metrics.INSTANCES_RECEIVED.inc()
 
@@ -335,8 +341,25 @@ class StorageSCP:
                           stop_when=_after_instance_number)
         return ds, raw, False
 
+    def _count(self, event: Any, what: str) -> None:
+        c = self._assoc_counts.get(id(event.assoc))
+        if c is not None:
+            c[what] += 1
+
     def _on_open(self, event: Any) -> None:
         on_conn_open_nodelay(event)
+        self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
+                                              "t0": time.time()}
+
+    def _on_close(self, event: Any) -> None:
+        """One INFO line per association (never one per instance)."""
+        c = self._assoc_counts.pop(id(event.assoc), None)
+        if c is None or not (c["stored"] or c["failed"] or c["duplicates"]):
+            return
+        dt = time.time() - c["t0"]
+        log.info("association closed: calling_ae=%s address=%s stored=%d duplicates=%d "
+                 "failed=%d in %.2fs", str(event.assoc.requestor.ae_title).strip(),
+                 event.assoc.requestor.address, c["stored"], c["duplicates"], c["failed"], dt)
 
     def _on_abort(self, event: Any) -> None:
         log.info("association aborted: calling_ae=%s address=%s",
@@ -361,6 +384,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_ABORTED, self._on_abort),
+            (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         self.server = self.ae.start_server(
             (self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers,

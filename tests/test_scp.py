@@ -198,6 +198,7 @@ def test_invalid_uid_refused_duplicates_idempotent(node_factory, tmp_path):
     now = spooled(node)[sop]
     assert now.read_bytes() != first and dataset_bytes(now) == dataset_bytes(changed)
     assert "different bytes, newest kept" in node.log_text()
+    assert "stored=0 duplicates=1 failed=0" in node.log_text()  # the identical re-send
     assert "FACTORY^TEST" not in node.log_text() and "FACTORY" not in node.log_text()
 
 
