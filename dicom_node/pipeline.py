@@ -12,7 +12,10 @@ Steps and the timings they record (seconds, in ``result["timings_s"]``):
 ``preprocess``, ``inference``, ``postprocess``
     As reported by :class:`ai.infer.Segmenter`.
 ``encode``
-    DICOM-SEG, TID 1500 SR and the overlay series (:mod:`dicom_node.encode`).
+    DICOM-SEG and TID 1500 SR (:mod:`dicom_node.encode`).
+``overlay``
+    The overlay series, built by the follow-up step :func:`run_overlay` once SEG and SR are
+    queued for sending (they are what the radiologist waits for).
 
 All output UIDs derive from ``job_key`` (input study, series and instance set, plus the model
 version), so running the same job twice writes the same SOP Instance UIDs: the outbox and the
@@ -27,6 +30,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,8 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``files``: ``[{"path", "kind", "sop_instance_uid", "overlay"}]``; ``summary`` (study
-        summary), ``lesions`` (list of dicts), ``model`` and ``timings_s``.
+        summary), ``lesions`` (list of dicts), ``model``, ``timings_s``, and ``followup``
+        (the name of the step that builds the overlay) when the overlay is wanted.
 
     Raises
     ------
@@ -117,7 +123,6 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         timings[k] = float(v)
 
     t0 = time.perf_counter()
-    from .encode.overlay import build_overlay
     from .encode.seg import build_seg
     from .encode.sr import build_sr
 
@@ -127,39 +132,79 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     seg_ds = None
     if result.lesions:  # a SEG without segments is invalid: none is written for 0 lesions
         seg_ds = build_seg(result, flair, job_key=key)
-        files.append({"kind": "SEG", "overlay": False,
-                      "path": str(_write_dataset(seg_ds, out_dir / "seg.dcm")),
-                      "sop_instance_uid": str(seg_ds.SOPInstanceUID)})
+        files.append(_entry("SEG", _write_dataset(seg_ds, out_dir / "seg.dcm"), seg_ds))
         if opts.get("fractional"):  # the probability map as an extra SEG (own UIDs)
             frac = build_seg(result, flair, job_key=key, fractional=True)
-            files.append({"kind": "SEG", "overlay": False,
-                          "path": str(_write_dataset(frac, out_dir / "seg_fractional.dcm")),
-                          "sop_instance_uid": str(frac.SOPInstanceUID)})
+            files.append(_entry("SEG", _write_dataset(frac, out_dir / "seg_fractional.dcm"),
+                                frac))
     sr_ds = build_sr(result, flair, seg_ds, job_key=key)
-    files.append({"kind": "SR", "overlay": False,
-                  "path": str(_write_dataset(sr_ds, out_dir / "sr.dcm")),
-                  "sop_instance_uid": str(sr_ds.SOPInstanceUID)})
-    if opts.get("overlay", True):
-        for i, ds in enumerate(build_overlay(result, flair, job_key=key)):
-            files.append({"kind": "OVERLAY", "overlay": True,
-                          "path": str(_write_dataset(ds, out_dir / f"overlay_{i:04d}.dcm")),
-                          "sop_instance_uid": str(ds.SOPInstanceUID)})
+    files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
     timings["encode"] = time.perf_counter() - t0
 
     out = {
         "job_id": job["job_id"],
+        "job_key": key,
         "study_uid": flair.study_uid,
         "flair_series_uid": flair.series_uid,
         "t1_series_uid": t1_vol.series_uid if t1_vol is not None else None,
         "model": {"name": result.model_name, "version": result.model_version},
+        "spacing_mm": list(result.spacing_mm),
         "summary": result.summary.to_dict(),
         "lesions": [les.to_dict() for les in result.lesions],
         "files": files,
         "timings_s": timings,
+        "seg_sr_written_at": time.time(),  # wall clock, for end-to-end timing
     }
-    (out_dir / "result.json").write_text(json.dumps(out, indent=2, default=float))
+    if opts.get("overlay", True):
+        # The overlay series is built in a second step, after SEG + SR are on their way.
+        np.savez_compressed(out_dir / "labels.npz", labels=result.labels)
+        out["followup"] = "ms-lesions-overlay"
+    _write_json(out, out_dir / "result.json")
     return out
 
 
-#: Pipelines by the name used in routing.yaml ``pipeline:``.
-PIPELINES = {"ms-lesions": run_ms_lesions}
+def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
+    """Second step of ``ms-lesions``: the overlay series from the saved lesion labels.
+
+    Returns the updated result (``files`` gains the overlay images, ``timings_s`` gains
+    ``overlay``).
+    """
+    from ai.types import Lesion, SegmentationResult, StudySummary
+
+    from .encode.overlay import build_overlay
+    from .volume import load_series
+
+    t0 = time.perf_counter()
+    out_dir = Path(job["out_dir"])
+    res = json.loads((out_dir / "result.json").read_text())
+    flair = load_series([Path(p) for p in job["inputs"]["flair"]])
+    labels = np.load(out_dir / "labels.npz")["labels"]
+    result = SegmentationResult(
+        labels=labels, probability=np.zeros(labels.shape, np.float32),
+        lesions=[Lesion(**les) for les in res["lesions"]],
+        summary=StudySummary(**res["summary"]), model_name=res["model"]["name"],
+        model_version=res["model"]["version"], spacing_mm=tuple(res["spacing_mm"]))
+    files = [f for f in res["files"] if f["kind"] != "OVERLAY"]
+    for i, ds in enumerate(build_overlay(result, flair, job_key=res["job_key"])):
+        files.append(_entry("OVERLAY", _write_dataset(ds, out_dir / f"overlay_{i:04d}.dcm"), ds,
+                            overlay=True))
+    res["files"] = files
+    res["timings_s"]["overlay"] = time.perf_counter() - t0
+    res.pop("followup", None)
+    _write_json(res, out_dir / "result.json")
+    return res
+
+
+def _entry(kind: str, path: Path, ds: Any, overlay: bool = False) -> dict[str, Any]:
+    return {"kind": kind, "overlay": overlay, "path": str(path),
+            "sop_instance_uid": str(ds.SOPInstanceUID)}
+
+
+def _write_json(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+#: Pipelines by the name used in routing.yaml ``pipeline:``, and their follow-up steps.
+PIPELINES = {"ms-lesions": run_ms_lesions, "ms-lesions-overlay": run_overlay}

@@ -65,11 +65,20 @@ def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
     return fn(payload)
 
 
+def _worker_warmup(device: str, weights: str | None) -> str:
+    """Load the model in the worker before the first job needs it; return its version."""
+    from .pipeline import _segmenter
+
+    return str(_segmenter(device, weights).model_version)
+
+
 @dataclass
 class _Running:
     job: Job
     future: cf.Future
     started: float
+    step: str = "main"  #: "main", or the follow-up step's pipeline name
+    first: dict[str, Any] | None = None  #: the main step's result, during a follow-up
 
 
 class Runner:
@@ -123,6 +132,10 @@ class Runner:
     def _ensure_executor(self) -> cf.Executor:
         if self._executor is None:
             self._executor = self._factory(self.concurrency)
+            if self._factory == self._process_pool:
+                # Spawn the worker and load the model now, not on the first study.
+                self._executor.submit(_worker_warmup, self.cfg.runner.device,
+                                      self.options.get("weights"))
         return self._executor
 
     # -- life cycle --------------------------------------------------------------------
@@ -135,6 +148,10 @@ class Runner:
             self._threads.append(t)
         log.info("runner started: concurrency %d, device %s", self.concurrency,
                  self.cfg.runner.device)
+        try:
+            self._ensure_executor()
+        except Exception as exc:  # noqa: BLE001 - retried when the first job comes
+            log.warning("runner: worker not started yet: %s", exc)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming jobs; running jobs are left to the next start (re-queued then)."""
@@ -203,7 +220,7 @@ class Runner:
             del self._running[job_id]
             exc = run.future.exception()
             if exc is None:
-                self._finish(run.job, run.future.result(), time.time() - run.started)
+                self._step_done(run, run.future.result())
                 continue
             if isinstance(exc, BrokenProcessPool):
                 reason = ("worker process died while running the job (killed, out of memory "
@@ -211,7 +228,30 @@ class Runner:
                 self._executor = None
             else:
                 reason = f"{type(exc).__name__}: {exc}"
-            self._fail(run.job, reason)
+            if run.step == "main":
+                self._fail(run.job, reason)
+            else:  # SEG and SR are delivered; only the follow-up (overlay) is missing
+                log.error("job %s: %s failed: %s", job_id, run.step, reason)
+                self._complete(run.job, run.first or {}, time.time() - run.started,
+                               note=f"{run.step} failed: {reason}")
+
+    def _step_done(self, run: _Running, result: dict[str, Any]) -> None:
+        job = run.job
+        if not self._deliver(job, result):
+            return
+        followup = result.get("followup")
+        if run.step == "main" and followup:
+            try:
+                fut = self._ensure_executor().submit(_worker_run, followup, self.payload(job))
+            except Exception as exc:  # noqa: BLE001
+                self._executor = None
+                self._complete(job, result, time.time() - run.started,
+                               note=f"{followup} not started: {exc}")
+                return
+            self._running[job.id] = _Running(job, fut, run.started, step=followup,
+                                             first=result)
+            return
+        self._complete(job, result, time.time() - run.started)
 
     def _fail(self, job: Job, reason: str) -> None:
         log.error("job %s: failed: %s", job.id, reason)
@@ -227,7 +267,8 @@ class Runner:
                 ok.append(d)
         return ok, errors
 
-    def _finish(self, job: Job, result: dict[str, Any], seconds: float) -> None:
+    def _deliver(self, job: Job, result: dict[str, Any]) -> bool:
+        """Queue the result files for every destination (idempotent); False if none usable."""
         from pydicom import dcmread
 
         from .sender import Destination
@@ -237,8 +278,7 @@ class Runner:
             log.warning("job %s: destination skipped: %s", job.id, msg)
         if not dests:
             self._fail(job, "no usable destination: " + ("; ".join(errors) or "none configured"))
-            return
-        queued = 0
+            return False
         for f in result["files"]:
             ds = dcmread(f["path"])
             for d in dests:
@@ -246,12 +286,18 @@ class Runner:
                     continue
                 self.outbox.enqueue(job.id, ds, Destination(d["ae_title"], d["host"],
                                                             int(d["port"])))
-                queued += 1
+        return True
+
+    def _complete(self, job: Job, result: dict[str, Any], seconds: float,
+                  note: str | None = None) -> None:
+        dests, _ = self._destinations(job)
         s = result.get("summary") or {}
         reason = (f"{s.get('lesion_count', 0)} lesion(s), "
                   f"{float(s.get('total_volume_mm3', 0.0)) / 1000:.2f} ml; "
-                  f"{len(result['files'])} object(s) -> "
+                  f"{len(result.get('files', []))} object(s) -> "
                   + ", ".join(d["ae_title"] for d in dests))
+        if note:
+            reason += f"; {note}"
         self.jobs.mark_done(job.id, reason)
         log.info("job %s: done in %.1f s: %s", job.id, seconds, reason)
         self._metrics(result.get("timings_s") or {})

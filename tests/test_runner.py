@@ -46,17 +46,22 @@ def env(tmp_path: Path):
     runner.stop()
 
 
-def _fake_results(tmp_path: Path):
-    """A pipeline that 'produces' an SR-like object and two overlay images."""
-    files = write_series(make_mr_series(3), tmp_path / "results")
+def _fake_results(tmp_path: Path, monkeypatch=None):
+    """A pipeline that 'produces' an SR-like object and two overlay images.
 
-    def run(job):
-        return {"files": [{"kind": "SR", "overlay": False, "path": str(files[0])},
-                          {"kind": "OVERLAY", "overlay": True, "path": str(files[1])},
-                          {"kind": "OVERLAY", "overlay": True, "path": str(files[2])}],
-                "summary": {"lesion_count": 2, "total_volume_mm3": 1500.0},
-                "timings_s": {"inference": 0.1}}
-    return run
+    With ``monkeypatch``, the overlay images come from a follow-up step (as in ms-lesions).
+    """
+    files = write_series(make_mr_series(3), tmp_path / "results")
+    sr = [{"kind": "SR", "overlay": False, "path": str(files[0])}]
+    overlay = [{"kind": "OVERLAY", "overlay": True, "path": str(p)} for p in files[1:]]
+    base = {"summary": {"lesion_count": 2, "total_volume_mm3": 1500.0},
+            "timings_s": {"inference": 0.1}}
+
+    if monkeypatch is not None:
+        monkeypatch.setitem(pipeline.PIPELINES, "fake-overlay",
+                            lambda job: {**base, "files": sr + overlay})
+        return lambda job: {**base, "files": sr, "followup": "fake-overlay"}
+    return lambda job: {**base, "files": sr + overlay}
 
 
 def _wait_state(queue: JobQueue, job_id: str, states=("done", "failed"), timeout=20.0):
@@ -92,8 +97,9 @@ def test_a_failing_job_records_its_reason_and_the_next_job_runs(env, tmp_path, m
 
 
 def test_overlay_is_switched_off_per_destination(env, tmp_path, monkeypatch):
+    """SEG/SR first, overlay from the follow-up step; a destination may refuse the overlay."""
     cfg, queue, outbox, runner = env
-    monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", _fake_results(tmp_path))
+    monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", _fake_results(tmp_path, monkeypatch))
     job_id = queue.enqueue("1.2.5", "r", "ms-lesions", {"flair": "1.2.5.1"}, [PACS, VIEWER])
     runner.start()
     assert _wait_state(queue, job_id).state == "done"
