@@ -256,3 +256,15 @@ def test_tls_with_client_certificates(node_factory, tmp_path):
     assert set(spooled(node)) == {ds.SOPInstanceUID for ds in ser}
     assert echo(node).returncode != 0  # plain TCP is not accepted
     assert node.alive()
+
+
+def test_non_mr_objects_are_accepted_and_dropped_by_the_ingest_filter(node_factory, shared_dicom,
+                                                                      tmp_path):
+    node = node_factory(runner={"enabled": False}, ingest={"drop_non_mr": True})
+    sr = shared_dicom / "edge" / "siemens_phoenix_sr_vb"
+    mr = write_series(make_mr_series(2, 16, 16), tmp_path / "mr")
+    runs = node.storescu_own_ts(sr, *mr)
+    out = "".join(r.stdout + r.stderr for r in runs)
+    assert out.count("Received Store Response (Success)") == 3, out  # never refused
+    assert set(spooled(node)) == {pydicom.dcmread(p).SOPInstanceUID for p in mr}
+    assert "dropped by the ingest filter: modality=SR" in node.log_text()
