@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout (template in orthanc/
 ORTHANC_BIN = Path("/usr/sbin/Orthanc")
 TEMPLATE = REPO / "orthanc" / "orthanc.json"
 
-__all__ = ["OrthancServer", "free_port", "ORTHANC_BIN", "dicom_env"]
+__all__ = ["OrthancServer", "free_port", "ORTHANC_BIN", "dicom_env", "stop_process"]
 
 
 def free_port() -> int:
@@ -44,6 +44,20 @@ def free_port() -> int:
 def dicom_env(**extra: str) -> dict[str, str]:
     """Environment for Orthanc/dcmtk processes: ``TCP_NODELAY=1`` (see module docstring)."""
     return {**os.environ, "TCP_NODELAY": "1", **extra}
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 20.0) -> int | None:
+    """SIGTERM ``proc`` and wait for it to exit (SIGKILL after ``timeout``); its exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
 
 
 class OrthancServer:
@@ -88,30 +102,14 @@ class OrthancServer:
             self.config_path = self.workdir / "orthanc.json"
             self.config_path.write_text(json.dumps(cfg, indent=1))
             self.log_path = self.workdir / "orthanc.log"
-            log = self.log_path.open("ab")
-            self.proc = subprocess.Popen(
-                [str(ORTHANC_BIN), str(self.config_path)], env=dicom_env(), stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.workdir,
-            )
-            log.close()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    if self.session.get(self.url + "/system", timeout=1).ok:
-                        return self
-                except requests.RequestException:
-                    pass
-                time.sleep(0.1)
+            if self._launch(timeout):
+                return self
             self.stop()
         raise RuntimeError(f"Orthanc did not start; see {self.log_path}:\n"
                            + self.log_path.read_text(errors="replace")[-2000:])
 
-    def restart(self, timeout: float = 30.0) -> "OrthancServer":
-        """Start again with the same configuration file: same ports, same storage."""
-        if self.proc is not None and self.proc.poll() is None:
-            raise RuntimeError("Orthanc is still running")
+    def _launch(self, timeout: float) -> bool:
+        """Start the process on ``config_path``; True once its REST API answers."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(ORTHANC_BIN), str(self.config_path)], env=dicom_env(), stdout=log,
@@ -120,27 +118,26 @@ class OrthancServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                break
+                return False
             try:
                 if self.session.get(self.url + "/system", timeout=1).ok:
-                    return self
+                    return True
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"Orthanc did not restart; see {self.log_path}")
+        return False
+
+    def restart(self, timeout: float = 30.0) -> "OrthancServer":
+        """Start again with the same configuration file: same ports, same storage."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("Orthanc is still running")
+        if not self._launch(timeout):
+            raise RuntimeError(f"Orthanc did not restart; see {self.log_path}")
+        return self
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then wait for the PID to exit (SIGKILL after ``timeout``)."""
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_process(self.proc, timeout)
         self.proc = None
 
     def __enter__(self) -> "OrthancServer":

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from orthanc_harness import dicom_env, free_port
+from orthanc_harness import dicom_env, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 ECHOSCU = "/usr/bin/echoscu"  # absolute: pyenv shims may shadow dcmtk with pynetdicom's apps
@@ -181,18 +181,9 @@ class NodeProcess:
             return ""
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        p = self.proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        code = stop_process(self.proc, timeout)
         self.proc = None
-        return p.returncode
+        return code
 
     def kill(self) -> None:
         """SIGKILL (crash simulation)."""
