@@ -66,6 +66,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         series = idx.list_series()
         jobs = [j.to_dict() for j in JobQueue(idx).list()]
     outbox = _outbox_status(cfg)
+    live = None
+    if cfg.http.port:  # counters live in the serving process: read them from its endpoint
+        from .metrics import live_snapshot
+
+        live = live_snapshot(cfg.http.port, cfg.http.host)
     if args.json:
         out_series = [
             {k: s[k] for k in ("series_uid", "study_uid", "modality", "series_description",
@@ -75,9 +80,19 @@ def cmd_status(args: argparse.Namespace) -> int:
                                "calling_ae")}
             for s in series
         ]
-        print(json.dumps({"series": out_series, "jobs": jobs, "outbox": outbox}, indent=None,
-                         default=str))
+        print(json.dumps({"series": out_series, "jobs": jobs, "outbox": outbox, "live": live},
+                         indent=None, default=str))
         return 0
+    if live is not None:
+        free = live.get("spool_free_bytes")
+        print(f"Node: {live.get('health', {}).get('status', '?')}, up {live.get('uptime_s', 0):.0f} s;"
+              f" received {live.get('instances_received', 0)} instance(s)"
+              f" ({live.get('instances_failed', 0)} failed), {live.get('series_completed', 0)}"
+              f" series completed, sent {live.get('instances_sent', 0)}"
+              f" ({live.get('send_failures', 0)} send failures), spool free "
+              + (f"{free / 2**30:.1f} GiB" if free is not None else "?"))
+    elif cfg.http.port:
+        print(f"Node: not answering on http://{cfg.http.host}:{cfg.http.port} (not running?)")
     print(f"Series ({len(series)})")
     print(f"  {'series_uid':<64} {'contrast':<10} {'state':<10} {'n':>5}  description")
     for s in series:

@@ -45,3 +45,7 @@ def test_node_metrics_count_received_instances_and_completed_series(node_factory
     assert after[("dicom_node_spool_free_bytes", ())] > 0
     jobs = {k[1][0][1]: v for k, v in after.items() if k[0] == "dicom_node_jobs"}
     assert set(jobs) >= {"queued", "running", "done", "failed"}
+    # The same figures from the command line, read from the running node's endpoint.
+    live = node.status()["live"]
+    assert live["instances_received"] == 7 and live["series_completed"] == 1
+    assert live["health"]["status"] == "ok"
