@@ -54,6 +54,30 @@ def _segmenter(device: str, weights: str | None) -> Any:
     return _SEGMENTERS[key]
 
 
+def warm_up(device: str, weights: str | None) -> str:
+    """Load the model and exercise the encoders once (highdicom loads its code tables on first
+    use, ~0.7 s), so the first study pays neither; return the model version."""
+    import tempfile
+
+    import SimpleITK as sitk
+
+    from .encode.seg import build_seg
+    from .encode.sr import build_sr
+    from .encode.testing import blob_labels, result_from_labels
+    from .volume import load_series
+    from .wrap import write_mr_series
+
+    version = str(_segmenter(device, weights).model_version)
+    img = sitk.GetImageFromArray(np.full((4, 16, 16), 100.0, np.float32))
+    with tempfile.TemporaryDirectory(prefix="dicom-node-warmup-") as tmp:
+        vol = load_series(write_mr_series(img, Path(tmp), study_uid="2.25.1", series_number=1,
+                                          series_description="warm-up", contrast="FLAIR"))
+        res = result_from_labels(blob_labels((4, 16, 16), [((2, 8, 8), 2.0)]), vol.image)
+        seg = build_seg(res, vol, job_key="warm-up")
+        build_sr(res, vol, seg, job_key="warm-up")
+    return version
+
+
 def _write_dataset(ds: Any, path: Path) -> Path:
     tmp = path.with_suffix(".tmp")
     ds.save_as(tmp, enforce_file_format=True)

@@ -66,10 +66,14 @@ def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_warmup(device: str, weights: str | None) -> str:
-    """Load the model in the worker before the first job needs it; return its version."""
-    from .pipeline import _segmenter
+    """Load the model and the encoders in the worker before the first job needs them."""
+    from .pipeline import warm_up
 
-    return str(_segmenter(device, weights).model_version)
+    try:
+        return warm_up(device, weights)
+    except Exception as exc:  # noqa: BLE001 - a job will report the real problem
+        logging.getLogger(__name__).warning("worker warm-up failed: %s", exc)
+        return ""
 
 
 @dataclass
