@@ -187,21 +187,31 @@ def run_demo(workdir: Path, *, case_dir: Path | None = None, keep: bool | None =
         else:
             _say(f"timed out after {timeout:.0f} s; node log: {log_path}")
             return 1
-        # Wait for the overlay series too (sent in the same outbox pass, a moment later).
-        time.sleep(2.0)
-        found = _results_in_orthanc(orthanc, study.study_uid)
-        _say(f"results in Orthanc {time.time() - t_up:.1f} s after the upload started")
-        result = _job_result(Path(cfg["data_dir"]), study.study_uid)
+        _say(f"SEG and SR in Orthanc {time.time() - t_up:.1f} s after the upload started; "
+             "the overlay series follows")
+        # The job is done once its overlay series is built and queued; then it is sent.
+        result = None
+        while time.time() < deadline and result is None:
+            result = _job_result(Path(cfg["data_dir"]), study.study_uid)
+            time.sleep(0.5)
+        n_overlay = sum(1 for f in (result or {}).get("files", []) if f["kind"] == "OVERLAY")
+        while time.time() < deadline:
+            found = _results_in_orthanc(orthanc, study.study_uid)
+            if sum(len(s.get("Instances", [])) for s in found.get("OT", [])) >= n_overlay:
+                break
+            time.sleep(0.5)
+        _say(f"all results in Orthanc {time.time() - t_up:.1f} s after the upload started")
         if result:
             print_lesion_table(result)
         sid = orthanc.find_study(study.study_uid)
         print(f"  Orthanc Explorer: {orthanc.url}/app/explorer.html#study?uuid={sid}")
         for mod, label in (("SEG", "DICOM-SEG (lesions by location)"),
                            ("SR", "TID 1500 measurement report"),
-                           ("OT", "overlay series (burned-in outlines)"),
-                           ("SC", "overlay series")):
+                           ("OT", "overlay series (burned-in outlines)")):
             for s in found.get(mod, []):
                 desc = s["MainDicomTags"].get("SeriesDescription", "")
+                if mod == "OT" and "summary" in desc.lower():
+                    label = "summary image (lesion table)"
                 print(f"  {label:<36} series {s['ID']}  '{desc}'  "
                       f"({len(s.get('Instances', []))} instance(s))")
         print("  Research use only: not a medical device.")
