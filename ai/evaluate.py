@@ -182,13 +182,13 @@ def _overlay(path: Path, img: np.ndarray, ref: np.ndarray, pred: np.ndarray, ana
     vmax = np.percentile(img, 99.5)
     for a, z in zip(np.atleast_1d(ax), zs):
         a.imshow(img[z], cmap="gray", vmin=0, vmax=vmax)
-        for m, c in ((anatomy.get("ventricles"), "b"), (anatomy.get("cortex"), "y"),
+        for m, c in ((anatomy.get("brain"), "c"), (anatomy.get("ventricles"), "b"), (anatomy.get("cortex"), "y"),
                      (anatomy.get("infratentorial"), "m"), (ref, "lime"), (pred, "r")):
             if m is not None and m[z].any():
                 a.contour(m[z].astype(float), [0.5], colors=c, linewidths=0.8)
         a.set_title(f"{name} slice {z}", fontsize=9)
         a.axis("off")
-    fig.suptitle("green: reference, red: model; blue ventricles, yellow cortex, magenta infratentorial",
+    fig.suptitle("green: reference, red: model; cyan brain, blue ventricles, yellow cortex, magenta infratentorial",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=70)

@@ -123,19 +123,75 @@ class Segmenter:
                                   timings_s=timings), anatomy
 
     @staticmethod
-    def to_source(prep: pp.Prepared, out: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def brain_mask(brain_prob: np.ndarray, spacing_xyz) -> np.ndarray:
+        """Clean brain mask on the model grid: threshold 0.5, open (erode 3 mm / dilate), keep the
+        largest 3D component, fill holes per axial slice. Detaches scalp, neck and vertex pieces
+        that the brain channel may leave on raw (skull-on) images."""
+        m = brain_prob >= 0.5
+        if not m.any():
+            return m
+        r = [max(1, int(round(3.0 / s))) for s in spacing_xyz[::-1]]  # (z, y, x) radii in voxels
+        r[0] = min(r[0], 1)
+        st = np.zeros([2 * v + 1 for v in r], bool)
+        zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
+        st[(zz / max(r[0], 1)) ** 2 + (yy / r[1]) ** 2 + (xx / r[2]) ** 2 <= 1.0] = True
+        core = ndi.binary_erosion(m, st)
+        lab, n = ndi.label(core)
+        if n > 1:
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            core = lab == int(sizes.argmax())
+        elif n == 0:
+            return m
+        m = ndi.binary_dilation(core, st) & m
+        for z in range(m.shape[0]):
+            m[z] = ndi.binary_fill_holes(m[z])
+        return m
+
+    def to_source(self, prep: pp.Prepared, out: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Map model outputs to the source grid: lesion probability + boolean anatomy maps.
 
-        The lesion probability is gated by the (dilated) predicted brain mask when that mask is
-        plausible (> 200 mL), which removes false positives in scalp and skull.
+        The lesion probability is gated by the cleaned brain mask (:meth:`brain_mask`, dilated by
+        2 voxels) when that mask is plausible (> 200 mL), which removes false positives in scalp,
+        skull and neck.
         """
-        brain_g = out[1] >= 0.5
+        brain_g = self.brain_mask(out[1], prep.grid.GetSpacing())
         lesion = out[0]
         vox = float(np.prod(prep.grid.GetSpacing()))
         if brain_g.sum() * vox > 200_000:
-            brain_g = ndi.binary_fill_holes(brain_g)
-            gate = ndi.binary_dilation(brain_g, iterations=2)
-            lesion = lesion * gate
+            lesion = lesion * ndi.binary_dilation(brain_g, iterations=2)
         prob = np.clip(prep.to_source(lesion), 0.0, 1.0).astype(np.float32)
-        anatomy = {name: prep.to_source(out[k]) >= 0.5 for k, name in enumerate(OUTPUTS) if k > 0}
+        maps = {name: out[k] >= 0.5 for k, name in enumerate(OUTPUTS) if k > 1}
+        maps["infratentorial"] = _infratentorial(maps["infratentorial"], brain_g)
+        maps["ventricles"] = _drop_small(maps["ventricles"], 300.0 / vox)
+        anatomy = {name: prep.to_source(m.astype(np.float32)) >= 0.5 for name, m in maps.items()}
+        anatomy["brain"] = prep.to_source(brain_g.astype(np.float32)) >= 0.5
         return prob, anatomy
+
+
+def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    """Remove 26-connected components smaller than ``min_voxels``."""
+    lab, n = ndi.label(mask, np.ones((3, 3, 3), bool))
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[lab]
+
+
+def _infratentorial(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Largest component of the predicted infratentorial map, kept only when its centroid lies in
+    the inferior half of the brain (removes spurious islands, e.g. at the vertex)."""
+    lab, n = ndi.label(mask, np.ones((3, 3, 3), bool))
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    m = lab == int(sizes.argmax())
+    zs = np.nonzero(brain.any((1, 2)))[0]
+    if zs.size and np.nonzero(m.any((1, 2)))[0].mean() > 0.5 * (zs[0] + zs[-1]):
+        return np.zeros_like(mask)
+    for z in range(m.shape[0]):  # lesions inside the cerebellum/brainstem are holes: fill them
+        m[z] = ndi.binary_fill_holes(m[z])
+    return m

@@ -2,8 +2,8 @@
 
 Location rules (applied per lesion in this order, first match wins; McDonald 2017 brain areas):
 
-1. **infratentorial**: >= 50 % of the lesion's voxels lie in the infratentorial map (brainstem +
-   cerebellum, predicted by the model);
+1. **infratentorial**: >= 50 % of the voxels of the lesion plus its 1-voxel (26-neighbour) shell
+   lie in the infratentorial map (brainstem + cerebellum, predicted by the model, holes filled);
 2. **periventricular**: some lesion voxel is within ``pv_mm`` (default 3 mm, physical distance
    with the true anisotropic spacing) of the lateral-ventricle map (includes lesions touching
    the ventricles);
@@ -60,10 +60,14 @@ def components(mask: np.ndarray, spacing_zyx, min_voxels: int = 3, min_volume_mm
 def classify(comp: np.ndarray, anatomy: dict[str, np.ndarray], spacing_zyx, pv_mm: float = 3.0,
              jc_mm: float = 2.0) -> str:
     """Location class of one lesion (boolean mask of a local crop; anatomy maps on the same crop)."""
-    n = comp.sum()
+    ring = ndi.binary_dilation(comp, STRUCT26) & ~comp
     infra = anatomy.get("infratentorial")
-    if infra is not None and (infra & comp).sum() >= 0.5 * n:
-        return "infratentorial"
+    if infra is not None:
+        # judged on the lesion plus its 1-voxel shell: the model tends to leave the lesion itself
+        # out of the infratentorial map, the surrounding tissue decides
+        both = comp | ring
+        if (infra & both).sum() >= 0.5 * both.sum():
+            return "infratentorial"
     vent = anatomy.get("ventricles")
     if vent is not None and vent.any():
         if (vent & comp).any():
@@ -71,7 +75,6 @@ def classify(comp: np.ndarray, anatomy: dict[str, np.ndarray], spacing_zyx, pv_m
         d = ndi.distance_transform_edt(~vent, sampling=spacing_zyx)
         if d[comp].min() <= pv_mm:
             return "periventricular"
-    ring = ndi.binary_dilation(comp, STRUCT26) & ~comp
     cortex = anatomy.get("cortex")
     brain = anatomy.get("brain")
     if cortex is not None and ((cortex & (ring | comp)).any()):

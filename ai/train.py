@@ -29,7 +29,7 @@ class Sampler:
     """Draws augmented 2D training crops (numpy RNG, deterministic for a seed)."""
 
     def __init__(self, real: list[Volume], phantoms: list[Volume], seed: int, crop: int = 128,
-                 p_real: float = 0.6, p_lesion: float = 0.6):
+                 p_real: float = 0.6, p_lesion: float = 0.5):
         self.real, self.phantoms = real, phantoms
         self.rng = np.random.default_rng(seed)
         self.crop, self.p_lesion = crop, p_lesion
@@ -113,16 +113,26 @@ def _crop(a: np.ndarray, sl) -> np.ndarray:
     return out
 
 
+def soft_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice over the whole batch, per channel (B, C, H, W) -> (C,)."""
+    inter = (p * t).sum((0, 2, 3))
+    return 1 - (2 * inter + 1) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1)
+
+
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Lesion: BCE + soft Dice (batch); anatomy: BCE masked by per-volume label validity."""
-    p = torch.sigmoid(logits[:, 0])
-    t = y[:, 0]
-    inter = (p * t).sum()
-    dice = 1 - (2 * inter + 1) / (p.sum() + t.sum() + 1)
-    bce_l = F.binary_cross_entropy_with_logits(logits[:, 0], t)
-    bce_a = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none").mean((2, 3))
-    bce_a = (bce_a * valid[:, 1:]).sum() / valid[:, 1:].sum().clamp(min=1)
-    return dice + bce_l + 0.5 * bce_a
+    """BCE + batch soft Dice for every output; anatomy channels only where the label is known.
+
+    The lesion channel has weight 1, the anatomy channels 0.5 each (Dice counters the class
+    imbalance of small structures such as the ventricles).
+    """
+    p = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((2, 3))  # (B, C)
+    w = valid.clone()
+    bce = (bce * w).sum(0) / w.sum(0).clamp(min=1)  # (C,)
+    m = w[:, :, None, None]
+    dice = soft_dice(p * m, y * m)
+    per = bce + dice
+    return per[0] + 0.5 * per[1:].sum()
 
 
 def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: float = 2e-3, seed: int = 0,
