@@ -55,3 +55,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO", file: Path | None = No
     # pynetdicom logs every DIMSE message at INFO (slow, noisy) and datasets at DEBUG.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Library warnings (highdicom, pydicom) go through the same handler and format.
+    logging.captureWarnings(True)

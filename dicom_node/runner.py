@@ -41,8 +41,8 @@ def results_dir(data_dir: Path, job_id: str) -> Path:
     return Path(data_dir) / "results" / job_id
 
 
-def _worker_init(threads: int | None) -> None:
-    """Worker start-up: die with the parent, bounded threads, quiet logging."""
+def _worker_init(threads: int | None, log_cfg: tuple[str, str, str | None]) -> None:
+    """Worker start-up: die with the parent, bounded threads, the node's log settings."""
     try:  # Linux: SIGKILL this worker when the node process dies (kill -9 included).
         import ctypes
         import signal
@@ -52,8 +52,10 @@ def _worker_init(threads: int | None) -> None:
         pass
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: "
-                        "%(message)s")
+    from .logsetup import setup_logging
+
+    fmt, level, file = log_cfg
+    setup_logging(fmt, level, Path(file) if file else None)
 
 
 def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +120,7 @@ class Runner:
         self.options = cfg.runner.pipeline_options() if options is None else dict(options)
         self.concurrency = max(1, int(cfg.runner.concurrency))
         self._factory = executor_factory or self._process_pool
+        self._warm_up = executor_factory is None  # real worker processes: load the model early
         self._executor: cf.Executor | None = None
         self._running: dict[str, _Running] = {}
         self._stop = threading.Event()
@@ -126,17 +129,18 @@ class Runner:
         self.send_interval_s = send_interval_s
 
     # -- executor ----------------------------------------------------------------------
-    @staticmethod
-    def _process_pool(n: int) -> cf.Executor:
+    def _process_pool(self, n: int) -> cf.Executor:
         ctx = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // n)
+        log = self.cfg.log
+        log_cfg = (log.format, log.level, str(log.file) if log.file else None)
         return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
-                                      initargs=(threads,))
+                                      initargs=(threads, log_cfg))
 
     def _ensure_executor(self) -> cf.Executor:
         if self._executor is None:
             self._executor = self._factory(self.concurrency)
-            if self._factory == self._process_pool:
+            if self._warm_up:
                 # Spawn the worker and load the model now, not on the first study.
                 self._executor.submit(_worker_warmup, self.cfg.runner.device,
                                       self.options.get("weights"))
