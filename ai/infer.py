@@ -151,6 +151,8 @@ class Segmenter:
     def to_source(self, prep: pp.Prepared, out: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Map model outputs to the source grid: lesion probability + boolean anatomy maps.
 
+        Ventricles = model channel (components >= 300 mm3); when it finds < 5 mL the CSF-dark
+        fallback :func:`_dark_ventricles` is added.
         The lesion probability is gated by the cleaned brain mask (:meth:`brain_mask`, dilated by
         2 voxels) when that mask is plausible (> 200 mL), which removes false positives in scalp,
         skull and neck.
@@ -164,9 +166,28 @@ class Segmenter:
         maps = {name: out[k] >= 0.5 for k, name in enumerate(OUTPUTS) if k > 1}
         maps["infratentorial"] = _infratentorial(maps["infratentorial"], brain_g)
         maps["ventricles"] = _drop_small(maps["ventricles"], 300.0 / vox)
+        if maps["ventricles"].sum() * vox < 5000.0 and brain_g.sum() * vox > 200_000:
+            maps["ventricles"] |= _dark_ventricles(prep.flair, brain_g, prep.grid.GetSpacing(), 300.0 / vox)
         anatomy = {name: prep.to_source(m.astype(np.float32)) >= 0.5 for name, m in maps.items()}
         anatomy["brain"] = prep.to_source(brain_g.astype(np.float32)) >= 0.5
         return prob, anatomy
+
+
+def _dark_ventricles(flair: np.ndarray, brain: np.ndarray, spacing_xyz, min_voxels: float) -> np.ndarray:
+    """Fallback when the ventricle channel finds < 5 mL (implausible for an adult brain):
+    CSF-dark voxels (normalised FLAIR < 0.4) at least 20 mm inside the brain mask in-plane,
+    in the middle 60 % of the brain's slices, components >= 300 mm3."""
+    zs = np.nonzero(brain.any((1, 2)))[0]
+    out = np.zeros_like(brain)
+    if zs.size == 0:
+        return out
+    r = [max(1, int(round(20.0 / s))) for s in spacing_xyz[:2]]
+    z0, z1 = int(zs[0] + 0.3 * (zs[-1] - zs[0])), int(zs[0] + 0.9 * (zs[-1] - zs[0])) + 1
+    for z in range(z0, z1):
+        if brain[z].any():
+            inner = ndi.binary_erosion(brain[z], np.ones((2 * r[1] + 1, 2 * r[0] + 1), bool))
+            out[z] = inner & (flair[z] < 0.4)
+    return _drop_small(out, min_voxels)
 
 
 def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
