@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--synthetic", action="store_true", help="176 x 256 x 256 synthetic series")
     ap.add_argument("--quiet-seconds", type=float, default=2.0)
+    ap.add_argument("--poll-ms", type=float, default=None,
+                    help="scp.poll_interval_ms of the node (default: node.yaml's default)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--also-nofsync", action="store_true",
                     help="also time the node with ingest.fsync: false")
@@ -100,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                 nf.stop()
             # --- our node (fresh data dir, not timed: start-up) ---
             node_dir = work / f"node{rnd}"
+            extra = {"scp": {"poll_interval_ms": args.poll_ms}} if args.poll_ms is not None else {}
             node = NodeProcess(node_dir, completion={"quiet_seconds": args.quiet_seconds},
                                runner={"enabled": False}, log={"level": "INFO"},
-                               min_free_disk_mb=0).start()
+                               min_free_disk_mb=0, **extra).start()
             orthanc.register_modality("ainode", node.ae_title, "127.0.0.1", node.port)
             t0 = time.perf_counter()
             orthanc.store_to("ainode", [series_id])
