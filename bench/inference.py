@@ -72,29 +72,17 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool) -> 
 
     from ai import preprocess as pp
     from ai.infer import Segmenter
-    from ai.lesions import analyse
 
     flair, t1 = _phantom_inputs(with_t1) if case == "phantom" else _real_inputs(case, with_t1)
     if flair is None:
         return {"case": case, "skipped": "shared data not found"}
     seg = Segmenter(device=device, threads=threads, bf16=bf16)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # warm-up (first call pays allocator / kernel selection)
-    prep = pp.prepare(flair, t1)
-    seg.predict_grid(prep)
-    times = {}
-    t0 = time.perf_counter()
-    prep = pp.prepare(flair, t1)
-    times["preprocess"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = seg.predict_grid(prep)
-    if seg.device.type == "cuda":
-        torch.cuda.synchronize()
-    times["inference"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    prob, anatomy = seg.to_source(prep, out)
-    _, lesions, _ = analyse(prob, prep.source, anatomy)
-    times["postprocess"] = time.perf_counter() - t0
+    seg.segment(flair, t1)  # warm-up (first call pays allocator / kernel selection)
+    res = seg.segment(flair, t1)  # the timed run: the stages as the node runs them
+    times = {k: float(v) for k, v in res.timings_s.items()}
+    prep = pp.prepare(flair, t1)  # for the figures below only (grid, slices run)
+    lesions, prob = res.lesions, res.probability
     times["total"] = sum(times.values())
     return {"case": case, "device": str(seg.device), "t1": with_t1, "threads": threads, "bf16": bf16,
             "size_xyz": list(flair.GetSize()), "model_grid_zyx": list(prep.flair.shape),

@@ -30,6 +30,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 from pynetdicom import AE, build_context
 
+from .spool import fsync_dir
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Outbox", "OutboxItem", "Destination"]
@@ -104,19 +106,6 @@ def _count(counter: str) -> None:
         getattr(metrics, counter).inc()
     except Exception:  # noqa: BLE001
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _pause_reactor(assoc) -> None:
@@ -209,7 +198,7 @@ class Outbox:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def enqueue(self, job_id: str, ds: Dataset, dest: Destination) -> None:
         """Queue ``ds`` for ``dest``; a no-op if this instance is already queued or sent there.

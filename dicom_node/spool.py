@@ -185,7 +185,7 @@ class Spool:
                 pass
             raise
         if self.fsync_dir:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return WriteResult(path, status, size)
 
     def recover_temp_files(self) -> tuple[int, int]:
@@ -246,7 +246,8 @@ def _same_bytes(path: Path, data: bytes | memoryview) -> bool:
         return False
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory (its entries: a rename in it is durable); errors are ignored."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:

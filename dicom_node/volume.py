@@ -74,6 +74,19 @@ class Volume:
         """True when the slices come from Enhanced multi-frame object(s)."""
         return any(ref[1] is not None for ref in self.slice_refs)
 
+    def slice_reference(self, k: int) -> Dataset:
+        """A source image reference to slice ``k`` (Referenced SOP Class/Instance UID and, for
+        a multi-frame source, Referenced Frame Number), for derived objects' Source Image
+        Sequences."""
+        uid, frame = self.slice_refs[k]
+        sop_class = next(ds.SOPClassUID for ds in self.datasets if str(ds.SOPInstanceUID) == uid)
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = sop_class
+        ref.ReferencedSOPInstanceUID = uid
+        if frame is not None:
+            ref.ReferencedFrameNumber = frame
+        return ref
+
     def slice_positions(self) -> np.ndarray:
         """Physical LPS position (mm) of the first pixel of every slice, shape ``(n, 3)``."""
         im = self.image

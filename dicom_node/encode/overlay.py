@@ -247,20 +247,13 @@ def build_overlay(
     d = np.array(flair.image.GetDirection()).reshape(3, 3)
     orientation = (_orientation_letters(d[:, 0]), _orientation_letters(d[:, 1]))
     series_uid = derive_uid(job_key, "overlay-series")
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in flair.datasets}
     out: list[Dataset] = []
     for k in range(nz):
         sc = _sc(flair, rgb[k], series_uid=series_uid, series_number=series_number,
                  sop_uid=derive_uid(job_key, "overlay", str(k)), instance_number=k + 1,
                  description=f"MS lesion overlay - {RESEARCH_NOTE}", ts=ts,
                  pixel_spacing=(sy / s, sx / s), orientation=orientation)
-        uid, frame = flair.slice_refs[k]
-        src = Dataset()
-        src.ReferencedSOPClassUID = by_uid[uid].SOPClassUID
-        src.ReferencedSOPInstanceUID = uid
-        if frame is not None:
-            src.ReferencedFrameNumber = frame
-        sc.SourceImageSequence = [src]
+        sc.SourceImageSequence = [flair.slice_reference(k)]
         sc.DerivationDescription = "FLAIR slice with automated MS lesion outlines burned in"
         out.append(sc)
     if include_summary:

@@ -284,18 +284,12 @@ def _add_frame_references(seg: Dataset, flair: Volume) -> None:
     the reference is found by the slice position and added like highdicom does it.
     """
     positions = flair.slice_positions()
-    by_uid = {str(ds.SOPInstanceUID): ds for ds in flair.datasets}
     for fr in seg.PerFrameFunctionalGroupsSequence:
         ipp = np.array([float(v) for v in fr.PlanePositionSequence[0].ImagePositionPatient])
         k = int(np.argmin(np.linalg.norm(positions - ipp, axis=1)))
         if np.linalg.norm(positions[k] - ipp) > 1e-2:
             raise ValueError(f"SEG frame at {ipp.tolist()} is not on a FLAIR slice")
-        uid, frame = flair.slice_refs[k]
-        src = Dataset()
-        src.ReferencedSOPClassUID = by_uid[uid].SOPClassUID
-        src.ReferencedSOPInstanceUID = uid
-        if frame is not None:
-            src.ReferencedFrameNumber = frame
+        src = flair.slice_reference(k)
         src.SpatialLocationsPreserved = "YES"
         src.PurposeOfReferenceCodeSequence = [
             _code_item("121322", "DCM", "Source image for image processing operation")]
