@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .spool import save_dataset
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelineError", "run_ms_lesions", "PIPELINES"]
@@ -79,12 +81,9 @@ def warm_up(device: str, weights: str | None) -> str:
 
 
 def _write_dataset(ds: Any, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    # Atomic, not fsync-ed: the runner copies every result into the durable outbox before the
+    # job is marked done; a crash before that re-runs the job, which rewrites these files.
+    return save_dataset(ds, path, durable=False)
 
 
 def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 import sqlite3
 import threading
@@ -30,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 from pynetdicom import AE, build_context
 
-from .spool import fsync_dir
+from .spool import save_dataset
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +189,6 @@ class Outbox:
         d = hashlib.sha1(str(dest).encode()).hexdigest()[:12]
         return self.files_dir / d / f"{sop_uid}.dcm"
 
-    def _write_file(self, ds: Dataset, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-
     def enqueue(self, job_id: str, ds: Dataset, dest: Destination) -> None:
         """Queue ``ds`` for ``dest``; a no-op if this instance is already queued or sent there.
 
@@ -218,7 +207,7 @@ class Outbox:
                 log.debug("outbox: %s -> %s already %s", sop_uid, dest, row["state"])
                 return
             path = self._path_for(sop_uid, dest)
-            self._write_file(ds, path)
+            save_dataset(ds, path, durable=True)
             now = time.time()
             if row is None:
                 self._db.execute(

@@ -246,6 +246,30 @@ def _same_bytes(path: Path, data: bytes | memoryview) -> bool:
         return False
 
 
+def save_dataset(ds, path: Path, *, durable: bool) -> Path:
+    """Write a pydicom dataset as a Part-10 file atomically: unique temp file beside ``path``,
+    then rename, so a reader never sees a partial file.
+
+    ``durable``: fsync the file before the rename and the directory after it (the object
+    survives a power cut once this returns); without it the write is atomic only.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     """fsync a directory (its entries: a rename in it is durable); errors are ignored."""
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
 from dicom_node.encode.uids import derive_uid
+from dicom_node.spool import save_dataset
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,6 @@ def _right_handed(image: sitk.Image) -> sitk.Image:
     d2[:, 2] *= -1
     out.SetDirection(tuple(d2.ravel()))
     return out
-
-
-def _write_atomic(ds: Dataset, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
 
 
 def write_mr_series(
@@ -291,7 +285,7 @@ def write_mr_series(
             setattr(ds, key, value)
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         path = out / f"IM{k + 1:04d}.dcm"
-        _write_atomic(ds, path)
+        save_dataset(ds, path, durable=False)
         paths.append(path)
     log.info("wrote %d %s slices of series %s", nz, contrast, series_uid)
     return paths
