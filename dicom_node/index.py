@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -208,6 +208,21 @@ class SeriesTouch:
     reopened: bool = False
 
 
+def connect(path: Path, synchronous: str | None = None) -> sqlite3.Connection:
+    """An autocommit SQLite connection in WAL mode with a 30 s busy timeout and ``Row``s
+    (the index and the job queue share one database file; each thread opens its own).
+
+    ``synchronous``: optional ``PRAGMA synchronous`` value (SQLite's default is FULL).
+    """
+    c = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    c.row_factory = sqlite3.Row
+    c.execute("PRAGMA journal_mode=WAL")
+    if synchronous:
+        c.execute(f"PRAGMA synchronous={synchronous}")
+    c.execute("PRAGMA busy_timeout=30000")
+    return c
+
+
 class Index:
     """The node's SQLite index (WAL mode, one connection per thread).
 
@@ -230,12 +245,7 @@ class Index:
         """This thread's connection (created on first use)."""
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            c.row_factory = sqlite3.Row
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
-            c.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = c
+            c = self._local.conn = connect(self.path, synchronous="NORMAL")
         return c
 
     def close(self) -> None:

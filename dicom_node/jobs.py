@@ -18,9 +18,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from .index import connect
 
 __all__ = ["Job", "JobQueue", "JOB_STATES", "make_job_key"]
 
@@ -126,11 +128,7 @@ class JobQueue:
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            c.row_factory = sqlite3.Row
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = c
+            c = self._local.conn = connect(self.path)  # synchronous FULL: job states matter
         return c
 
     def enqueue(
