@@ -203,13 +203,13 @@ class Runner:
         }
 
     def _submit(self, job: Job) -> None:
-        _, errors = self._destinations(job)
-        if errors and len(errors) == len(job.destinations or []):
-            self._fail(job, "no usable destination: " + "; ".join(errors))
+        dests, errors = self._destinations(job)
+        if not dests:  # fail before the model runs; a job's destinations never change
+            self._fail(job, "no usable destination: "
+                       + ("; ".join(errors) or "the rule names none"))
             return
-        if not job.destinations:
-            self._fail(job, "no usable destination: the rule names none")
-            return
+        for msg in errors:
+            log.warning("job %s: destination skipped: %s", job.id, msg)
         log.info("job %s: start (study %s, rule %s, pipeline %s, attempt %d)", job.id,
                  job.study_uid, job.rule, job.pipeline, job.attempts)
         try:
@@ -245,8 +245,8 @@ class Runner:
 
     def _step_done(self, run: _Running, result: dict[str, Any]) -> None:
         job = run.job
-        if not self._deliver(job, result):
-            return
+        queued = {f["path"] for f in (run.first or {}).get("files", [])}
+        self._deliver(job, [f for f in result["files"] if f["path"] not in queued])
         followup = result.get("followup")
         if run.step == "main" and followup:
             try:
@@ -275,26 +275,20 @@ class Runner:
                 ok.append(d)
         return ok, errors
 
-    def _deliver(self, job: Job, result: dict[str, Any]) -> bool:
-        """Queue the result files for every destination (idempotent); False if none usable."""
+    def _deliver(self, job: Job, files: list[dict[str, Any]]) -> None:
+        """Queue result files for every usable destination (idempotent per instance)."""
         from pydicom import dcmread
 
         from .sender import Destination
 
-        dests, errors = self._destinations(job)
-        for msg in errors:
-            log.warning("job %s: destination skipped: %s", job.id, msg)
-        if not dests:
-            self._fail(job, "no usable destination: " + ("; ".join(errors) or "none configured"))
-            return False
-        for f in result["files"]:
+        dests, _ = self._destinations(job)
+        for f in files:
             ds = dcmread(f["path"])
             for d in dests:
                 if f.get("overlay") and d.get("overlay") is False:
                     continue
                 self.outbox.enqueue(job.id, ds, Destination(d["ae_title"], d["host"],
                                                             int(d["port"])))
-        return True
 
     def _complete(self, job: Job, result: dict[str, Any], seconds: float,
                   note: str | None = None) -> None:
