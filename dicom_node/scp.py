@@ -17,14 +17,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
 import ssl
 import struct
 import threading
 from io import BytesIO
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE

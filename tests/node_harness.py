@@ -12,8 +12,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
