@@ -556,17 +556,19 @@ class IndexWriter(threading.Thread):
             stop = item is None
             if item is not None:
                 batch.append(item)
-            deadline = time.monotonic() + (0 if stop else self.window_s)
+            if not stop:
+                # Collect for window_s without taking records one by one: a blocking get per
+                # record would wake this thread (and contend for the GIL with the SCP) on
+                # every C-STORE. stop() ends the wait early.
+                self._stopping.wait(self.window_s)
             while len(batch) < self.max_batch:
                 try:
-                    left = deadline - time.monotonic()
-                    nxt = self.q.get(timeout=left) if left > 0 else self.q.get_nowait()
+                    nxt = self.q.get_nowait()
                 except queue.Empty:
                     break
                 n_items += 1
                 if nxt is None:
-                    stop = True
-                    deadline = time.monotonic()  # drain what is queued, then stop
+                    stop = True  # drain what is queued, then stop
                 else:
                     batch.append(nxt)
             try:

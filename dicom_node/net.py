@@ -14,7 +14,9 @@ Usage in a pynetdicom SCU/SCP::
 from __future__ import annotations
 
 import logging
+import math
 import socket
+import threading
 import time
 from typing import Any
 
@@ -51,13 +53,22 @@ def nodelay_handlers() -> list[tuple[Any, Any]]:
 
 
 class _PollClock:
-    """Stand-in for the ``time`` module inside pynetdicom's reactors: ``sleep`` is capped."""
+    """Stand-in for the ``time`` module inside pynetdicom's reactors.
+
+    ``sleep`` runs the calling thread's own idle wait when it has one (``_node_wait``, set per
+    association by :func:`dicom_node.fastdimse.install`: a wait that ends early when there is
+    work), else sleeps at most ``cap_s``.
+    """
 
     def __init__(self, cap_s: float) -> None:
         self.cap_s = cap_s
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap_s))
+        wait = getattr(threading.current_thread(), "_node_wait", None)
+        if wait is not None:
+            wait(seconds)
+        else:
+            time.sleep(min(seconds, self.cap_s))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -68,12 +79,13 @@ def set_reactor_poll(interval_s: float) -> None:
 
     Both reactor threads poll with ``time.sleep(0.001)``; every C-STORE waits for up to two of
     those sleeps (request seen, response sent). A shorter interval cuts that latency at the
-    cost of more wake-ups while an association is open. ``interval_s >= 0.001`` restores the
-    library's behaviour.
+    cost of more wake-ups while an association is open; ``interval_s >= 0.001`` keeps the
+    library's sleeps. Associations switched to :mod:`dicom_node.fastdimse` wait for work
+    instead (this cap does not apply to them).
     """
     import pynetdicom.association as _assoc
     import pynetdicom.dul as _dul
 
-    clock: Any = time if interval_s >= 0.001 else _PollClock(max(0.0, interval_s))
+    clock = _PollClock(max(0.0, interval_s) if interval_s < 0.001 else math.inf)
     _assoc.time = clock  # type: ignore[attr-defined]
     _dul.time = clock  # type: ignore[attr-defined]

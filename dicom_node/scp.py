@@ -28,6 +28,8 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from . import fastdimse
+from .headerscan import scan_header
 from .index import IndexWriter, InstanceRecord, extract_header
 from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from .spool import InvalidUID, Spool, check_uid, encode_file_meta
@@ -127,12 +129,23 @@ def _after_instance_number(tag: int, vr: Any, length: int) -> bool:
 _PIXEL_EXPLICIT_LE = (b"\xe0\x7f\x10\x00OB\x00\x00", b"\xe0\x7f\x10\x00OW\x00\x00")
 
 
+def _last_pixel_data_header(raw: bytes) -> int:
+    """Position of the last explicit VR LE PixelData header (tag, OB or OW, two zero bytes),
+    -1 if none: one backward search for the tag and VR's first letter, then the rest checked."""
+    end = len(raw)
+    while True:
+        pos = raw.rfind(b"\xe0\x7f\x10\x00O", 0, end)
+        if pos < 0 or raw[pos:pos + 8] in _PIXEL_EXPLICIT_LE:
+            return pos
+        end = pos + 4
+
+
 def _truncated_pixel_data(raw: bytes, ts: Any) -> str | None:
     """Cheap truncation check for explicit VR little endian: the last PixelData header
     (tag + OB/OW + reserved bytes, a 64-bit pattern) must not announce more bytes than remain."""
     if ts.is_implicit_VR or not ts.is_little_endian:
         return None
-    pos = max(raw.rfind(p) for p in _PIXEL_EXPLICIT_LE)
+    pos = _last_pixel_data_header(raw)
     if pos < 0 or pos + 12 > len(raw):
         return None
     (length,) = struct.unpack_from("<I", raw, pos + 8)
@@ -165,6 +178,7 @@ class StorageSCP:
                       "rejected_assoc": 0}
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         set_reactor_poll(cfg.scp.poll_interval_ms / 1000.0)
+        self.fast_dimse = bool(cfg.scp.fast_dimse) and fastdimse.available()
         ae = AE(ae_title=cfg.ae_title)
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = cfg.scp.max_pdu
@@ -324,15 +338,20 @@ class StorageSCP:
 
     @staticmethod
     def _parse(event: Any) -> tuple[Any, bytes, bool]:
-        """``(dataset, raw bytes, fully decoded?)`` of a C-STORE request.
+        """``(header, raw bytes, fully decoded?)`` of a C-STORE request.
 
-        Hot path: only the elements up to InstanceNumber (0020,0013) are parsed from the raw
-        bytes (UIDs, Modality, PatientID, StudyDate); deflated datasets are decoded in full.
+        Hot path: the values the handler needs (UIDs, Modality, PatientID, StudyDate,
+        InstanceNumber; all before (0020,0013)) are read from the raw bytes by
+        :func:`dicom_node.headerscan.scan_header` into a dict; when it declines, pydicom parses
+        the elements up to InstanceNumber. Deflated datasets are decoded in full.
         """
         raw = event.request.DataSet.getvalue()
         ts = event.context.transfer_syntax
         if ts.is_deflated:
             return event.dataset, raw, True
+        header = scan_header(raw, ts.is_implicit_VR, ts.is_little_endian)
+        if header is not None:
+            return header, raw, False
         from pydicom.filereader import read_dataset
 
         ds = read_dataset(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian,
@@ -346,6 +365,8 @@ class StorageSCP:
 
     def _on_open(self, event: Any) -> None:
         on_conn_open_nodelay(event)
+        if self.fast_dimse:
+            fastdimse.install(event.assoc)
         self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
                                               "t0": time.time()}
 

@@ -1,0 +1,129 @@
+"""dicom_node.headerscan: the SCP's raw header scan gives pydicom's values, or declines."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
+
+from dicom_factory import make_mr_series
+from dicom_node.headerscan import WANTED, scan_header
+from dicom_node.scp import _after_instance_number
+
+
+def pydicom_values(raw: bytes, implicit: bool, little: bool = True) -> dict:
+    """What the SCP read with pydicom before (read_dataset up to InstanceNumber)."""
+    ds = read_dataset(io.BytesIO(raw), implicit, little, stop_when=_after_instance_number)
+    out = {}
+    for kw in WANTED:
+        v = ds.get(kw)
+        if kw == "InstanceNumber":
+            out[kw] = None if v in (None, "") else int(v)
+        else:
+            out[kw] = None if v is None else str(v)
+    return out
+
+
+def encode(ds: Dataset, implicit: bool) -> bytes:
+    from pynetdicom.dsutils import encode as pn_encode
+
+    ds = ds.copy()
+    if hasattr(ds, "file_meta"):
+        del ds.file_meta
+    return pn_encode(ds, implicit, True)
+
+
+def split_file(path: Path) -> tuple[bytes, UID] | None:
+    b = path.read_bytes()
+    fp = io.BytesIO(b)
+    try:
+        read_preamble(fp, False)
+        ts = UID(_read_file_meta_info(fp).TransferSyntaxUID)
+    except Exception:  # noqa: BLE001 - not a Part-10 file
+        return None
+    return b[fp.tell():], ts
+
+
+def test_corpus_values_equal_pydicom(shared_dicom):
+    n_ok = n_declined = 0
+    for f in sorted(p for p in shared_dicom.rglob("*") if p.is_file()):
+        parts = split_file(f)
+        if parts is None or parts[1].is_deflated:
+            continue
+        raw, ts = parts
+        got = scan_header(raw, ts.is_implicit_VR, ts.is_little_endian)
+        if got is None:
+            n_declined += 1
+            continue
+        assert got == pydicom_values(raw, ts.is_implicit_VR, ts.is_little_endian), f
+        n_ok += 1
+    assert n_ok > 500 and n_declined < n_ok / 50
+
+
+def test_implicit_vr_and_nested_undefined_length_sequences():
+    ds = make_mr_series(2, 8, 8)[1]
+    inner = Dataset()
+    inner.CodeValue = "X"
+    inner.ConceptNameCodeSequence = Sequence([Dataset(), Dataset()])
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3"
+    item.PurposeOfReferenceCodeSequence = Sequence([inner])
+    ds.ReferencedImageSequence = Sequence([item, Dataset()])  # (0008,1140), before the UIDs
+    ds.PatientID = "  ID 7 "
+    ds.InstanceNumber = "+12"
+    for implicit in (False, True):
+        for undefined in (False, True):
+            for s in (ds.ReferencedImageSequence, item.PurposeOfReferenceCodeSequence,
+                      inner.ConceptNameCodeSequence):
+                s.is_undefined_length = undefined
+                for it in s:
+                    it.is_undefined_length_sequence_item = undefined
+            raw = encode(ds, implicit)
+            got = scan_header(raw, implicit)
+            assert got is not None
+            assert got == pydicom_values(raw, implicit)
+            assert got["PatientID"] == "  ID 7" and got["InstanceNumber"] == 12
+
+
+def test_absent_and_empty_values():
+    ds = make_mr_series(1, 8, 8)[0]
+    del ds.PatientID
+    ds.StudyDate = ""
+    ds.InstanceNumber = None
+    raw = encode(ds, False)
+    got = scan_header(raw, False)
+    assert got == pydicom_values(raw, False)
+    assert got["PatientID"] is None and got["StudyDate"] == "" and got["InstanceNumber"] is None
+
+
+@pytest.mark.parametrize("change", [
+    lambda ds: setattr(ds, "Modality", ["MR", "OT"]),  # multi-valued
+    lambda ds: setattr(ds, "PatientID", "Ünïcode"),  # not ASCII: character set matters
+    lambda ds: setattr(ds, "InstanceNumber", "1.0"),  # not a plain integer
+])
+def test_declines_what_pydicom_must_decode(change):
+    ds = make_mr_series(1, 8, 8)[0]
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    change(ds)
+    assert scan_header(encode(ds, False), False) is None
+
+
+def test_declines_damaged_or_unsupported_bytes():
+    ds = make_mr_series(1, 8, 8)[0]
+    raw = encode(ds, False)
+    assert scan_header(raw, False) is not None
+    assert scan_header(raw, False, little_endian=False) is None
+    pos = raw.index(b"\x20\x00\x0d\x00")  # StudyInstanceUID header
+    assert scan_header(raw[:pos + 10], False) is None  # value cut short
+    bad_vr = raw[:pos + 4] + b"u1" + raw[pos + 6:]
+    assert scan_header(bad_vr, False) is None
+    seq = Dataset()
+    seq.ReferencedImageSequence = Sequence([Dataset()])
+    seq.ReferencedImageSequence.is_undefined_length = True
+    cut = encode(seq, True)[:-8]  # sequence delimiter missing
+    assert scan_header(cut, True) is None
