@@ -14,7 +14,9 @@ def _train(a: argparse.Namespace) -> int:
     ckpt = train(Path(a.out), iters=a.iters, batch=a.batch, crop=a.crop, lr=a.lr, seed=a.seed,
                  n_phantoms=a.phantoms, base=a.base, threads=a.threads, resume=a.resume,
                  real_case=None if a.no_real else Path(a.real_case), ckpt_every=a.ckpt_every,
-                 holdout=not a.no_holdout, progress=not a.no_progress)
+                 holdout=not a.no_holdout, progress=not a.no_progress,
+                 lesion_sampling=a.lesion_sampling, init=Path(a.init) if a.init else None, warmup=a.warmup,
+                 context=a.context)
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -79,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-real", action="store_true", help="phantoms only")
     t.add_argument("--no-holdout", action="store_true", help="use the whole real case (no validation part)")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--lesion-sampling", choices=["voxel", "component"], default="voxel",
+                   help="lesion-centred crops: on a random lesion voxel, or on a random lesion component")
+    t.add_argument("--init", default=None, help="start from these exported weights (fine-tuning)")
+    t.add_argument("--context", type=int, default=0,
+                   help="neighbouring slices on each side given to the model (0: 2D, 1: 2.5D)")
+    t.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up iterations")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

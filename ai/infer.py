@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from ai import preprocess as pp
 from ai.lesions import analyse
-from ai.model import OUTPUTS, UNet2D
+from ai.model import OUTPUTS, UNet2D, in_channels
 from ai.types import SegmentationResult
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ class Segmenter:
             torch.set_num_threads(threads or min(2, os.cpu_count() or 1))
         st = torch.load(self.weights, map_location="cpu", weights_only=False)
         self.meta = st.get("meta", {})
-        self.model = UNet2D(base=int(self.meta.get("base", 12)))
+        self.context = int(self.meta.get("context", 0))
+        self.model = UNet2D(in_ch=in_channels(self.context), base=int(self.meta.get("base", 12)))
         self.model.load_state_dict(st["state_dict"])
         self.model.eval().to(self.device)
         self.model_name = str(self.meta.get("name", "ms_unet2d"))
@@ -75,9 +76,13 @@ class Segmenter:
         Z, H, W = f.shape
         m = 2 ** self.model.depth
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        x = np.zeros((Z, 2, Hp, Wp), np.float32)
-        x[:, 0, :H, :W] = f
-        x[:, 1, :H, :W] = t
+        c = self.context
+        n = 2 * c + 1
+        x = np.zeros((Z, 2 * n, Hp, Wp), np.float32)
+        for k, o in enumerate(range(-c, c + 1)):  # 2.5D: neighbours, edge slices repeated
+            zi = np.clip(np.arange(Z) + o, 0, Z - 1)
+            x[:, k, :H, :W] = f[zi]
+            x[:, n + k, :H, :W] = t[zi]
         out = np.zeros((len(OUTPUTS),) + prep.flair.shape, np.float32)
         if self.device.type == "cuda":
             ctx = torch.autocast("cuda", dtype=torch.float16)

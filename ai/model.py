@@ -11,6 +11,34 @@ OUTPUTS: tuple[str, ...] = ("lesion",) + ANATOMY
 IN_CHANNELS = 2  #: FLAIR, T1 (zeros when absent)
 
 
+def in_channels(context: int = 0) -> int:
+    """Input channels for ``context`` neighbouring slices on each side (2.5D input).
+
+    The layout is FLAIR at z-context..z+context, then T1 at the same offsets; ``context=0`` is
+    the plain 2D input (FLAIR, T1).
+    """
+    return IN_CHANNELS * (2 * context + 1)
+
+
+def expand_first_conv(state: dict, context: int) -> dict:
+    """Return a copy of a 2-channel (2D) state dict whose first convolution takes the 2.5D input
+    of ``context``: the centre-slice channels keep their weights, the neighbour channels start at
+    zero, so the expanded model computes exactly what the 2D one did until it is fine-tuned."""
+    key = "down.0.0.weight"
+    w = state[key]
+    n = 2 * context + 1
+    if w.shape[1] == in_channels(context):
+        return dict(state)
+    if w.shape[1] != IN_CHANNELS:
+        raise ValueError(f"cannot expand a first convolution with {w.shape[1]} input channels")
+    new = torch.zeros((w.shape[0], in_channels(context)) + tuple(w.shape[2:]), dtype=w.dtype)
+    new[:, context] = w[:, 0]  # FLAIR, centre slice
+    new[:, n + context] = w[:, 1]  # T1, centre slice
+    out = dict(state)
+    out[key] = new
+    return out
+
+
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, real_case_volume
-from ai.model import OUTPUTS, UNet2D
+from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,20 @@ class Sampler:
     """Draws augmented 2D training crops (numpy RNG, deterministic for a seed)."""
 
     def __init__(self, real: list[Volume], phantoms: list[Volume], seed: int, crop: int = 128,
-                 p_real: float = 0.6, p_lesion: float = 0.5):
+                 p_real: float = 0.6, p_lesion: float = 0.5, lesion_sampling: str = "voxel",
+                 context: int = 0):
         self.real, self.phantoms = real, phantoms
         self.rng = np.random.default_rng(seed)
         self.crop, self.p_lesion = crop, p_lesion
         self.p_real = p_real if real else 0.0
+        if lesion_sampling not in ("voxel", "component"):
+            raise ValueError(f"lesion_sampling must be 'voxel' or 'component', not {lesion_sampling!r}")
+        self.lesion_sampling = lesion_sampling
+        self.context = context
         self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in real + phantoms}
+        # per volume: the voxel indices of each 26-connected lesion component, so that
+        # 'component' sampling centres crops on small lesions as often as on large confluent ones
+        self.lesion_comps = {id(v): _components(v.labels[0] > 0) for v in real + phantoms}
         self.brain_idx = {id(v): np.argwhere((v.labels[1] > 0) & v.region)[::7] for v in real + phantoms}
 
     def _one(self):
@@ -42,47 +50,66 @@ class Sampler:
         vols = self.real if rng.random() < self.p_real else self.phantoms
         v = vols[rng.integers(len(vols))]
         les = self.lesion_idx[id(v)]
+        if self.lesion_sampling == "component" and self.lesion_comps[id(v)]:
+            comps = self.lesion_comps[id(v)]
+            les = comps[rng.integers(len(comps))]
         pool = les if (len(les) and rng.random() < self.p_lesion) else self.brain_idx[id(v)]
         z, y, x = pool[rng.integers(len(pool))]
         y += rng.integers(-40, 41)
         x += rng.integers(-40, 41)
         k = int(rng.choice([1, 1, 1, 2, 3, 4]))  # thick-slice simulation (2D clinical FLAIR)
-        z0 = int(np.clip(z - k // 2, 0, v.flair.shape[0] - k))
+        nz = v.flair.shape[0]
+        z0 = int(np.clip(z - k // 2, 0, nz - k))
         zs = slice(z0, z0 + k)
-        fl = v.flair[zs].mean(0)
-        t1 = v.t1[zs].mean(0) if v.t1 is not None else None
         lab = v.labels[:, z].astype(np.float32)
         lab[0] = (v.labels[0, zs].mean(0) >= 0.5)
         h = self.crop // 2
         sl = (slice(y - h, y + h), slice(x - h, x + h))
-        fl = _crop(fl, sl)
-        t1 = _crop(t1, sl) if t1 is not None else np.zeros_like(fl)
         lab = np.stack([_crop(c, sl) for c in lab])
+        # 2.5D: the thick slab itself and `context` neighbouring slabs of the same thickness on
+        # each side (clipped at the volume's ends, as inference repeats the edge slices)
+        fls, t1s = [], []
+        for o in range(-self.context, self.context + 1):
+            s0 = int(np.clip(z0 + o * k, 0, nz - k))
+            fls.append(_crop(v.flair[s0:s0 + k].mean(0), sl))
+            t1s.append(_crop(v.t1[s0:s0 + k].mean(0), sl) if v.t1 is not None else np.zeros_like(fls[-1]))
         is_phantom = v.name.startswith("phantom")
-        fl, t1 = self._intensity(fl, is_phantom), self._intensity(t1, is_phantom)
+        st = self._intensity_params(is_phantom)
+        fls = [self._intensity(a, is_phantom, st) for a in fls]
+        t1_params = self._intensity_params(is_phantom)
+        t1s = [self._intensity(a, is_phantom, t1_params) for a in t1s]
         if v.t1 is None or rng.random() < 0.5:  # T1 channel dropout: FLAIR-only must work
-            t1 = np.zeros_like(t1)
+            t1s = [np.zeros_like(a) for a in t1s]
+        x_in = np.stack(fls + t1s)
         if rng.random() < 0.5:
-            fl, t1, lab = fl[:, ::-1], t1[:, ::-1], lab[:, :, ::-1]
-        return np.stack([fl, t1]), lab, v.valid
+            x_in, lab = x_in[:, :, ::-1], lab[:, :, ::-1]
+        return x_in, lab, v.valid
 
-    def _intensity(self, img: np.ndarray, phantom: bool) -> np.ndarray:
+    def _intensity_params(self, phantom: bool) -> dict:
+        """One draw of the intensity augmentation, shared by the slices of one 2.5D input."""
         rng = self.rng
+        return {"blur": rng.uniform(0.3, 1.0) if rng.random() < 0.3 else 0.0,
+                "gamma": rng.uniform(0.7, 1.45), "bias": rng.normal(0, 0.12, 5), "gain": rng.uniform(0.75, 1.33),
+                "sd": rng.uniform(0.02, 0.08) if phantom else rng.uniform(0.0, 0.05),
+                "keep_bg": rng.random() < 0.5}
+
+    def _intensity(self, img: np.ndarray, phantom: bool, prm: dict | None = None) -> np.ndarray:
+        rng = self.rng
+        prm = prm or self._intensity_params(phantom)
         fg = img > 0.05
         out = img.copy()
-        if rng.random() < 0.3:
-            out = ndi.gaussian_filter(out, rng.uniform(0.3, 1.0))
-        g = rng.uniform(0.7, 1.45)
-        out = np.power(np.clip(out, 0, None), g)
+        if prm["blur"]:
+            out = ndi.gaussian_filter(out, prm["blur"])
+        out = np.power(np.clip(out, 0, None), prm["gamma"])
         yy, xx = np.mgrid[-1:1:out.shape[0] * 1j, -1:1:out.shape[1] * 1j]
-        c = rng.normal(0, 0.12, 5)
+        c = prm["bias"]
         bias = 1 + c[0] * yy + c[1] * xx + c[2] * yy * xx + c[3] * yy ** 2 + c[4] * xx ** 2
-        out = out * np.clip(bias, 0.6, 1.4) * rng.uniform(0.75, 1.33)
-        sd = rng.uniform(0.02, 0.08) if phantom else rng.uniform(0.0, 0.05)
+        out = out * np.clip(bias, 0.6, 1.4) * prm["gain"]
+        sd = prm["sd"]
         if sd > 0:
             out = np.sqrt((out + rng.normal(0, sd, out.shape)) ** 2 + rng.normal(0, sd, out.shape) ** 2)
             if not phantom:  # skull-stripped background stays ~0
-                out = np.where(fg | (rng.random() < 0.5), out, 0)
+                out = np.where(fg | prm["keep_bg"], out, 0)
         return np.clip(out, 0, 4).astype(np.float32)
 
     def batch(self, n: int):
@@ -101,6 +128,18 @@ class Sampler:
         x = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
         y = (F.grid_sample(y, grid, mode="bilinear", align_corners=False) >= 0.5).float()
         return x, y, v
+
+
+def _components(mask: np.ndarray) -> list[np.ndarray]:
+    """Voxel indices (n, 3) of every 26-connected component of ``mask``."""
+    lab, n = ndi.label(mask, np.ones((3, 3, 3), bool))
+    if n == 0:
+        return []
+    idx = np.argwhere(lab > 0)
+    order = np.argsort(lab[tuple(idx.T)], kind="stable")
+    idx = idx[order]
+    counts = np.bincount(lab[tuple(idx.T)], minlength=n + 1)[1:]
+    return np.split(idx, np.cumsum(counts)[:-1])
 
 
 def _crop(a: np.ndarray, sl) -> np.ndarray:
@@ -138,8 +177,17 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch
 def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: float = 2e-3, seed: int = 0,
           n_phantoms: int = 12, base: int = 12, threads: int | None = None, resume: bool = False,
           real_case: Path | None = REAL_CASE, ckpt_every: int = 100, holdout: bool = True,
-          progress: bool = True) -> Path:
-    """Train and return the path of the final checkpoint (see module docstring)."""
+          progress: bool = True, lesion_sampling: str = "voxel", init: Path | None = None,
+          warmup: int = 100, context: int = 0) -> Path:
+    """Train and return the path of the final checkpoint (see module docstring).
+
+    ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
+    (small lesions as often as large ones) instead of a uniformly drawn lesion voxel.
+    ``init`` starts from exported weights (``python -m ai export``) instead of a random
+    initialisation: a fine-tuning stage, recorded with the weights' SHA-256 in the config.
+    ``context`` > 0 gives the model that many neighbouring slices on each side (2.5D); a 2D
+    ``init`` is expanded with zero weights for the neighbours (:func:`ai.model.expand_first_conv`).
+    """
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -153,11 +201,19 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
         real = [real_case_volume(Path(real_case), holdout=holdout)]
     phantoms = [phantom_volume(1000 + seed * 100 + i) for i in tqdm(range(n_phantoms), desc="phantoms",
                                                                     disable=not progress)]
-    sampler = Sampler(real, phantoms, seed=seed, crop=crop)
-    model = UNet2D(base=base).to(device)
+    sampler = Sampler(real, phantoms, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context)
+    model = UNet2D(in_ch=in_channels(context), base=base).to(device)
+    init_sha = None
+    if init is not None:
+        import hashlib
+
+        st0 = torch.load(init, map_location="cpu", weights_only=False)
+        model.load_state_dict(expand_first_conv(st0["state_dict"] if "state_dict" in st0 else st0["model"],
+                                                context))
+        init_sha = hashlib.sha256(Path(init).read_bytes()).hexdigest()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(i, iters) / iters)))
+        opt, lambda i: min(1.0, (i + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(i, iters) / iters)))
     start = 0
     ckpt = out / "last.ckpt"
     if resume and ckpt.exists():
@@ -170,7 +226,9 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
         torch.set_rng_state(st["torch_rng"])
         log.info("resumed from %s at iteration %d", ckpt, start)
     config = dict(iters=iters, batch=batch, crop=crop, lr=lr, seed=seed, n_phantoms=n_phantoms, base=base,
-                  real_case=str(real_case) if real else None, holdout=HOLDOUT if (real and holdout) else None)
+                  real_case=str(real_case) if real else None, holdout=HOLDOUT if (real and holdout) else None,
+                  lesion_sampling=lesion_sampling, warmup=warmup, context=context,
+                  init={"path": str(init), "sha256": init_sha} if init is not None else None)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))
@@ -214,6 +272,7 @@ def export(ckpt: Path, dest: Path, extra: dict | None = None) -> str:
 
     st = torch.load(ckpt, map_location="cpu", weights_only=False)
     meta = {"name": "ms_unet2d", "outputs": list(OUTPUTS), "base": st["config"]["base"], "iter": st["iter"],
+            "context": int(st["config"].get("context", 0)),
             "train_config": st["config"], **(extra or {})}
     dest.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": st["model"], "meta": meta}, dest)

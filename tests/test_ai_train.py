@@ -41,3 +41,35 @@ def test_one_step_training_checkpoint_resume_and_export(tmp_path):
     img = sitk.GetImageFromArray(np.random.default_rng(0).random((4, 32, 32)).astype(np.float32))
     res = seg.segment(img)
     assert res.labels.shape == (4, 32, 32) and res.probability.dtype == np.float32
+
+
+def test_2d_weights_expanded_to_25d_compute_the_same_and_fine_tune_from_them(tmp_path):
+    """A 2D model expanded to 2.5D input (zero weights for the neighbour slices) gives the same
+    outputs as the 2D model; a fine-tuning run starts from them and the export records the
+    context, which inference then builds from neighbouring slices."""
+    from ai.model import UNet2D, expand_first_conv, in_channels
+
+    torch.manual_seed(0)
+    m2 = UNet2D(base=4).eval()
+    m25 = UNet2D(in_ch=in_channels(1), base=4).eval()
+    m25.load_state_dict(expand_first_conv(m2.state_dict(), 1))
+    x = torch.randn(3, 2, 32, 32)
+    x25 = torch.cat([torch.randn(3, 1, 32, 32), x[:, :1], torch.randn(3, 1, 32, 32),
+                     torch.randn(3, 1, 32, 32), x[:, 1:], torch.randn(3, 1, 32, 32)], 1)
+    with torch.no_grad():
+        assert torch.allclose(m2(x), m25(x25), atol=1e-5)
+
+    init = tmp_path / "w2d.pt"
+    export(train(tmp_path / "a", iters=1, batch=2, crop=64, n_phantoms=1, real_case=None, progress=False,
+                 threads=1, base=4), init)
+    ckpt = train(tmp_path / "b", iters=1, batch=2, crop=64, n_phantoms=1, real_case=None, progress=False,
+                 threads=1, base=4, init=init, context=1, lesion_sampling="component")
+    st = torch.load(ckpt, weights_only=False)
+    assert st["config"]["context"] == 1 and st["config"]["init"]["sha256"]
+    assert st["model"]["down.0.0.weight"].shape[1] == 6
+    dest = tmp_path / "w25.pt"
+    export(ckpt, dest)
+    seg = Segmenter(dest, device="cpu")
+    assert seg.context == 1
+    img = sitk.GetImageFromArray(np.random.default_rng(0).random((5, 32, 32)).astype(np.float32))
+    assert seg.segment(img).labels.shape == (5, 32, 32)
