@@ -7,8 +7,13 @@ and to dcmtk ``storescp +B`` (bit-preserving writes), alternating, for several r
 process runs with ``TCP_NODELAY=1``. Each round starts both receivers on an empty directory.
 
 The node runs as configured by default (``ingest.fsync: true``: every instance is on disk before
-its response; ``storescp`` never fsyncs). ``--also-nofsync`` adds a third receiver per round, the
-node with ``ingest.fsync: false``, for a like-for-like comparison of the software path.
+its response; ``storescp`` never fsyncs). ``--also-nofsync`` adds a receiver per round, the node
+with ``ingest.fsync: false``, for a like-for-like comparison of the software path;
+``--also-stock`` one with ``scp.fast_dimse: false`` (pynetdicom's own C-STORE path).
+
+Since every acknowledged instance costs the node one ``fsync``, the run ends by timing that on the
+scratch file system (``fsync`` of a new file the size of an instance, median of 60): on a virtual
+disk it varies from a fraction of a millisecond to several, and bounds the ratio.
 
 Prints instances/s of both per round and the medians, the ratio node/storescp (target >= 0.5),
 and the node's delay from last instance to "series complete" (early completion by known size
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -59,6 +65,23 @@ def stop(p: subprocess.Popen) -> None:
         p.kill()
 
 
+def fsync_latency_ms(folder: Path, size: int, samples: int = 60) -> float:
+    """Median time of ``fsync`` on a freshly written file of ``size`` bytes in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    times = []
+    for i in range(samples):
+        fd = os.open(folder / f"probe{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            os.close(fd)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -69,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--also-nofsync", action="store_true",
                     help="also time the node with ingest.fsync: false")
+    ap.add_argument("--also-stock", action="store_true",
+                    help="also time the node with scp.fast_dimse: false (stock pynetdicom path)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -90,16 +115,22 @@ def main(argv: list[str] | None = None) -> int:
         scp_port = free_port()
         orthanc.register_modality("storescp", "STORESCP", "127.0.0.1", scp_port)
 
-        node_rates, scp_rates, delays, wall_delays, nofsync_rates = [], [], [], [], []
+        node_rates, scp_rates, delays, wall_delays = [], [], [], []
+        nofsync_rates: list[float] = []
+        stock_rates: list[float] = []
         for rnd in range(1, args.rounds + 1):
-            if args.also_nofsync:
-                nf = NodeProcess(work / f"nofsync{rnd}", runner={"enabled": False},
-                                 ingest={"fsync": False}, min_free_disk_mb=0).start()
-                orthanc.register_modality("nofsync", nf.ae_title, "127.0.0.1", nf.port)
+            for wanted, name, rates, extra_cfg in (
+                    (args.also_nofsync, "nofsync", nofsync_rates, {"ingest": {"fsync": False}}),
+                    (args.also_stock, "stock", stock_rates, {"scp": {"fast_dimse": False}})):
+                if not wanted:
+                    continue
+                other = NodeProcess(work / f"{name}{rnd}", runner={"enabled": False},
+                                    min_free_disk_mb=0, **extra_cfg).start()
+                orthanc.register_modality(name, other.ae_title, "127.0.0.1", other.port)
                 t0 = time.perf_counter()
-                orthanc.store_to("nofsync", [series_id])
-                nofsync_rates.append(n / (time.perf_counter() - t0))
-                nf.stop()
+                orthanc.store_to(name, [series_id])
+                rates.append(n / (time.perf_counter() - t0))
+                other.stop()
             # --- our node (fresh data dir, not timed: start-up) ---
             node_dir = work / f"node{rnd}"
             extra = {"scp": {"poll_interval_ms": args.poll_ms}} if args.poll_ms is not None else {}
@@ -137,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{dt_scp / dt_node:5.2f} | last instance -> complete {delays[-1]:.3f} s "
                   f"({reason})"
                   + (f" | node without fsync {nofsync_rates[-1]:7.1f} inst/s"
-                     if nofsync_rates else ""))
+                     if nofsync_rates else "")
+                  + (f" | stock pynetdicom path {stock_rates[-1]:7.1f} inst/s"
+                     if stock_rates else ""))
         orthanc.stop()
+        fsync_ms = fsync_latency_ms(work / "fsync-probe", int(mb * 2**20 / n))
 
         med_node, med_scp = statistics.median(node_rates), statistics.median(scp_rates)
         ratio = med_node / med_scp
@@ -147,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"median storescp +B: {med_scp:7.1f} instances/s")
         print(f"ratio node/storescp: {ratio:.2f} (target >= 0.5) -> "
               f"{'OK' if ratio >= 0.5 else 'BELOW TARGET'}")
-        if nofsync_rates:
-            m = statistics.median(nofsync_rates)
-            print(f"median node, ingest.fsync false: {m:7.1f} instances/s (ratio {m / med_scp:.2f})")
+        for rates, what in ((nofsync_rates, "ingest.fsync false"),
+                            (stock_rates, "scp.fast_dimse false")):
+            if rates:
+                m = statistics.median(rates)
+                print(f"median node, {what}: {m:7.1f} instances/s (ratio {m / med_scp:.2f})")
+        load = os.getloadavg()
+        print(f"fsync of a new {mb * 1024 / n:.0f} KiB file on this file system: median "
+              f"{fsync_ms:.2f} ms | load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         print(f"last instance -> series complete: median {statistics.median(delays):.3f} s "
               f"(recorded by the node; observed via status polling "
               f"{statistics.median(wall_delays):.3f} s after the store returned)")
@@ -157,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                           "storescp_inst_per_s": round(med_scp, 1), "ratio": round(ratio, 3),
                           "node_nofsync_inst_per_s": round(statistics.median(nofsync_rates), 1)
                           if nofsync_rates else None,
+                          "node_stock_inst_per_s": round(statistics.median(stock_rates), 1)
+                          if stock_rates else None,
+                          "fsync_ms": round(fsync_ms, 2), "loadavg_1min": round(load[0], 2),
                           "complete_delay_s": round(statistics.median(delays), 3)}))
         return 0
     finally:

@@ -10,6 +10,11 @@
 * Associations are gated: allow-list of calling AE titles / source addresses and a free-disk
   threshold; a refused association gets an A-ASSOCIATE-RJ and a log line.
 * ``TCP_NODELAY`` on the listening and accepted sockets.
+* Per instance, only a few header values are read, straight from the received bytes
+  (:mod:`dicom_node.headerscan`; the first instance of a series is decoded in full), and
+  pynetdicom's generic C-STORE machinery is short-cut by :mod:`dicom_node.fastdimse`
+  (``scp.fast_dimse``, default on; stock pynetdicom when off or when the installed version's
+  internals differ).
 """
 
 from __future__ import annotations
@@ -410,8 +415,9 @@ class StorageSCP:
             ssl_context=self.ssl_context(),
         )
         set_nodelay(self.server.socket)
-        log.info("storage SCP listening: ae_title=%s %s:%d tls=%s", self.cfg.ae_title,
-                 self.cfg.host, self.port, bool(self.cfg.tls.enabled))
+        log.info("storage SCP listening: ae_title=%s %s:%d tls=%s fast_dimse=%s",
+                 self.cfg.ae_title, self.cfg.host, self.port, bool(self.cfg.tls.enabled),
+                 self.fast_dimse)
 
     @property
     def port(self) -> int:
