@@ -19,8 +19,9 @@ returns equal pydicom's for the same bytes (see ``tests/test_headerscan.py``).
 from __future__ import annotations
 
 import struct
+from typing import Any
 
-__all__ = ["scan_header", "WANTED"]
+__all__ = ["scan_header", "Header", "WANTED"]
 
 #: keyword -> tag of the values returned by :func:`scan_header`
 WANTED = {
@@ -52,8 +53,9 @@ class _Unsure(Exception):
 
 
 def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
-          found: dict[int, bytes] | None) -> int:
-    """Walk the elements of a dataset (``depth`` 0, stops after InstanceNumber) or of an
+          found: dict[int, bytes] | None, stop_after: int = _STOP_AFTER,
+          wanted: Any = _BY_TAG) -> int:
+    """Walk the elements of a dataset (``depth`` 0, stops after ``stop_after``) or of an
     undefined-length item (ends at its delimiter); return the position after them."""
     while pos < end:
         if end - pos < 8:
@@ -64,7 +66,7 @@ def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
             if depth == 0:
                 raise _Unsure
             return pos + 8
-        if depth == 0 and tag > _STOP_AFTER:
+        if depth == 0 and tag > stop_after:
             return pos
         if group == 0xFFFE:
             raise _Unsure
@@ -90,7 +92,7 @@ def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
             continue
         if length > end - pos:
             raise _Unsure
-        if found is not None and tag in _BY_TAG:
+        if found is not None and tag in wanted:
             found[tag] = b[pos:pos + length]
         pos += length
     if depth:
@@ -130,22 +132,58 @@ def _text(value: bytes) -> str | None:
     return s
 
 
-def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True
-                ) -> dict[str, str | int | None] | None:
+# Image Pixel module attributes giving the size of uncompressed Pixel Data (all before 0028,0101)
+_SAMPLES, _FRAMES, _ROWS, _COLUMNS, _BITS = (0x00280002, 0x00280008, 0x00280010, 0x00280011,
+                                             0x00280100)
+_PIXEL_TAGS = frozenset((_SAMPLES, _FRAMES, _ROWS, _COLUMNS, _BITS))
+
+
+class Header(dict):
+    """:func:`scan_header`'s result: ``{keyword: value}``, plus ``pixel_data_length``, the
+    byte length uncompressed Pixel Data of this image has (even; None when not known)."""
+
+    pixel_data_length: int | None = None
+
+
+def _pixel_data_length(raw: bytes, pos: int, implicit: bool) -> int | None:
+    """Walk on from ``pos`` to (0028,0100) and compute the uncompressed Pixel Data length."""
+    found: dict[int, bytes] = {}
+    try:
+        _walk(raw, pos, len(raw), implicit, 0, found, _BITS, _PIXEL_TAGS)
+        us = {t: struct.unpack("<H", v)[0] for t, v in found.items()
+              if t != _FRAMES and len(v) == 2}
+        rows, cols, bits = us[_ROWS], us[_COLUMNS], us[_BITS]
+        samples = us.get(_SAMPLES, 1)
+        frames = 1
+        if _FRAMES in found:
+            text = found[_FRAMES].decode("ascii").strip(" \0")
+            frames = int(text) if text else 1
+    except (_Unsure, struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError):
+        return None
+    n = rows * cols * samples * frames
+    if not n or bits not in (1, 8, 16, 32, 64):
+        return None
+    length = (n + 7) // 8 if bits == 1 else n * bits // 8
+    return length + (length & 1)
+
+
+def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True) -> Header | None:
     """``{keyword: value}`` for :data:`WANTED`, as ``pydicom`` would give them, or ``None``.
 
     Values: the string (UIDs, Modality, PatientID, StudyDate; ``""`` when empty), an ``int``
     for InstanceNumber (``None`` when empty), ``None`` for an absent element. ``None`` for the
-    whole result when the caller must ask pydicom (see the module docstring).
+    whole result when the caller must ask pydicom (see the module docstring). The walk then
+    goes on to the Image Pixel attributes for :attr:`Header.pixel_data_length` (which stays
+    None when anything there is unusual).
     """
     if not little_endian:
         return None
     found: dict[int, bytes] = {}
     try:
-        _walk(raw, 0, len(raw), implicit_vr, 0, found)
+        stop = _walk(raw, 0, len(raw), implicit_vr, 0, found)
     except (_Unsure, struct.error, IndexError):
         return None
-    out: dict[str, str | int | None] = {kw: None for kw in WANTED}
+    out = Header({kw: None for kw in WANTED})
     for tag, value in found.items():
         s = _text(value)
         if s is None:
@@ -160,4 +198,5 @@ def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True
             out["InstanceNumber"] = int(s)
         else:
             out[_BY_TAG[tag]] = s
+    out.pixel_data_length = _pixel_data_length(raw, stop, implicit_vr)
     return out

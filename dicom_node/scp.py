@@ -145,11 +145,21 @@ def _last_pixel_data_header(raw: bytes) -> int:
         end = pos + 4
 
 
-def _truncated_pixel_data(raw: bytes, ts: Any) -> str | None:
+def _truncated_pixel_data(raw: bytes, ts: Any, expected: int | None = None) -> str | None:
     """Cheap truncation check for explicit VR little endian: the last PixelData header
-    (tag + OB/OW + reserved bytes, a 64-bit pattern) must not announce more bytes than remain."""
+    (tag + OB/OW + reserved bytes, a 64-bit pattern) must not announce more bytes than remain.
+
+    ``expected``: the length uncompressed Pixel Data of this image has (from its Rows, Columns,
+    ...); when a PixelData header declaring exactly that ends the dataset, it is complete and
+    no search is needed.
+    """
     if ts.is_implicit_VR or not ts.is_little_endian:
         return None
+    if expected is not None:
+        pos = len(raw) - 12 - expected
+        if (pos >= 0 and raw[pos:pos + 8] in _PIXEL_EXPLICIT_LE
+                and struct.unpack_from("<I", raw, pos + 8)[0] == expected):
+            return None
     pos = _last_pixel_data_header(raw)
     if pos < 0 or pos + 12 > len(raw):
         return None
@@ -256,7 +266,8 @@ class StorageSCP:
                 # routing header and the structural check
                 ds, full = event.dataset, True
             truncated = (_truncated_last_element(ds) if full
-                         else _truncated_pixel_data(raw, event.context.transfer_syntax))
+                         else _truncated_pixel_data(raw, event.context.transfer_syntax,
+                                                    getattr(ds, "pixel_data_length", None)))
             if truncated:
                 raise ValueError(truncated)
         except InvalidUID as exc:

@@ -127,3 +127,35 @@ def test_declines_damaged_or_unsupported_bytes():
     seq.ReferencedImageSequence.is_undefined_length = True
     cut = encode(seq, True)[:-8]  # sequence delimiter missing
     assert scan_header(cut, True) is None
+
+
+def test_pixel_data_length_short_cuts_the_truncation_search(shared_dicom):
+    """Where the expected Pixel Data length ends the dataset, the SCP's truncation check needs
+    no search, and its answer is the same as with the search."""
+    import struct
+
+    from dicom_node.scp import _PIXEL_EXPLICIT_LE, _truncated_pixel_data
+
+    n = hits = 0
+    for f in sorted(p for p in shared_dicom.rglob("*") if p.is_file()):
+        parts = split_file(f)
+        if parts is None or parts[1].is_deflated or parts[1].is_implicit_VR:
+            continue
+        raw, ts = parts
+        header = scan_header(raw, False, ts.is_little_endian)
+        if header is None:
+            continue
+        n += 1
+        expected = header.pixel_data_length
+        assert (_truncated_pixel_data(raw, ts, expected)
+                == _truncated_pixel_data(raw, ts, None)), f
+        pos = len(raw) - 12 - (expected or 0)
+        hits += (expected is not None and pos >= 0 and raw[pos:pos + 8] in _PIXEL_EXPLICIT_LE
+                 and struct.unpack_from("<I", raw, pos + 8)[0] == expected)
+    assert n > 400 and hits > n * 0.7
+    cut = split_file(shared_dicom / "edge" / "pydicom_MR_truncated" / "MR_truncated.dcm")
+    assert cut is not None
+    header = scan_header(cut[0], False)
+    assert header is not None and header.pixel_data_length == 8192
+    assert "declared 8192 bytes, received 8130" in _truncated_pixel_data(
+        cut[0], cut[1], header.pixel_data_length)
