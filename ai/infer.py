@@ -26,6 +26,18 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (oneDNN's own check, else the CPU flags)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # private helper moved: read the flags
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -45,13 +57,17 @@ class Segmenter:
         CPU threads for torch (default: ``min(2, os.cpu_count())``).
     batch : int
         Axial slices per forward pass.
-    bf16 : bool
-        CPU bfloat16 autocast (faster on CPUs with bf16 support; off by default: fp32 is the
-        validated path). On CUDA, fp16 autocast (AMP) is always used.
+    bf16 : bool, optional
+        CPU bfloat16 autocast. ``None`` (default): on when the CPU computes bf16 natively
+        (AVX512-BF16 / AMX; 2.7x faster than fp32 here, same lesion metrics, see the model card),
+        fp32 otherwise. On CUDA, fp16 autocast (AMP) is always used.
+    tta : bool
+        Test-time augmentation: average the outputs of the slices and of their left-right mirror
+        images (default on; it removes inconsistent small false positives, see the model card).
     """
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", threads: int | None = None,
-                 batch: int = 8, bf16: bool = False):
+                 batch: int = 8, bf16: bool | None = None, tta: bool = True):
         self.weights = Path(weights) if weights else WEIGHTS
         if not self.weights.exists():
             raise FileNotFoundError(f"model weights not found: {self.weights}")
@@ -66,7 +82,11 @@ class Segmenter:
         self.model.eval().to(self.device)
         self.model_name = str(self.meta.get("name", "ms_unet2d"))
         self.model_version = sha256(self.weights)
-        self.batch, self.bf16 = batch, bf16
+        self.batch, self.tta = batch, tta
+        self.bf16 = cpu_has_bf16() if bf16 is None else bool(bf16)
+        if self.device.type != "cpu":
+            self.bf16 = False
+        self.precision = "fp16" if self.device.type == "cuda" else ("bf16" if self.bf16 else "fp32")
 
     # ------------------------------------------------------------------ model grid
     def predict_grid(self, prep: pp.Prepared) -> np.ndarray:
@@ -92,7 +112,14 @@ class Segmenter:
         with torch.inference_mode(), ctx:
             for s in range(0, Z, self.batch):
                 xb = torch.from_numpy(x[s:s + self.batch]).to(self.device)
-                res[s:s + self.batch] = torch.sigmoid(self.model(xb).float())[:, :, :H, :W].cpu().numpy()
+                n = xb.shape[0]
+                if self.tta:  # the mirror images ride in the same forward pass
+                    mirror = torch.nn.functional.pad(torch.flip(xb[..., :W], (-1,)), (0, Wp - W))
+                    xb = torch.cat([xb, mirror], 0)
+                p = torch.sigmoid(self.model(xb).float())
+                if self.tta:
+                    p = 0.5 * (p[:n, :, :H, :W] + torch.flip(p[n:, :, :H, :W], (-1,)))
+                res[s:s + self.batch] = p[:, :, :H, :W].cpu().numpy()
         out[(slice(None),) + prep.crop] = res.transpose(1, 0, 2, 3)
         return out
 

@@ -112,12 +112,15 @@ class RunnerConfig(_Strict):
     min_volume_mm3: float = Field(default=10.0, ge=0)  # ...and so are smaller volumes
     fractional_seg: bool = False  # also send the probability map as a FRACTIONAL SEG
     weights: Path | None = None  # None: the shipped model (ai/weights/ms_unet.pt)
+    tta: bool = True  # average with the left-right mirror image (2x model cost, fewer false positives)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # CPU: auto = bf16 where the CPU has it natively
 
     def pipeline_options(self) -> dict[str, Any]:
         """Options handed to the pipeline of every job."""
         return {"threshold": self.threshold, "min_voxels": self.min_voxels,
                 "min_volume_mm3": self.min_volume_mm3, "fractional": self.fractional_seg,
-                "weights": str(self.weights) if self.weights else None}
+                "weights": str(self.weights) if self.weights else None,
+                "tta": self.tta, "precision": self.precision}
 
 
 class HttpConfig(_Strict):

@@ -46,17 +46,21 @@ class PipelineError(RuntimeError):
     """A job cannot produce a result; the message is the reason shown to users."""
 
 
-def _segmenter(device: str, weights: str | None) -> Any:
-    """One model per worker process and device, loaded on first use."""
-    key = f"{device}:{weights}"
+def _segmenter(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> Any:
+    """One model per worker process, device and inference setting, loaded on first use.
+
+    ``precision``: ``auto`` (CPU bf16 where the CPU has it natively, else fp32; CUDA fp16),
+    ``fp32`` or ``bf16``."""
+    key = f"{device}:{weights}:{tta}:{precision}"
     if key not in _SEGMENTERS:
         from ai.infer import Segmenter
 
-        _SEGMENTERS[key] = Segmenter(weights=weights, device=device)
+        bf16 = None if precision == "auto" else precision == "bf16"
+        _SEGMENTERS[key] = Segmenter(weights=weights, device=device, tta=tta, bf16=bf16)
     return _SEGMENTERS[key]
 
 
-def warm_up(device: str, weights: str | None) -> str:
+def warm_up(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> str:
     """Load the model and exercise the encoders once (highdicom loads its code tables on first
     use, ~0.7 s), so the first study pays neither; return the model version."""
     import tempfile
@@ -69,7 +73,7 @@ def warm_up(device: str, weights: str | None) -> str:
     from .volume import load_series
     from .wrap import write_mr_series
 
-    version = str(_segmenter(device, weights).model_version)
+    version = str(_segmenter(device, weights, tta, precision).model_version)
     img = sitk.GetImageFromArray(np.full((4, 16, 16), 100.0, np.float32))
     with tempfile.TemporaryDirectory(prefix="dicom-node-warmup-") as tmp:
         vol = load_series(write_mr_series(img, Path(tmp), study_uid="2.25.1", series_number=1,
@@ -134,7 +138,8 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
             log.warning("job %s: T1 series refused (%s); running FLAIR-only", job["job_id"], exc)
     timings["load"] = time.perf_counter() - t0
 
-    seg = _segmenter(job.get("device", "auto"), opts.get("weights"))
+    seg = _segmenter(job.get("device", "auto"), opts.get("weights"), bool(opts.get("tta", True)),
+                     str(opts.get("precision", "auto")))
     result = seg.segment(
         flair.image,
         t1_vol.image if t1_vol is not None else None,

@@ -67,12 +67,12 @@ def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
     return fn(payload)
 
 
-def _worker_warmup(device: str, weights: str | None) -> str:
+def _worker_warmup(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> str:
     """Load the model and the encoders in the worker before the first job needs them."""
     from .pipeline import warm_up
 
     try:
-        return warm_up(device, weights)
+        return warm_up(device, weights, tta, precision)
     except Exception as exc:  # noqa: BLE001 - a job will report the real problem
         logging.getLogger(__name__).warning("worker warm-up failed: %s", exc)
         return ""
@@ -143,7 +143,8 @@ class Runner:
             if self._warm_up:
                 # Spawn the worker and load the model now, not on the first study.
                 self._executor.submit(_worker_warmup, self.cfg.runner.device,
-                                      self.options.get("weights"))
+                                      self.options.get("weights"), bool(self.options.get("tta", True)),
+                                      str(self.options.get("precision", "auto")))
         return self._executor
 
     # -- life cycle --------------------------------------------------------------------
