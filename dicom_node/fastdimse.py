@@ -22,6 +22,11 @@ by :func:`install` from its ``EVT_CONN_OPEN`` handler; the sender's associations
   Anything else (other messages, unexpected command elements, multi-fragment command sets,
   ``STORE_RECV_CHUNKED_DATASET``, ``EVT_DIMSE_RECV`` handlers that would log or are not
   pynetdicom's standard ones) goes through pynetdicom's ``DIMSEMessage``.
+* **Serving.** A complete C-STORE-RQ is served by pynetdicom's own ``StorageServiceClass`` (so
+  the ``EVT_C_STORE`` handler, its status handling and the response are pynetdicom's) in the DUL
+  thread that decoded it, when nothing else is queued for or being served by the association
+  thread; that saves two thread wake-ups per instance (request to the association thread,
+  response back). Anything else is served by the association thread as usual.
 * **DIMSE and PDU out.** A plain C-STORE-RSP (no Offending Element, no Error Comment) is encoded
   by :func:`encode_c_store_rsp`, byte-identical to pynetdicom's encoding, and P-DATA-TF PDUs by
   :func:`encode_p_data_tf`.
@@ -40,6 +45,7 @@ import select
 import socket
 import ssl
 import struct
+import threading
 import time
 from io import BytesIO
 from typing import Any, Iterable
@@ -80,6 +86,9 @@ _RQ_ELEMENTS = frozenset({
     0x1031,  # MoveOriginatorMessageID US
 })
 _RQ_US = (0x0100, 0x0110, 0x0700, 0x0800, 0x1031)
+
+#: Serve complete C-STORE requests in the DUL thread (see :func:`_serve_inline`).
+INLINE_STORE = True
 
 _DUL_LOG = logging.getLogger("pynetdicom.dul")  # pynetdicom's own messages, as it logs them
 _HANDLER_LOG = logging.getLogger("pynetdicom._handlers")
@@ -230,12 +239,14 @@ def _self_check() -> str | None:
     """Compare this module's codec with pynetdicom's on sample messages; a reason if it differs."""
     import pynetdicom
     from pynetdicom import _handlers, dimse_messages as dm
+    from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.dsutils import encode
     from pynetdicom.dul import DULServiceProvider
     from pynetdicom.pdu import P_DATA_TF
     from pynetdicom.pdu_primitives import P_DATA
+    from pynetdicom.service_class import StorageServiceClass
 
     if int(pynetdicom.__version__.split(".")[0]) != 3:
         return f"pynetdicom {pynetdicom.__version__} (fast paths written for 3.x)"
@@ -244,6 +255,8 @@ def _self_check() -> str | None:
         (DIMSEServiceProvider, ("receive_primitive", "send_msg", "maximum_pdu_size")),
         (dm.DIMSEMessage, ("decode_msg", "message_to_primitive", "primitive_to_message")),
         (P_DATA_TF, ("to_primitive", "encode")),
+        (Association, ("_serve_request", "_abort_nonblocking", "_run_reactor")),
+        (StorageServiceClass, ("SCP",)),
         (_handlers, ("standard_pdu_recv_handler", "standard_pdu_sent_handler",
                      "standard_dimse_recv_handler", "standard_dimse_sent_handler")),
     ):
@@ -383,6 +396,69 @@ class _WakingQueue(queue.Queue):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         self._wake.set()
+
+
+class _Pending:
+    """DIMSE messages queued for the association thread and not yet served by it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+
+    def add(self) -> None:
+        with self.lock:
+            self.count += 1
+
+    def done(self) -> None:
+        with self.lock:
+            self.count = max(0, self.count - 1)
+
+
+class _CountingQueue(queue.Queue):
+    """The DIMSE ``msg_queue``: counts what is queued for the association thread."""
+
+    def __init__(self, pending: _Pending) -> None:
+        super().__init__()
+        self._pending = pending
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._pending.add()
+        super().put(item, block, timeout)
+
+
+def _serve_inline(assoc: Any, req: Any, context_id: int) -> bool:
+    """Run the Storage service for a complete C-STORE-RQ here, in the DUL thread.
+
+    pynetdicom hands every request to the association thread (one thread wake-up to serve it,
+    another to send the response). Here :class:`pynetdicom.service_class.StorageServiceClass`
+    itself runs where the request was decoded, with what ``Association._serve_request`` checks
+    first; the response primitive goes to the DUL's queue and out on its next loop. False
+    (nothing done) when any of those checks would not pass: the association thread then serves
+    the request as usual.
+    """
+    from pynetdicom import _config
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import uid_to_service_class
+
+    if assoc._sent_release or not assoc.is_established or not req.is_valid_request:
+        return False
+    context = assoc._accepted_cx.get(context_id)
+    if context is None:
+        return False
+    if not _config.UNRESTRICTED_STORAGE_SERVICE:
+        class_uid = req.AffectedSOPClassUID
+        class_uid = assoc.acceptor.accepted_common_extended.get(class_uid, (class_uid,))[0]
+        if uid_to_service_class(class_uid) is not StorageServiceClass:
+            return False
+    dimse = assoc.dimse
+    try:
+        dimse.cancel_req = {}
+        StorageServiceClass(assoc).SCP(req, context)
+        dimse.cancel_req = {}
+    except Exception as exc:  # noqa: BLE001 - as Association._serve_request: log, abort
+        logging.getLogger("pynetdicom.association").exception(exc)
+        assoc._abort_nonblocking()  # a blocking abort would wait for this very thread
+    return True
 
 
 def _dul_wait(dul: Any, wake: _Wake, seconds: float) -> None:
@@ -556,7 +632,10 @@ def _receive_primitive(dimse: Any, orig_receive: Any, primitive: Any) -> None:
                 req = inc.request
                 req.DataSet = BytesIO(b"".join(inc.chunks))
                 req._context_id = inc.context_id
-                dimse.msg_queue.put((inc.context_id, req))
+                pending = getattr(dimse, "_node_pending", None)
+                if (pending is None or pending.count or dimse.msg_queue.queue
+                        or not _serve_inline(dimse.assoc, req, inc.context_id)):
+                    dimse.msg_queue.put((inc.context_id, req))
         else:  # a command fragment inside a data set: pynetdicom decides what that means
             dimse._node_incoming = None
             _to_stock(dimse, inc)
@@ -603,6 +682,20 @@ def install(assoc: Any) -> bool:
     wake = _Wake()
     dul.to_provider_queue = _WakingQueue(wake)
     dul._node_wait = partial(_dul_wait, dul, wake)
+    if (INLINE_STORE and type(dimse.msg_queue) is queue.Queue and dimse.msg_queue.empty()
+            and hasattr(assoc, "_sent_release") and hasattr(assoc, "_accepted_cx")):
+        pending = _Pending()
+        dimse.msg_queue = _CountingQueue(pending)
+        dimse._node_pending = pending
+        orig_serve = assoc._serve_request
+
+        def serve_request(msg: Any, context_id: int) -> None:
+            try:
+                orig_serve(msg, context_id)
+            finally:
+                pending.done()
+
+        assoc._serve_request = serve_request
     assoc._node_wait = partial(_queue_wait, dimse.msg_queue)
     dul._read_pdu_data = partial(_read_pdu_data, dul)
     dul._send = partial(_send_pdu, dul, dul._send)

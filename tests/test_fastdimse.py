@@ -160,6 +160,7 @@ class Receiver:
 
     def __init__(self, fast: bool, max_pdu: int = 0, extra_handlers=()) -> None:
         self.got: list[tuple] = []
+        self.threads: list[str] = []
         self.installed: list[bool] = []
         self.fast = fast
         ae = AE("RECEIVER")
@@ -177,6 +178,9 @@ class Receiver:
 
     def on_store(self, event) -> int:
         r = event.request
+        self.threads.append(type(threading.current_thread()).__name__)
+        if r.MessageID == 4:
+            raise RuntimeError("handler failure")
         self.got.append((r.MessageID, str(r.AffectedSOPClassUID), str(r.AffectedSOPInstanceUID),
                          r.Priority, r.MoveOriginatorApplicationEntityTitle,
                          r.MoveOriginatorMessageID, r.DataSet.getvalue(),
@@ -218,8 +222,20 @@ def test_same_requests_and_responses_as_stock_pynetdicom(scp_pdu, scu_pdu):
             assert rx.installed == [True]
     assert results[True] == results[False]
     rsps, got = results[True]
-    assert [r[0] for r in rsps[1:]] == [0, 0, 0xB000, 0]
-    assert len(got) == 4 and got[0][4:6] == ("MOVER", 77)
+    assert [r[0] for r in rsps[1:]] == [0, 0, 0xB000, 0xC211]  # 0xC211: the handler raised
+    assert len(got) == 3 and got[0][4:6] == ("MOVER", 77)
+
+
+def test_c_stores_are_served_in_the_dul_thread_unless_disabled(monkeypatch):
+    for inline, thread in ((True, "DULServiceProvider"), (False, "Association")):
+        monkeypatch.setattr(fastdimse, "INLINE_STORE", inline)
+        rx = Receiver(True)
+        try:
+            out = send(rx.port, make_mr_series(2, 16, 16))
+        finally:
+            rx.stop()
+        assert out[0] == 0 and [r[0] for r in out[1:]] == [0, 0]
+        assert rx.threads == [thread, thread]
 
 
 def test_bound_dimse_handlers_see_every_message(monkeypatch):
@@ -302,3 +318,17 @@ def test_idle_waits_end_when_work_arrives():
     assert time.perf_counter() - t0 < 1.0 and q.get_nowait() == "primitive"
     wake.close()
     wake.set()  # after the DUL ended: ignored
+
+
+def test_internals_that_differ_leave_pynetdicom_stock(monkeypatch, caplog):
+    monkeypatch.setattr(fastdimse, "_AVAILABLE", None)
+    monkeypatch.setattr(fastdimse, "_self_check", lambda: "C-STORE-RSP encoding differs")
+    with caplog.at_level("WARNING", logger="dicom_node.fastdimse"):
+        assert not fastdimse.available()
+    assert "fast DIMSE paths off" in caplog.text and "encoding differs" in caplog.text
+    rx = Receiver(True)
+    try:
+        out = send(rx.port, make_mr_series(1, 16, 16))
+    finally:
+        rx.stop()
+    assert rx.installed == [False] and out[1][0] == 0 and rx.threads == ["Association"]
