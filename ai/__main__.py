@@ -36,7 +36,8 @@ def _evaluate(a: argparse.Namespace) -> int:
     from ai.evaluate import evaluate
 
     res = evaluate(Path(a.cases), weights=a.weights, plots=Path(a.plots) if a.plots else None,
-                   threshold=a.threshold, device=a.device)
+                   threshold=a.threshold, device=a.device, tta=not a.no_tta,
+                   bf16=None if a.precision == "auto" else a.precision == "bf16")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     o = res["overall"]
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--weights", default=None)
     e.add_argument("--threshold", type=float, default=0.5)
     e.add_argument("--device", default="auto")
+    e.add_argument("--no-tta", action="store_true", help="no mirror-image test-time augmentation")
+    e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="CPU arithmetic (auto: bf16 where the CPU has it natively)")
     e.set_defaults(fn=_evaluate)
     s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
     s.add_argument("out")

@@ -83,9 +83,11 @@ def _curves(prob, ref, brain, spacing_zyx, region=None) -> dict:
 
 
 def evaluate(cases_dir: Path, weights=None, plots: Path | None = None, threshold: float = 0.5,
-             device: str = "auto") -> dict:
-    """Run the model on every case folder and return the metrics dictionary (see module doc)."""
-    seg = Segmenter(weights, device=device)
+             device: str = "auto", tta: bool = True, bf16: bool | None = None) -> dict:
+    """Run the model on every case folder and return the metrics dictionary (see module doc).
+
+    ``tta`` and ``bf16`` are :class:`ai.infer.Segmenter`'s (defaults: the node's)."""
+    seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
     hold = seg.meta.get("train_config", {}).get("holdout")
     cases = sorted(d for d in Path(cases_dir).iterdir() if (d / "FLAIR.nii.gz").exists()
                    and (d / "lesion_mask.nii.gz").exists())
@@ -156,7 +158,8 @@ def evaluate(cases_dir: Path, weights=None, plots: Path | None = None, threshold
     p = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
     pooled["lesion_f1"] = 2 * s * p / (s + p) if s + p else 0.0
     overall["pooled"] = pooled
-    out = {"overall": overall, "cases": results, "threshold": threshold, "model": seg.model_name,
+    out = {"overall": overall, "cases": results, "threshold": threshold, "tta": seg.tta,
+           "precision": seg.precision, "model": seg.model_name,
            "model_version": seg.model_version,
            "location_confusion": {"rows_true": list(LOCATIONS), "cols_pred": list(LOCATIONS) + ["missed"],
                                   "matrix": confusion.tolist()}}
