@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, real_case_volume
+from ai.lesions import components
 from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class Sampler:
         self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in real + phantoms}
         # per volume: the voxel indices of each 26-connected lesion component, so that
         # 'component' sampling centres crops on small lesions as often as on large confluent ones
-        self.lesion_comps = {id(v): _components(v.labels[0] > 0) for v in real + phantoms}
+        self.lesion_comps = ({id(v): _components(v.labels[0] > 0) for v in real + phantoms}
+                             if lesion_sampling == "component" else {})
         self.brain_idx = {id(v): np.argwhere((v.labels[1] > 0) & v.region)[::7] for v in real + phantoms}
 
     def _one(self):
@@ -50,8 +52,8 @@ class Sampler:
         vols = self.real if rng.random() < self.p_real else self.phantoms
         v = vols[rng.integers(len(vols))]
         les = self.lesion_idx[id(v)]
-        if self.lesion_sampling == "component" and self.lesion_comps[id(v)]:
-            comps = self.lesion_comps[id(v)]
+        comps = self.lesion_comps.get(id(v))
+        if comps:
             les = comps[rng.integers(len(comps))]
         pool = les if (len(les) and rng.random() < self.p_lesion) else self.brain_idx[id(v)]
         z, y, x = pool[rng.integers(len(pool))]
@@ -74,8 +76,8 @@ class Sampler:
             fls.append(_crop(v.flair[s0:s0 + k].mean(0), sl))
             t1s.append(_crop(v.t1[s0:s0 + k].mean(0), sl) if v.t1 is not None else np.zeros_like(fls[-1]))
         is_phantom = v.name.startswith("phantom")
-        st = self._intensity_params(is_phantom)
-        fls = [self._intensity(a, is_phantom, st) for a in fls]
+        fl_params = self._intensity_params(is_phantom)
+        fls = [self._intensity(a, is_phantom, fl_params) for a in fls]
         t1_params = self._intensity_params(is_phantom)
         t1s = [self._intensity(a, is_phantom, t1_params) for a in t1s]
         if v.t1 is None or rng.random() < 0.5:  # T1 channel dropout: FLAIR-only must work
@@ -93,9 +95,9 @@ class Sampler:
                 "sd": rng.uniform(0.02, 0.08) if phantom else rng.uniform(0.0, 0.05),
                 "keep_bg": rng.random() < 0.5}
 
-    def _intensity(self, img: np.ndarray, phantom: bool, prm: dict | None = None) -> np.ndarray:
+    def _intensity(self, img: np.ndarray, phantom: bool, prm: dict) -> np.ndarray:
+        """Apply one draw of :meth:`_intensity_params` (noise is drawn per slice)."""
         rng = self.rng
-        prm = prm or self._intensity_params(phantom)
         fg = img > 0.05
         out = img.copy()
         if prm["blur"]:
@@ -131,13 +133,12 @@ class Sampler:
 
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:
-    """Voxel indices (n, 3) of every 26-connected component of ``mask``."""
-    lab, n = ndi.label(mask, np.ones((3, 3, 3), bool))
+    """Voxel indices (n, 3) of every 26-connected component of ``mask`` (no size limit)."""
+    lab, n = components(mask, (1.0, 1.0, 1.0), min_voxels=1, min_volume_mm3=0.0)
     if n == 0:
         return []
     idx = np.argwhere(lab > 0)
-    order = np.argsort(lab[tuple(idx.T)], kind="stable")
-    idx = idx[order]
+    idx = idx[np.argsort(lab[tuple(idx.T)], kind="stable")]
     counts = np.bincount(lab[tuple(idx.T)], minlength=n + 1)[1:]
     return np.split(idx, np.cumsum(counts)[:-1])
 
