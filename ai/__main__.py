@@ -34,10 +34,11 @@ def _export(a: argparse.Namespace) -> int:
 
 def _evaluate(a: argparse.Namespace) -> int:
     from ai.evaluate import evaluate
+    from ai.infer import bf16_for
 
     res = evaluate(Path(a.cases), weights=a.weights, plots=Path(a.plots) if a.plots else None,
                    threshold=a.threshold, device=a.device, tta=not a.no_tta,
-                   bf16=None if a.precision == "auto" else a.precision == "bf16")
+                   bf16=bf16_for(a.precision))
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     o = res["overall"]

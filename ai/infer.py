@@ -38,6 +38,14 @@ def cpu_has_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_for(precision: str) -> bool | None:
+    """``Segmenter``'s ``bf16`` argument for a precision setting: ``auto`` -> ``None`` (decided
+    by :func:`cpu_has_bf16`), ``bf16`` -> True, ``fp32`` -> False."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    return None if precision == "auto" else precision == "bf16"
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,13 +120,13 @@ class Segmenter:
         with torch.inference_mode(), ctx:
             for s in range(0, Z, self.batch):
                 xb = torch.from_numpy(x[s:s + self.batch]).to(self.device)
-                n = xb.shape[0]
+                nb = xb.shape[0]
                 if self.tta:  # the mirror images ride in the same forward pass
                     mirror = torch.nn.functional.pad(torch.flip(xb[..., :W], (-1,)), (0, Wp - W))
                     xb = torch.cat([xb, mirror], 0)
                 p = torch.sigmoid(self.model(xb).float())
                 if self.tta:
-                    p = 0.5 * (p[:n, :, :H, :W] + torch.flip(p[n:, :, :H, :W], (-1,)))
+                    p = 0.5 * (p[:nb, :, :H, :W] + torch.flip(p[nb:, :, :H, :W], (-1,)))
                 res[s:s + self.batch] = p[:, :, :H, :W].cpu().numpy()
         out[(slice(None),) + prep.crop] = res.transpose(1, 0, 2, 3)
         return out

@@ -53,10 +53,9 @@ def _segmenter(device: str, weights: str | None, tta: bool = True, precision: st
     ``fp32`` or ``bf16``."""
     key = f"{device}:{weights}:{tta}:{precision}"
     if key not in _SEGMENTERS:
-        from ai.infer import Segmenter
+        from ai.infer import Segmenter, bf16_for
 
-        bf16 = None if precision == "auto" else precision == "bf16"
-        _SEGMENTERS[key] = Segmenter(weights=weights, device=device, tta=tta, bf16=bf16)
+        _SEGMENTERS[key] = Segmenter(weights=weights, device=device, tta=tta, bf16=bf16_for(precision))
     return _SEGMENTERS[key]
 
 
