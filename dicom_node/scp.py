@@ -271,19 +271,13 @@ class StorageSCP:
             if truncated:
                 raise ValueError(truncated)
         except InvalidUID as exc:
-            self.stats["failed"] += 1
-            self._count(event, "failed")
-            if _metrics:
-                _metrics.INSTANCES_FAILED.inc()
+            self._failed(event)
             log.warning("C-STORE refused (0x%04X): %s; calling_ae=%s address=%s sop_class=%s",
                         STATUS_DATASET_MISMATCH, exc, calling_ae, calling_host,
                         event.request.AffectedSOPClassUID)
             return STATUS_DATASET_MISMATCH
         except Exception as exc:  # noqa: BLE001 - undecodable dataset
-            self.stats["failed"] += 1
-            self._count(event, "failed")
-            if _metrics:
-                _metrics.INSTANCES_FAILED.inc()
+            self._failed(event)
             log.warning("C-STORE refused (0x%04X): dataset cannot be decoded (%s: %s); "
                         "calling_ae=%s address=%s", STATUS_CANNOT_UNDERSTAND,
                         type(exc).__name__, str(exc)[:200], calling_ae, calling_host)
@@ -303,10 +297,7 @@ class StorageSCP:
                 str(event.context.transfer_syntax), calling_ae) + raw
             res = self.spool.write(path, data)
         except OSError as exc:
-            self.stats["failed"] += 1
-            self._count(event, "failed")
-            if _metrics:
-                _metrics.INSTANCES_FAILED.inc()
+            self._failed(event)
             log.error("C-STORE failed (0x%04X): spool write error %s (%s) sop=%s series=%s "
                       "calling_ae=%s", STATUS_OUT_OF_RESOURCES,
                       errno.errorcode.get(exc.errno or 0, "?"), exc.strerror, sop_uid,
@@ -373,6 +364,13 @@ class StorageSCP:
         ds = read_dataset(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian,
                           stop_when=_after_instance_number)
         return ds, raw, False
+
+    def _failed(self, event: Any) -> None:
+        """Count a refused or failed C-STORE (node totals, its association, metrics)."""
+        self.stats["failed"] += 1
+        self._count(event, "failed")
+        if _metrics:
+            _metrics.INSTANCES_FAILED.inc()
 
     def _count(self, event: Any, what: str) -> None:
         c = self._assoc_counts.get(id(event.assoc))
