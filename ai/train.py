@@ -267,6 +267,26 @@ def _save(path: Path, model, opt, sched, it: int, sampler: Sampler, config: dict
     tmp.replace(path)
 
 
+def _lineage(config: dict) -> list[dict]:
+    """The training configs of the earlier stages a fine-tuning run started from, newest first.
+
+    Read from the ``init`` weights' own metadata (which carries their lineage in turn), and kept
+    only when that file still has the SHA-256 recorded at the start of training, so that what is
+    shipped says, for example, which part of the real case any earlier stage held out.
+    """
+    import hashlib
+
+    init = config.get("init") or {}
+    path = Path(init["path"]) if init.get("path") else None
+    if path is None:
+        return []
+    if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != init.get("sha256"):
+        log.warning("init weights %s missing or changed since training: lineage not recorded", path)
+        return []
+    meta = torch.load(path, map_location="cpu", weights_only=False).get("meta", {})
+    return [dict(meta.get("train_config", {}), iter=meta.get("iter"))] + list(meta.get("lineage", []))
+
+
 def export(ckpt: Path, dest: Path, extra: dict | None = None) -> str:
     """Write the shipped weights (model state + metadata) and return their SHA-256."""
     import hashlib
@@ -274,7 +294,7 @@ def export(ckpt: Path, dest: Path, extra: dict | None = None) -> str:
     st = torch.load(ckpt, map_location="cpu", weights_only=False)
     meta = {"name": "ms_unet2d", "outputs": list(OUTPUTS), "base": st["config"]["base"], "iter": st["iter"],
             "context": int(st["config"].get("context", 0)),
-            "train_config": st["config"], **(extra or {})}
+            "train_config": st["config"], "lineage": _lineage(st["config"]), **(extra or {})}
     dest.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": st["model"], "meta": meta}, dest)
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()

@@ -73,3 +73,25 @@ def test_2d_weights_expanded_to_25d_compute_the_same_and_fine_tune_from_them(tmp
     assert seg.context == 1
     img = sitk.GetImageFromArray(np.random.default_rng(0).random((5, 32, 32)).astype(np.float32))
     assert seg.segment(img).labels.shape == (5, 32, 32)
+
+
+def test_export_of_a_fine_tuning_run_records_the_earlier_stages(tmp_path, caplog):
+    """The shipped file says what every earlier stage trained on (e.g. which part of the real
+    case a stage held out), read from the init weights while they still match the SHA-256
+    recorded when fine-tuning started; a changed init file is reported, not trusted."""
+    kw = dict(iters=1, batch=2, crop=64, n_phantoms=1, real_case=None, progress=False, threads=1, base=4)
+    stage1 = tmp_path / "s1.pt"
+    export(train(tmp_path / "a", seed=1, **kw), stage1)
+    stage2 = tmp_path / "s2.pt"
+    export(train(tmp_path / "b", seed=2, init=stage1, **kw), stage2)
+    ckpt3 = train(tmp_path / "c", seed=3, init=stage2, **kw)
+    stage3 = tmp_path / "s3.pt"
+    export(ckpt3, stage3)
+    lineage = torch.load(stage3, weights_only=False)["meta"]["lineage"]
+    assert [s["seed"] for s in lineage] == [2, 1]
+    assert lineage[0]["init"]["path"] == str(stage1) and lineage[0]["iter"] == 1
+
+    stage2.write_bytes(stage1.read_bytes())  # the init file was replaced after training
+    export(ckpt3, tmp_path / "s3b.pt")
+    assert torch.load(tmp_path / "s3b.pt", weights_only=False)["meta"]["lineage"] == []
+    assert "lineage not recorded" in caplog.text
