@@ -94,3 +94,16 @@ def test_summary_load_category_and_dissemination():
     s = summarise([les(1, "infratentorial", 9000.0), les(2, "juxtacortical", 9000.0)])
     assert s.dis_met and s.load_category == "high"
     assert load_category(0.0, 0) == "none" and load_category(7000.0, 3) == "moderate"
+
+
+def test_fill_holes_per_slice_equals_filling_each_slice():
+    from scipy import ndimage as ndi
+
+    from ai.infer import fill_holes_per_slice
+
+    m = ndi.binary_opening(np.random.default_rng(0).random((12, 40, 30)) > 0.45)
+    ref = np.stack([ndi.binary_fill_holes(s) for s in m])
+    out = fill_holes_per_slice(m)
+    assert (ref != m).any() and np.array_equal(out, ref)
+    assert not fill_holes_per_slice(np.zeros((2, 5, 5), bool)).any()
+    assert fill_holes_per_slice(np.ones((2, 5, 5), bool)).all()
