@@ -95,3 +95,21 @@ def test_export_of_a_fine_tuning_run_records_the_earlier_stages(tmp_path, caplog
     export(ckpt3, tmp_path / "s3b.pt")
     assert torch.load(tmp_path / "s3b.pt", weights_only=False)["meta"]["lineage"] == []
     assert "lineage not recorded" in caplog.text
+
+
+def test_training_and_inference_are_deterministic_for_a_seed_on_cpu(tmp_path):
+    """Same seed, same device: the same weights after training steps and the same probability
+    map from them; another seed gives other weights."""
+    kw = dict(iters=2, batch=2, crop=64, n_phantoms=1, real_case=None, progress=False, threads=1, base=4)
+    w = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        dest = tmp_path / f"{name}.pt"
+        export(train(tmp_path / name, seed=seed, **kw), dest)
+        w.append(torch.load(dest, weights_only=False)["state_dict"])
+    assert all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+    assert not all(torch.equal(w[0][k], w[2][k]) for k in w[0])
+
+    img = sitk.GetImageFromArray(np.random.default_rng(3).random((6, 40, 40)).astype(np.float32))
+    p1 = Segmenter(tmp_path / "a.pt", device="cpu").segment(img).probability
+    p2 = Segmenter(tmp_path / "b.pt", device="cpu").segment(img).probability
+    assert np.array_equal(p1, p2)
