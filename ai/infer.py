@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage as ndi
 
 from ai import preprocess as pp
-from ai.lesions import analyse
+from ai.lesions import STRUCT26, analyse
 from ai.model import OUTPUTS, UNet2D, in_channels
 from ai.types import SegmentationResult
 
@@ -73,6 +73,10 @@ class Segmenter:
         Test-time augmentation: average the outputs of the slices and of their left-right mirror
         images (default on; it removes inconsistent small false positives, see the model card).
     """
+
+    #: lesions reaching within this distance (mm, in-plane) of the skin are dropped on images with
+    #: a skull (:func:`drop_scalp_lesions`)
+    SCALP_BAND_MM = 8.0
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", threads: int | None = None,
                  batch: int = 8, bf16: bool | None = None, tta: bool = True):
@@ -200,6 +204,7 @@ class Segmenter:
         vox = float(np.prod(prep.grid.GetSpacing()))
         if brain_g.sum() * vox > 200_000:
             lesion = lesion * ndi.binary_dilation(brain_g, iterations=2)
+            lesion = drop_scalp_lesions(lesion, prep.flair, brain_g, prep.grid.GetSpacing(), self.SCALP_BAND_MM)
         prob = np.clip(prep.to_source(lesion), 0.0, 1.0).astype(np.float32)
         maps = {name: out[k] >= 0.5 for k, name in enumerate(OUTPUTS) if k > 1}
         maps["infratentorial"] = _infratentorial(maps["infratentorial"], brain_g)
@@ -209,6 +214,46 @@ class Segmenter:
         anatomy = {name: prep.to_source(m.astype(np.float32)) >= 0.5 for name, m in maps.items()}
         anatomy["brain"] = prep.to_source(brain_g.astype(np.float32)) >= 0.5
         return prob, anatomy
+
+
+def head_mask(flair: np.ndarray) -> np.ndarray:
+    """The head (skin and everything inside it) on the model grid: foreground, closed and
+    hole-filled per axial slice."""
+    st = np.zeros((3, 3, 3), bool)
+    st[1] = True
+    fg = ndi.binary_closing(pp.foreground_mask(flair), st, iterations=2)
+    return fill_holes_per_slice(fg)
+
+
+def drop_scalp_lesions(lesion: np.ndarray, flair: np.ndarray, brain: np.ndarray, spacing_xyz,
+                       band_mm: float = 8.0, skull_ratio: float = 0.85) -> np.ndarray:
+    """Zero the lesion candidates (probability >= 0.5, 26-connected) that reach within ``band_mm``
+    (in-plane) of the outer surface of the head, on images that have a skull.
+
+    Scalp, skull and CSF lie between the skin and the cortex (about 10 mm or more in adults), so
+    nothing that close to the skin is brain; on raw clinical FLAIR the brain channel can leak into
+    temporal muscle and scalp, and bright spots there would otherwise pass the brain gate. An
+    image counts as having a skull when the brain mask covers less than ``skull_ratio`` of the
+    head; on skull-stripped images (head = brain) nothing is dropped, since there the head's
+    surface is the cortex.
+    """
+    head = head_mask(flair)
+    nb = int(brain.sum())
+    if nb == 0 or nb >= skull_ratio * int(head.sum()):
+        return lesion
+    cand, n = ndi.label(lesion >= 0.5, STRUCT26)
+    if n == 0:
+        return lesion
+    sy, sx = spacing_xyz[1], spacing_xyz[0]
+    near = np.zeros(n + 1, bool)
+    for z in np.nonzero(cand.any((1, 2)))[0]:
+        d = ndi.distance_transform_edt(head[z], sampling=(sy, sx))
+        near[np.unique(cand[z][(cand[z] > 0) & (d <= band_mm)])] = True
+    near[0] = False
+    if not near.any():
+        return lesion
+    log.info("dropped %d lesion candidates within %.0f mm of the skin (scalp, not brain)", int(near.sum()), band_mm)
+    return np.where(near[cand], 0.0, lesion).astype(lesion.dtype, copy=False)
 
 
 def _dark_ventricles(flair: np.ndarray, brain: np.ndarray, spacing_xyz, min_voxels: float) -> np.ndarray:

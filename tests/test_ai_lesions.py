@@ -107,3 +107,35 @@ def test_fill_holes_per_slice_equals_filling_each_slice():
     assert (ref != m).any() and np.array_equal(out, ref)
     assert not fill_holes_per_slice(np.zeros((2, 5, 5), bool)).any()
     assert fill_holes_per_slice(np.ones((2, 5, 5), bool)).all()
+
+
+def _disk(shape, r, centre=None):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cy, cx = centre or (shape[0] / 2, shape[1] / 2)
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+
+
+def test_scalp_candidates_dropped_only_on_images_with_a_skull():
+    """A bright candidate 3 mm under the skin is scalp and goes; one 25 mm deep stays; on a
+    skull-stripped image (head = brain) a candidate at the surface is a cortical lesion and stays."""
+    from ai.infer import drop_scalp_lesions
+
+    rng = np.random.default_rng(0)
+    z, shape = 5, (200, 200)
+    head = np.stack([_disk(shape, 80)] * z)
+    brain = np.stack([_disk(shape, 62)] * z)
+    flair = np.where(head, 1.0 + 0.05 * rng.standard_normal(head.shape), 0.0).astype(np.float32)
+    lesion = np.zeros(head.shape, np.float32)
+    scalp = np.stack([_disk(shape, 2, (100, 177))] * 3 + [np.zeros(shape, bool)] * 2)
+    deep = np.stack([_disk(shape, 3, (100, 155))] * 3 + [np.zeros(shape, bool)] * 2)
+    lesion[scalp] = 0.9
+    lesion[deep] = 0.95
+    lesion[(lesion == 0) & head] = 0.1  # the low background of the probability map is kept
+    out = drop_scalp_lesions(lesion, flair, brain, (1.0, 1.0, 3.0))
+    assert (out[scalp] == 0).all() and (out[deep] == 0.95).all()
+    assert np.array_equal(out[~scalp], lesion[~scalp])
+
+    stripped = np.where(brain, flair, 0.0).astype(np.float32)
+    at_surface = np.stack([_disk(shape, 2, (100, 160))] * 3 + [np.zeros(shape, bool)] * 2)
+    les2 = np.where(at_surface, 0.9, 0.0).astype(np.float32)
+    assert np.array_equal(drop_scalp_lesions(les2, stripped, brain, (1.0, 1.0, 3.0)), les2)
