@@ -74,10 +74,6 @@ class Segmenter:
         images (default on; it removes inconsistent small false positives, see the model card).
     """
 
-    #: lesions reaching within this distance (mm, in-plane) of the skin are dropped on images with
-    #: a skull (:func:`drop_scalp_lesions`)
-    SCALP_BAND_MM = 8.0
-
     def __init__(self, weights: str | Path | None = None, device: str = "auto", threads: int | None = None,
                  batch: int = 8, bf16: bool | None = None, tta: bool = True):
         self.weights = Path(weights) if weights else WEIGHTS
@@ -204,7 +200,7 @@ class Segmenter:
         vox = float(np.prod(prep.grid.GetSpacing()))
         if brain_g.sum() * vox > 200_000:
             lesion = lesion * ndi.binary_dilation(brain_g, iterations=2)
-            lesion = drop_scalp_lesions(lesion, prep.flair, brain_g, prep.grid.GetSpacing(), self.SCALP_BAND_MM)
+            lesion = drop_scalp_lesions(lesion, prep.flair, brain_g, prep.grid.GetSpacing())
         prob = np.clip(prep.to_source(lesion), 0.0, 1.0).astype(np.float32)
         maps = {name: out[k] >= 0.5 for k, name in enumerate(OUTPUTS) if k > 1}
         maps["infratentorial"] = _infratentorial(maps["infratentorial"], brain_g)
@@ -214,6 +210,11 @@ class Segmenter:
         anatomy = {name: prep.to_source(m.astype(np.float32)) >= 0.5 for name, m in maps.items()}
         anatomy["brain"] = prep.to_source(brain_g.astype(np.float32)) >= 0.5
         return prob, anatomy
+
+
+#: lesions reaching within this distance (mm, in-plane) of the skin are dropped on images with a
+#: skull (:func:`drop_scalp_lesions`)
+SCALP_BAND_MM = 8.0
 
 
 def head_mask(flair: np.ndarray) -> np.ndarray:
@@ -226,7 +227,7 @@ def head_mask(flair: np.ndarray) -> np.ndarray:
 
 
 def drop_scalp_lesions(lesion: np.ndarray, flair: np.ndarray, brain: np.ndarray, spacing_xyz,
-                       band_mm: float = 8.0, skull_ratio: float = 0.85) -> np.ndarray:
+                       band_mm: float = SCALP_BAND_MM, skull_ratio: float = 0.85) -> np.ndarray:
     """Zero the lesion candidates (probability >= 0.5, 26-connected) that reach within ``band_mm``
     (in-plane) of the outer surface of the head, on images that have a skull.
 

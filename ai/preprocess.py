@@ -9,8 +9,9 @@ The path from an input FLAIR to the model grid is
    canonical grid already is the model grid no resampling happens.
 
 Outputs go back by the inverse path: resample (linear for probabilities, then threshold on the
-source grid) onto the canonical source grid, then ``DICOMOrient`` back to the source orientation
-code. The result has exactly the source array shape and voxel order.
+source grid) onto the canonical source grid, then the inverse permutation/flip back to the
+source voxel order (:func:`canonical_to_source_array`, the numpy equivalent of
+:func:`from_canonical`). The result has exactly the source array shape and voxel order.
 """
 from __future__ import annotations
 
@@ -153,7 +154,6 @@ class Prepared:
     """A case on the model grid, plus what is needed to map results back."""
 
     source: sitk.Image  #: the original FLAIR
-    code: str  #: source orientation code
     canon: sitk.Image  #: FLAIR in canonical orientation (source grid, permuted)
     grid: sitk.Image  #: model grid reference
     flair: np.ndarray  #: normalised FLAIR on the model grid (z, y, x)
@@ -197,7 +197,6 @@ def canonical_to_source_array(arr: np.ndarray, canon: sitk.Image, source: sitk.I
 def prepare(flair: sitk.Image, t1: sitk.Image | None = None, register: bool = True) -> Prepared:
     """Bring FLAIR (+T1) to the model grid, normalised; see the module docstring."""
     flair = sitk.Cast(flair, sitk.sitkFloat32)
-    code = orientation_code(flair)
     canon = to_canonical(flair)
     grid = model_grid(canon)
     f = sitk.GetArrayFromImage(resample(canon, grid))
@@ -211,7 +210,7 @@ def prepare(flair: sitk.Image, t1: sitk.Image | None = None, register: bool = Tr
         t[t < 0] = 0
         t = normalise(t, fg & (t > 0)) if (fg & (t > 0)).any() else np.zeros_like(f)
     crop = bbox(fg, margin=4)
-    return Prepared(source=flair, code=code, canon=canon, grid=grid, flair=normalise(f, fg), t1=t, crop=crop)
+    return Prepared(source=flair, canon=canon, grid=grid, flair=normalise(f, fg), t1=t, crop=crop)
 
 
 def bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:

@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LONGITUDINAL = ROOT.parent / "shared" / "data" / "ms" / "longitudinal"
+from ai.data import SHARED  # noqa: E402
+
+LONGITUDINAL = SHARED / "ms" / "longitudinal"
 
 
 def change_on_flair(patient: Path, study: str, flair):
