@@ -144,20 +144,16 @@ def c_store_request(fields: dict[int, bytes] | None) -> Any | None:
         return None
     try:
         req = C_STORE()
-        if 0x0002 in fields:
-            uid = _text(fields[0x0002])
-            if uid is None:
-                return None
-            req.AffectedSOPClassUID = uid.rstrip("\0 ")
+        for elem, attr in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
+            if elem in fields:
+                uid = _text(fields[elem])
+                if uid is None:
+                    return None
+                setattr(req, attr, uid.rstrip("\0 "))
         if 0x0110 in fields:
             req.MessageID = us[0x0110]
         if 0x0700 in fields:
             req.Priority = us[0x0700]
-        if 0x1000 in fields:
-            uid = _text(fields[0x1000])
-            if uid is None:
-                return None
-            req.AffectedSOPInstanceUID = uid.rstrip("\0 ")
         if 0x1030 in fields:
             aet = _text(fields[0x1030])
             if aet is None or not aet.strip():
