@@ -1,4 +1,4 @@
-"""Command line: ``python -m ai train|export|evaluate|synth ...``."""
+"""Command line: ``python -m ai train|export|evaluate|crossval|synth ...``."""
 from __future__ import annotations
 
 import argparse
@@ -14,9 +14,11 @@ def _train(a: argparse.Namespace) -> int:
     ckpt = train(Path(a.out), iters=a.iters, batch=a.batch, crop=a.crop, lr=a.lr, seed=a.seed,
                  n_phantoms=a.phantoms, base=a.base, threads=a.threads, resume=a.resume,
                  real_case=None if a.no_real else Path(a.real_case), ckpt_every=a.ckpt_every,
-                 holdout=not a.no_holdout, progress=not a.no_progress,
+                 holdout=a.holdout_hemisphere, progress=not a.no_progress,
                  lesion_sampling=a.lesion_sampling, init=Path(a.init) if a.init else None, warmup=a.warmup,
-                 context=a.context)
+                 context=a.context, clinical=None if a.no_clinical else Path(a.clinical),
+                 mni_masks=None if a.no_masks else Path(a.mni_masks),
+                 held_out={c for c in a.hold_out.split(",") if c})
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -38,7 +40,7 @@ def _evaluate(a: argparse.Namespace) -> int:
 
     res = evaluate(Path(a.cases), weights=a.weights, plots=Path(a.plots) if a.plots else None,
                    threshold=a.threshold, device=a.device, tta=not a.no_tta,
-                   bf16=bf16_for(a.precision))
+                   bf16=bf16_for(a.precision), baseline=a.baseline)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     o = res["overall"]
@@ -48,7 +50,34 @@ def _evaluate(a: argparse.Namespace) -> int:
         extra = ""
         if "holdout" in c:
             extra = f" | held-out part: dice={c['holdout']['dice']:.3f} f1={c['holdout']['lesion_f1']:.3f}"
-        print(f"  {name}: dice={c['dice']:.3f} lesion_f1={c['lesion_f1']:.3f}{extra}")
+        if "baseline" in c:
+            extra += f" | baseline: dice={c['baseline']['dice']:.3f} f1={c['baseline']['lesion_f1']:.3f}"
+        seen = " (trained on)" if c.get("trained_on") else ""
+        print(f"  {name}{seen}: dice={c['dice']:.3f} lesion_f1={c['lesion_f1']:.3f} "
+              f"false/true lesions={c['fp']}/{c['n_ref']}{extra}")
+    for site, u in res["unseen"]["by_site"].items():
+        print(f"unseen {site}: cases={u['n_cases']} dice={u['dice']:.3f} lesion_f1={u['lesion_f1']:.3f} "
+              f"max false per true lesion={u['max_fp_per_true_lesion']:.2f}")
+    if "baseline" in res:
+        b = res["baseline"]["all"]
+        print(f"baseline ({res['baseline']['rule']}): dice={b['dice']:.3f} lesion_f1={b['lesion_f1']:.3f}")
+    return 0
+
+
+def _crossval(a: argparse.Namespace) -> int:
+    from ai.crossval import FOLDS, crossval, print_report
+    from ai.infer import bf16_for
+
+    weights = {}
+    for item in a.weights.split(","):
+        fold, _, path = item.partition("=")
+        if fold not in FOLDS or not path:
+            raise SystemExit(f"--weights takes FOLD=PATH items with FOLD in {sorted(FOLDS)}, not {item!r}")
+        weights[fold] = Path(path)
+    res = crossval(weights, threshold=a.threshold, tta=not a.no_tta, bf16=bf16_for(a.precision), device=a.device)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=2))
+    print_report(res)
     return 0
 
 
@@ -64,7 +93,7 @@ def _synth(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ai.data import REAL_CASE
+    from ai.data import CLINICAL2D, MNI_MASKS, REAL_CASE
 
     p = argparse.ArgumentParser(prog="python -m ai", description="MS lesion AI engine (research use only)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -80,8 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--ckpt-every", type=int, default=100)
     t.add_argument("--real-case", default=str(REAL_CASE))
-    t.add_argument("--no-real", action="store_true", help="phantoms only")
-    t.add_argument("--no-holdout", action="store_true", help="use the whole real case (no validation part)")
+    t.add_argument("--no-real", action="store_true", help="without the 3D real case (and its mask synthesis)")
+    t.add_argument("--clinical", default=str(CLINICAL2D), help="clinical 2D labelled cases (clinical2d layout)")
+    t.add_argument("--no-clinical", action="store_true", help="without the clinical 2D cases")
+    t.add_argument("--mni-masks", default=str(MNI_MASKS),
+                   help="lesion masks in the real case's MNI space, written into it (real-mask synthesis)")
+    t.add_argument("--no-masks", action="store_true", help="without real-mask synthesis")
+    t.add_argument("--hold-out", default="", metavar="CASE[,CASE...]",
+                   help="case folder names training must not see (a cross-validation fold)")
+    t.add_argument("--holdout-hemisphere", action="store_true",
+                   help="hold out the 3D real case's left hemisphere (the earlier validation scheme)")
+    t.add_argument("--no-holdout", action="store_true", help=argparse.SUPPRESS)  # the default since v2
     t.add_argument("--resume", action="store_true")
     t.add_argument("--lesion-sampling", choices=["voxel", "component"], default="voxel",
                    help="lesion-centred crops: on a random lesion voxel, or on a random lesion component")
@@ -107,7 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-tta", action="store_true", help="no mirror-image test-time augmentation")
     e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="CPU arithmetic (auto: bf16 where the CPU has it natively)")
+    e.add_argument("--baseline", action="store_true",
+                   help="also report a trivial FLAIR-threshold baseline on the same cases")
     e.set_defaults(fn=_evaluate)
+    c = sub.add_parser("crossval", help="evaluate cross-patient folds, each on the cases its weights never saw")
+    c.add_argument("--weights", required=True, help="FOLD=PATH[,FOLD=PATH...] (folds: ai.crossval.FOLDS)")
+    c.add_argument("--json", required=True)
+    c.add_argument("--threshold", type=float, default=0.5)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--no-tta", action="store_true")
+    c.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    c.set_defaults(fn=_crossval)
     s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
     s.add_argument("out")
     s.add_argument("--n", type=int, default=4)

@@ -8,10 +8,20 @@ Every training volume lives on the model grid (canonical LPS, 1 mm in-plane, see
   infratentorial);
 - ``valid``: float (C,) whether each label channel is known for this volume;
 - ``region``: bool (z, y, x) voxels that may be used for training (the held-out part of the real
-  case is excluded here AND zeroed in the inputs, so no held-out voxel is ever seen).
+  case is excluded here AND zeroed in the inputs, so no held-out voxel is ever seen);
+- ``slice_mm``: slice spacing on the model grid (thick-slice simulation only for thin slices);
+- ``stripped``: skull-stripped image (background stays zero under augmentation).
 
-Anatomy for the real case is a pseudo-label derived from its own images (documented in
-:func:`real_case_volume`); for the phantoms it is exact.
+Sources (:func:`training_volumes` assembles them, leaving out the held-out patients):
+
+- the 3D real case (``cross_sectional/patient19``): anatomy is a pseudo-label derived from its own
+  images (documented in :func:`real_case_volume`);
+- the clinical 2D cases (``clinical2d/``): raw thick-slice FLAIR with skull, manual lesion and
+  lateral-ventricle masks; brain, cortex and infratentorial labels are unknown there
+  (``valid`` 0), so those channels learn nothing from these cases;
+- real-mask synthesis (:mod:`ai.realsynth`): patient19 with its own lesions painted out and the
+  lesion mask of one of 27 other patients written in (anatomy as for patient19);
+- synthetic phantoms: anatomy and lesions exact.
 """
 from __future__ import annotations
 
@@ -28,6 +38,12 @@ from ai.synth import make_phantom
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_CASE = SHARED / "ms" / "cross_sectional" / "patient19"
+CLINICAL2D = SHARED / "ms" / "clinical2d"
+MNI_MASKS = SHARED / "ms" / "lesion_masks_mni"
+
+#: site of each labelled source, for per-site reporting
+SITE_3D = "3D 1 mm (skull-stripped, MNI)"
+SITE_2D = "clinical 2D (raw, skull, 6-8 mm)"
 
 #: honest hold-out of the real case: the patient's LEFT hemisphere (LPS x >= 0 mm) is never used
 #: in training; metrics on it are reported as the real-data validation.
@@ -43,6 +59,9 @@ class Volume:
     labels: np.ndarray
     valid: np.ndarray
     region: np.ndarray
+    slice_mm: float = 1.0
+    stripped: bool = True
+    grid: sitk.Image | None = None  #: the model grid the arrays lie on
 
 
 def physical_grid(img: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,8 +103,7 @@ def real_case_volume(case_dir: Path, holdout: bool = True) -> Volume:
     t1p = case_dir / "T1.nii.gz"
     t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
     prep = pp.prepare(flair, t1, register=False)
-    les_img = pp.to_canonical(sitk.ReadImage(str(case_dir / "lesion_mask.nii.gz"), sitk.sitkUInt8))
-    lesion = sitk.GetArrayFromImage(pp.resample(les_img, _as_u8(prep.grid), sitk.sitkNearestNeighbor)) > 0
+    lesion = _on_grid(case_dir / "lesion_mask.nii.gz", prep.grid)
     f, t = prep.flair, prep.t1
     brain = ndi.binary_fill_holes(f > 0.02)
     brain = ndi.binary_opening(brain, iterations=1)
@@ -107,7 +125,10 @@ def real_case_volume(case_dir: Path, holdout: bool = True) -> Volume:
         gm = brain & (t > 0.45) & (t < thr)
     else:
         gm = brain & (f > 1.08)
-    cortex = gm & (depth < 12) & ~infra & ~lesion
+    # lesion borders are partial-volumed into the grey-matter range on T1: keep them out of the
+    # cortex label, or the model learns "cortex" around every white-matter lesion (and then calls
+    # it juxtacortical)
+    cortex = gm & (depth < 12) & ~infra & ~ndi.binary_dilation(lesion, iterations=2)
     labels = np.stack([lesion, brain, vent, cortex, infra]).astype(np.uint8)
     region = np.ones(f.shape, bool)
     if holdout:
@@ -117,7 +138,78 @@ def real_case_volume(case_dir: Path, holdout: bool = True) -> Volume:
             t = t * region
         labels = labels * region[None]
     return Volume(case_dir.name, f.astype(np.float32), None if t is None else t.astype(np.float32), labels,
-                  np.ones(len(OUTPUTS), np.float32), region)
+                  np.ones(len(OUTPUTS), np.float32), region, grid=prep.grid)
+
+
+def _on_grid(path: Path, grid: sitk.Image) -> np.ndarray:
+    """A label image resampled (nearest) onto a model grid, as a boolean array."""
+    img = pp.to_canonical(sitk.ReadImage(str(path), sitk.sitkUInt8))
+    return sitk.GetArrayFromImage(pp.resample(img, _as_u8(grid), sitk.sitkNearestNeighbor)) > 0
+
+
+def clinical_volume(case_dir: Path) -> Volume:
+    """A clinical 2D case (raw FLAIR with skull, T1 registered to it when present) on the model grid.
+
+    Labels: the manual lesion mask and the manual lateral-ventricle mask; brain, cortex and
+    infratentorial are unknown (``valid`` 0 for those channels).
+    """
+    flair = sitk.ReadImage(str(case_dir / "FLAIR.nii.gz"), sitk.sitkFloat32)
+    t1p = case_dir / "T1.nii.gz"
+    t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
+    prep = pp.prepare(flair, t1, register=False)
+    lesion = _on_grid(case_dir / "lesion_mask.nii.gz", prep.grid)
+    vent = _on_grid(case_dir / "ventricle_mask.nii.gz", prep.grid) if (case_dir / "ventricle_mask.nii.gz").exists() \
+        else np.zeros_like(lesion)
+    zeros = np.zeros_like(lesion)
+    labels = np.stack([lesion, zeros, vent, zeros, zeros]).astype(np.uint8)
+    valid = np.array([1, 0, float((case_dir / "ventricle_mask.nii.gz").exists()), 0, 0], np.float32)
+    return Volume(case_dir.name, prep.flair, prep.t1, labels, valid, np.ones(lesion.shape, bool),
+                  slice_mm=float(prep.grid.GetSpacing()[2]), stripped=False, grid=prep.grid)
+
+
+def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[Volume]:
+    """Real-mask synthesis (:mod:`ai.realsynth`): ``base`` (patient19, whole) with its lesions
+    painted out and each mask of ``masks`` (same MNI space) written in; one volume per mask."""
+    from ai.realsynth import inpaint, place_lesions
+
+    rng = np.random.default_rng(seed)
+    brain, vent = base.labels[1] > 0, base.labels[2] > 0
+    hole = ndi.binary_dilation(base.labels[0] > 0, iterations=1) & brain
+    support = brain & ~vent & (base.flair > 0.6)
+    f0 = inpaint(base.flair, hole, support, rng=rng, noise_sd=0.03)
+    t0 = inpaint(base.t1, hole, support) if base.t1 is not None else None
+    tissue = brain & ~ndi.binary_dilation(vent, iterations=1) & (f0 > 0.6)
+    out = []
+    for p in masks:
+        m = _on_grid(p, base.grid)
+        f, t, les = place_lesions(f0, t0, m, tissue, rng)
+        labels = base.labels.copy()
+        labels[0] = les
+        labels[3] &= ~ndi.binary_dilation(les > 0, iterations=2)  # as in real_case_volume
+        out.append(Volume(f"{base.name}+{p.name.split('_')[0]}", f, t, labels, base.valid.copy(),
+                          np.ones(f.shape, bool), grid=base.grid))
+    return out
+
+
+def training_volumes(held_out: set[str] = frozenset(), real_case: Path | None = REAL_CASE,
+                     clinical: Path | None = CLINICAL2D, mni_masks: Path | None = MNI_MASKS,
+                     seed: int = 0, holdout_hemisphere: bool = False) -> dict[str, list[Volume]]:
+    """The real and real-mask training volumes by group (``real3d``, ``clinical``, ``masksynth``),
+    leaving out every case named in ``held_out`` (a held-out patient19 takes its synthetic
+    variants with it: they are its brain)."""
+    groups: dict[str, list[Volume]] = {"real3d": [], "clinical": [], "masksynth": []}
+    if real_case is not None and (Path(real_case) / "lesion_mask.nii.gz").exists() \
+            and Path(real_case).name not in held_out:
+        base = real_case_volume(Path(real_case), holdout=holdout_hemisphere)
+        groups["real3d"].append(base)
+        if mni_masks is not None and Path(mni_masks).is_dir() and not holdout_hemisphere:
+            masks = sorted(Path(mni_masks).glob("*_lesion_mask.nii.gz"))
+            groups["masksynth"] = mask_synthetic_volumes(base, masks, seed)
+    if clinical is not None and Path(clinical).is_dir():
+        for d in sorted(Path(clinical).iterdir()):
+            if (d / "lesion_mask.nii.gz").exists() and (d / "FLAIR.nii.gz").exists() and d.name not in held_out:
+                groups["clinical"].append(clinical_volume(d))
+    return groups
 
 
 def _as_u8(ref: sitk.Image) -> sitk.Image:
@@ -133,4 +225,5 @@ def phantom_volume(seed: int) -> Volume:
     f = pp.normalise(ph.flair, fg)
     t = pp.normalise(ph.t1, fg)
     labels = np.stack([ph.lesion] + [ph.anatomy[k] for k in OUTPUTS[1:]]).astype(np.uint8)
-    return Volume(f"phantom{seed}", f, t, labels, np.ones(len(OUTPUTS), np.float32), np.ones(f.shape, bool))
+    return Volume(f"phantom{seed}", f, t, labels, np.ones(len(OUTPUTS), np.float32), np.ones(f.shape, bool),
+                  stripped=False)

@@ -28,6 +28,9 @@ from ai.types import LOCATIONS, Lesion, StudySummary
 DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
 LOAD_THRESHOLDS_ML = (5.0, 15.0)
 STRUCT26 = np.ones((3, 3, 3), bool)
+#: a lesion whose mean probability is below this is reported as low confidence (0: none is, until
+#: the cross-patient folds measure where predicted lesions stop being mostly true)
+LOW_CONFIDENCE = 0.0
 
 
 def size_class(volume_mm3: float) -> str:
@@ -133,12 +136,14 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
             centroid_mm=tuple(round(float(c), 3) for c in cmm),  # type: ignore[arg-type]
             bbox_index=(bb[0].start, bb[1].start, bb[2].start, bb[0].stop, bb[1].stop, bb[2].stop),
             mean_probability=round(float(prob[bb][labels[bb] == i].mean()), 4),
+            max_probability=round(float(prob[bb][labels[bb] == i].max()), 4),
             size_class=size_class(vol), location=loc))
     return labels, lesions, summarise(lesions)
 
 
-def summarise(lesions: list[Lesion]) -> StudySummary:
-    """Study-level counts, volumes, load category and dissemination in space."""
+def summarise(lesions: list[Lesion], confidence_cut: float = LOW_CONFIDENCE) -> StudySummary:
+    """Study-level counts, volumes, load category, dissemination in space, and how many lesions
+    have a mean probability below ``confidence_cut`` (low confidence)."""
     counts = {loc: 0 for loc in LOCATIONS}
     vols = {loc: 0.0 for loc in LOCATIONS}
     for les in lesions:
@@ -148,4 +153,6 @@ def summarise(lesions: list[Lesion]) -> StudySummary:
     areas = [a for a in DIS_AREAS if counts[a] > 0]
     return StudySummary(lesion_count=len(lesions), total_volume_mm3=round(total, 3), counts_by_location=counts,
                         volume_by_location_mm3={k: round(v, 3) for k, v in vols.items()},
-                        load_category=load_category(total, len(lesions)), dis_areas=areas, dis_met=len(areas) >= 2)
+                        load_category=load_category(total, len(lesions)), dis_areas=areas, dis_met=len(areas) >= 2,
+                        low_confidence_count=sum(les.mean_probability < confidence_cut for les in lesions),
+                        confidence_cut=confidence_cut)

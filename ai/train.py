@@ -1,4 +1,4 @@
-"""Training: 2D slices from the real labelled case (training hemisphere) and synthetic phantoms.
+"""Training: 2D slices from the real labelled cases, real-mask synthesis and synthetic phantoms.
 
 ``python -m ai train --out runs/ms --iters 3000 [--resume] [--export]``
 
@@ -19,37 +19,53 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, real_case_volume
+from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, training_volumes
 from ai.lesions import components
 from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels
 
 log = logging.getLogger(__name__)
 
 
-class Sampler:
-    """Draws augmented 2D training crops (numpy RNG, deterministic for a seed)."""
+#: how often each group of training volumes is drawn (renormalised over the groups present)
+GROUP_WEIGHTS = {"clinical": 0.35, "masksynth": 0.3, "real3d": 0.1, "phantoms": 0.25}
 
-    def __init__(self, real: list[Volume], phantoms: list[Volume], seed: int, crop: int = 128,
-                 p_real: float = 0.6, p_lesion: float = 0.5, lesion_sampling: str = "voxel",
-                 context: int = 0):
-        self.real, self.phantoms = real, phantoms
+
+class Sampler:
+    """Draws augmented 2D training crops (numpy RNG, deterministic for a seed).
+
+    ``groups`` maps a group name (see :data:`GROUP_WEIGHTS`) to its volumes; a crop first draws a
+    group by its weight, then a volume of that group uniformly.
+    """
+
+    def __init__(self, groups: dict[str, list[Volume]], seed: int, crop: int = 128,
+                 p_lesion: float = 0.5, lesion_sampling: str = "voxel", context: int = 0,
+                 weights: dict[str, float] | None = None):
+        self.groups = {k: v for k, v in groups.items() if v}
+        if not self.groups:
+            raise ValueError("no training volumes")
+        w = weights or GROUP_WEIGHTS
+        names = sorted(self.groups)
+        p = np.array([w.get(k, 0.1) for k in names], float)
+        self.group_names, self.group_p = names, p / p.sum()
+        vols = [v for k in names for v in self.groups[k]]
         self.rng = np.random.default_rng(seed)
         self.crop, self.p_lesion = crop, p_lesion
-        self.p_real = p_real if real else 0.0
         if lesion_sampling not in ("voxel", "component"):
             raise ValueError(f"lesion_sampling must be 'voxel' or 'component', not {lesion_sampling!r}")
         self.lesion_sampling = lesion_sampling
         self.context = context
-        self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in real + phantoms}
+        self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in vols}
         # per volume: the voxel indices of each 26-connected lesion component, so that
         # 'component' sampling centres crops on small lesions as often as on large confluent ones
-        self.lesion_comps = ({id(v): _components(v.labels[0] > 0) for v in real + phantoms}
+        self.lesion_comps = ({id(v): _components(v.labels[0] > 0) for v in vols}
                              if lesion_sampling == "component" else {})
-        self.brain_idx = {id(v): np.argwhere((v.labels[1] > 0) & v.region)[::7] for v in real + phantoms}
+        # crop centres away from lesions: the brain where it is known, else the head (clinical)
+        self.brain_idx = {id(v): np.argwhere(((v.labels[1] > 0) if v.valid[1] else (v.flair > 0.3)) & v.region)[::7]
+                          for v in vols}
 
     def _one(self):
         rng = self.rng
-        vols = self.real if rng.random() < self.p_real else self.phantoms
+        vols = self.groups[self.group_names[rng.choice(len(self.group_names), p=self.group_p)]]
         v = vols[rng.integers(len(vols))]
         les = self.lesion_idx[id(v)]
         comps = self.lesion_comps.get(id(v))
@@ -59,7 +75,8 @@ class Sampler:
         z, y, x = pool[rng.integers(len(pool))]
         y += rng.integers(-40, 41)
         x += rng.integers(-40, 41)
-        k = int(rng.choice([1, 1, 1, 2, 3, 4]))  # thick-slice simulation (2D clinical FLAIR)
+        # thick-slice simulation (2D clinical FLAIR) on thin-slice volumes only
+        k = int(rng.choice([1, 1, 1, 2, 3, 4])) if v.slice_mm < 2.0 else 1
         nz = v.flair.shape[0]
         z0 = int(np.clip(z - k // 2, 0, nz - k))
         zs = slice(z0, z0 + k)
@@ -77,9 +94,9 @@ class Sampler:
             t1s.append(_crop(v.t1[s0:s0 + k].mean(0), sl) if v.t1 is not None else np.zeros_like(fls[-1]))
         is_phantom = v.name.startswith("phantom")
         fl_params = self._intensity_params(is_phantom)
-        fls = [self._intensity(a, is_phantom, fl_params) for a in fls]
+        fls = [self._intensity(a, v.stripped, fl_params) for a in fls]
         t1_params = self._intensity_params(is_phantom)
-        t1s = [self._intensity(a, is_phantom, t1_params) for a in t1s]
+        t1s = [self._intensity(a, v.stripped, t1_params) for a in t1s]
         if v.t1 is None or rng.random() < 0.5:  # T1 channel dropout: FLAIR-only must work
             t1s = [np.zeros_like(a) for a in t1s]
         x_in = np.stack(fls + t1s)
@@ -95,8 +112,9 @@ class Sampler:
                 "sd": rng.uniform(0.02, 0.08) if phantom else rng.uniform(0.0, 0.05),
                 "keep_bg": rng.random() < 0.5}
 
-    def _intensity(self, img: np.ndarray, phantom: bool, prm: dict) -> np.ndarray:
-        """Apply one draw of :meth:`_intensity_params` (noise is drawn per slice)."""
+    def _intensity(self, img: np.ndarray, stripped: bool, prm: dict) -> np.ndarray:
+        """Apply one draw of :meth:`_intensity_params` (noise is drawn per slice; on a
+        skull-stripped image the background stays ~0 half of the time)."""
         rng = self.rng
         fg = img > 0.05
         out = img.copy()
@@ -110,7 +128,7 @@ class Sampler:
         sd = prm["sd"]
         if sd > 0:
             out = np.sqrt((out + rng.normal(0, sd, out.shape)) ** 2 + rng.normal(0, sd, out.shape) ** 2)
-            if not phantom:  # skull-stripped background stays ~0
+            if stripped:  # skull-stripped background stays ~0
                 out = np.where(fg | prm["keep_bg"], out, 0)
         return np.clip(out, 0, 4).astype(np.float32)
 
@@ -177,9 +195,10 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch
 
 def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: float = 2e-3, seed: int = 0,
           n_phantoms: int = 12, base: int = 12, threads: int | None = None, resume: bool = False,
-          real_case: Path | None = REAL_CASE, ckpt_every: int = 100, holdout: bool = True,
+          real_case: Path | None = REAL_CASE, ckpt_every: int = 100, holdout: bool = False,
           progress: bool = True, lesion_sampling: str = "voxel", init: Path | None = None,
-          warmup: int = 100, context: int = 0) -> Path:
+          warmup: int = 100, context: int = 0, clinical: Path | None = None, mni_masks: Path | None = None,
+          held_out: set[str] | frozenset[str] = frozenset()) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -188,6 +207,11 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     initialisation: a fine-tuning stage, recorded with the weights' SHA-256 in the config.
     ``context`` > 0 gives the model that many neighbouring slices on each side (2.5D); a 2D
     ``init`` is expanded with zero weights for the neighbours (:func:`ai.model.expand_first_conv`).
+    ``clinical`` (a ``clinical2d``-style folder) and ``mni_masks`` (lesion masks in the real case's
+    MNI space, for :mod:`ai.realsynth`) add those sources; ``held_out`` names cases (folder names,
+    e.g. ``patient19`` or ``tabriz101228``) that training must not see: the validation fold.
+    ``holdout`` keeps the earlier hemisphere hold-out of the real case (patient's left half unseen).
+    The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
 
@@ -197,12 +221,15 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    real = []
-    if real_case is not None and (Path(real_case) / "lesion_mask.nii.gz").exists():
-        real = [real_case_volume(Path(real_case), holdout=holdout)]
-    phantoms = [phantom_volume(1000 + seed * 100 + i) for i in tqdm(range(n_phantoms), desc="phantoms",
-                                                                    disable=not progress)]
-    sampler = Sampler(real, phantoms, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context)
+    held_out = frozenset(held_out)
+    groups = training_volumes(held_out, real_case=real_case, clinical=clinical, mni_masks=mni_masks, seed=seed,
+                              holdout_hemisphere=holdout)
+    groups["phantoms"] = [phantom_volume(1000 + seed * 100 + i)
+                          for i in tqdm(range(n_phantoms), desc="phantoms", disable=not progress)]
+    real = groups["real3d"]
+    trained_on = sorted(v.name for k in ("real3d", "clinical") for v in groups[k])
+    log.info("training volumes: %s; held out: %s", {k: len(v) for k, v in groups.items()}, sorted(held_out))
+    sampler = Sampler(groups, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context)
     model = UNet2D(in_ch=in_channels(context), base=base).to(device)
     init_sha = None
     if init is not None:
@@ -229,7 +256,11 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     config = dict(iters=iters, batch=batch, crop=crop, lr=lr, seed=seed, n_phantoms=n_phantoms, base=base,
                   real_case=str(real_case) if real else None, holdout=HOLDOUT if (real and holdout) else None,
                   lesion_sampling=lesion_sampling, warmup=warmup, context=context,
-                  init={"path": str(init), "sha256": init_sha} if init is not None else None)
+                  init={"path": str(init), "sha256": init_sha} if init is not None else None,
+                  clinical=str(clinical) if groups["clinical"] else None,
+                  mni_masks=str(mni_masks) if groups["masksynth"] else None,
+                  n_volumes={k: len(v) for k, v in groups.items()}, held_out=sorted(held_out),
+                  trained_on=trained_on, group_weights={k: GROUP_WEIGHTS.get(k) for k in groups if groups[k]})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))

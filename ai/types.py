@@ -42,6 +42,7 @@ class Lesion:
     mean_probability: float
     size_class: str  #: "small" (<100 mm3), "medium" (<1000 mm3) or "large"
     location: str  #: one of :data:`LOCATIONS`
+    max_probability: float = 1.0  #: highest lesion probability inside the lesion
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,8 @@ class StudySummary:
     load_category: str  #: "none", "low", "moderate", "high" (see ai.lesions for thresholds)
     dis_areas: list[str]  #: McDonald 2017 brain areas with >= 1 lesion
     dis_met: bool  #: dissemination in space on brain MRI (>= 1 lesion in >= 2 areas)
+    low_confidence_count: int = 0  #: lesions whose mean probability is below ``confidence_cut``
+    confidence_cut: float = 0.0  #: the cut (see ai.lesions.LOW_CONFIDENCE and the model card)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

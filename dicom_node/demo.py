@@ -106,14 +106,16 @@ def print_lesion_table(result: dict[str, Any]) -> None:
 
     s = result["summary"]
     print()
-    print(f"  {'id':>3}  {'location':<24} {'volume mm3':>10}  {'size':<7} {'mean p':>6}")
+    print(f"  {'id':>3}  {'location':<24} {'volume mm3':>10}  {'size':<7} {'mean p':>6} {'max p':>6}")
     for les in result["lesions"]:
         print(f"  {les['id']:>3}  {LOCATION_LABELS.get(les['location'], les['location']):<24} "
               f"{les['volume_mm3']:>10.1f}  {les['size_class']:<7} "
-              f"{les['mean_probability']:>6.2f}")
+              f"{les['mean_probability']:>6.2f} {les.get('max_probability', float('nan')):>6.2f}")
     print()
     print(f"  lesions: {s['lesion_count']}, total volume {s['total_volume_mm3'] / 1000:.2f} ml, "
           f"load: {s['load_category']}")
+    if "low_confidence_count" in s:
+        print(f"  low confidence (mean probability < {s['confidence_cut']:.2f}): {s['low_confidence_count']}")
     per_loc = ", ".join(f"{LOCATION_LABELS.get(k, k)} {v}" for k, v in
                         s["counts_by_location"].items())
     print(f"  by location: {per_loc}")

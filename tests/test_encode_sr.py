@@ -127,3 +127,25 @@ def test_sr_dciodvfy_no_errors(flair, tmp_path):
     seg = build_seg(res, flair, job_key="j")
     rep = dciodvfy.validate_dataset(build_sr(res, flair, seg, job_key="j"))
     assert rep.errors == [], rep.text
+
+
+def test_sr_carries_lesion_confidence_and_the_low_confidence_count(flair, tmp_path):
+    """Each lesion group holds the model's mean and maximum probability; the summary says how many
+    lesions fall below the low-confidence cut, and which cut that was."""
+    from ai.lesions import summarise
+
+    shape = sitk.GetArrayViewFromImage(flair.image).shape
+    labels = blob_labels(shape, [((4, 12, 12), 2.5), ((12, 28, 30), 2.5)])
+    prob = np.where(labels == 1, 0.95, np.where(labels == 2, 0.55, 0.0)).astype(np.float32)
+    prob[labels == 2] = np.linspace(0.5, 0.7, int((labels == 2).sum()))
+    res = result_from_labels(labels, flair.image, ["periventricular", "deep_white_matter"], probability=prob)
+    res.summary = summarise(res.lesions, confidence_cut=0.8)
+    seg = build_seg(res, flair, job_key="c")
+    sr, path = _reread(build_sr(res, flair, seg, job_key="c"), tmp_path)
+    rep = read_report(sr)
+    by_id = {les["id"]: les for les in rep["lesions"]}
+    assert by_id[1]["mean_probability"] == pytest.approx(0.95, abs=1e-3)
+    assert by_id[2]["mean_probability"] == pytest.approx(0.6, abs=2e-3)
+    assert by_id[2]["max_probability"] == pytest.approx(0.7, abs=1e-3)
+    assert rep["summary"]["low_confidence_count"] == 1 and rep["summary"]["confidence_cut"] == pytest.approx(0.8)
+    assert dciodvfy.validate_file(path).errors == []

@@ -45,6 +45,11 @@ NO = codes.SCT.No
 MM3 = codes.UCUM.CubicMillimeter
 LESIONS_UNIT = CodedConcept("{lesions}", "UCUM", "lesions")
 BRAIN_MRI = codes.LN.BrainMRI  # LN 24590-2
+NO_UNITS = CodedConcept("1", "UCUM", "no units")
+MEAN_PROBABILITY = CodedConcept("PMEAN", PRIVATE_SCHEME, "Mean lesion probability (model output)")
+MAX_PROBABILITY = CodedConcept("PMAX", PRIVATE_SCHEME, "Maximum lesion probability (model output)")
+LOW_CONFIDENCE_COUNT = CodedConcept("LOWCONF", PRIVATE_SCHEME, "Number of low-confidence lesions")
+CONFIDENCE_CUT = CodedConcept("CONFCUT", PRIVATE_SCHEME, "Low-confidence cut (mean lesion probability)")
 
 
 def coding_schemes() -> list[CodingSchemeIdentificationItem]:

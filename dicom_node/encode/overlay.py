@@ -140,7 +140,8 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     lines = [
         f"Lesions: {s.lesion_count}    Total volume: {s.total_volume_mm3 / 1000:.2f} ml "
         f"({s.total_volume_mm3:.0f} mm3)",
-        f"Lesion load: {s.load_category}",
+        f"Lesion load: {s.load_category}    Low confidence (mean prob. < {s.confidence_cut:.2f}): "
+        f"{s.low_confidence_count}",
         "Dissemination in space (McDonald 2017, brain MRI): "
         f"{'met' if s.dis_met else 'not met'}",
     ]
@@ -158,7 +159,7 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     y += 10
     cols = [20, 110, 330, 480, 650, 800]
     max_rows = min(max_rows, max(0, (height - 60 - y - 22) // 20 - 1))
-    heads = ["#", "Location", "Volume mm3", "Slices", "Mean prob.", "Size"]
+    heads = ["#", "Location", "Volume mm3", "Slices", "Mean/max prob.", "Size"]
     for x, h in zip(cols, heads):
         d.text((x, y), h, fill=(255, 200, 0), font=small)
     y += 22
@@ -168,7 +169,7 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     for les in lesions[:max_rows]:
         row = [str(les.id), LOCATION_LABELS.get(les.location, les.location),
                f"{les.volume_mm3:.1f}", f"{les.bbox_index[0] + 1}-{les.bbox_index[3]}",
-               f"{les.mean_probability:.2f}", les.size_class]
+               f"{les.mean_probability:.2f} / {les.max_probability:.2f}", les.size_class]
         for x, v in zip(cols, row):
             d.text((x, y), v, fill=TEXT_RGB, font=small)
         y += 20

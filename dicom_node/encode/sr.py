@@ -9,10 +9,12 @@ Content tree (highdicom templates):
 - One TID 1411 volumetric measurement group per lesion: tracking identifier ("Lesion N") and
   tracking UID, finding category/type (SCT morphologically abnormal structure / lesion), finding
   site = location class (private 99MSNODE code, see :mod:`dicom_node.encode.codes`), volume in
-  mm3, and the referenced segment of the SEG (segment of its location class, or of the lesion
+  mm3, the model's mean and maximum lesion probability inside the lesion (private codes PMEAN,
+  PMAX; unit 1), and the referenced segment of the SEG (segment of its location class, or of the lesion
   when the SEG has one segment per lesion) with the FLAIR slice through the lesion's centroid.
 - One TID 1501 group "MS lesion summary": number of lesions and total volume (overall and per
-  location class as measurements with a finding site), lesion load category and dissemination in
+  location class as measurements with a finding site), the number of low-confidence lesions
+  (mean probability below the cut, LOWCONF) and that cut (CONFCUT), lesion load category and dissemination in
   space (McDonald 2017 brain areas) as qualitative evaluations.
 
 With no lesions, the report holds the summary group only (0 lesions, 0 mm3).
@@ -128,9 +130,13 @@ def build_sr(
             finding_type=C.LESION_TYPE,
             finding_category=C.LESION_CATEGORY,
             finding_sites=[hd.sr.FindingSite(C.LOCATION_CODES[les.location])],
-            measurements=[hd.sr.Measurement(
-                name=C.VOLUME, value=round(float(les.volume_mm3), 3), unit=C.MM3,
-            )],
+            measurements=[
+                hd.sr.Measurement(name=C.VOLUME, value=round(float(les.volume_mm3), 3), unit=C.MM3),
+                hd.sr.Measurement(name=C.MEAN_PROBABILITY, value=round(float(les.mean_probability), 4),
+                                  unit=C.NO_UNITS),
+                hd.sr.Measurement(name=C.MAX_PROBABILITY, value=round(float(les.max_probability), 4),
+                                  unit=C.NO_UNITS),
+            ],
         ))
 
     s = result.summary
@@ -138,6 +144,8 @@ def build_sr(
         hd.sr.Measurement(name=C.NUMBER_OF_LESIONS, value=int(s.lesion_count), unit=C.LESIONS_UNIT),
         hd.sr.Measurement(name=C.VOLUME, value=round(float(s.total_volume_mm3), 3), unit=C.MM3,
                           derivation=C.TOTAL),
+        hd.sr.Measurement(name=C.LOW_CONFIDENCE_COUNT, value=int(s.low_confidence_count), unit=C.LESIONS_UNIT),
+        hd.sr.Measurement(name=C.CONFIDENCE_CUT, value=round(float(s.confidence_cut), 4), unit=C.NO_UNITS),
     ]
     for loc in LOCATIONS:
         site = [hd.sr.FindingSite(C.LOCATION_CODES[loc])]
@@ -193,9 +201,10 @@ def read_report(sr: Dataset) -> dict:
     Returns
     -------
     dict
-        ``{"lesions": [{"id", "tracking_uid", "volume_mm3", "location", "segment_number",
-        "seg_sop_instance_uid"}], "summary": {"lesion_count", "total_volume_mm3",
-        "counts_by_location", "volume_by_location_mm3", "load_category", "dis_met"}}``
+        ``{"lesions": [{"id", "tracking_uid", "volume_mm3", "mean_probability", "max_probability",
+        "location", "segment_number", "seg_sop_instance_uid"}], "summary": {"lesion_count",
+        "total_volume_mm3", "low_confidence_count", "confidence_cut", "counts_by_location",
+        "volume_by_location_mm3", "load_category", "dis_met"}}``
     """
     report = hd.sr.MeasurementReport.from_sequence([sr])
     loc_by_code = {c.value: loc for loc, c in C.LOCATION_CODES.items()}
@@ -204,12 +213,16 @@ def read_report(sr: Dataset) -> dict:
     for g in report.get_volumetric_roi_measurement_groups():
         ident = str(g.tracking_identifier)
         vol = [m.value for m in g.get_measurements(name=C.VOLUME)]
+        pmean = [m.value for m in g.get_measurements(name=C.MEAN_PROBABILITY)]
+        pmax = [m.value for m in g.get_measurements(name=C.MAX_PROBABILITY)]
         sites = [loc_by_code.get(fs.value.value) for fs in g.finding_sites]
         ref = g.referenced_segment
         lesions.append({
             "id": int(ident.split()[-1]) if ident.split()[-1].isdigit() else ident,
             "tracking_uid": str(g.tracking_uid),
             "volume_mm3": float(vol[0]) if vol else None,
+            "mean_probability": float(pmean[0]) if pmean else None,
+            "max_probability": float(pmax[0]) if pmax else None,
             "location": sites[0] if sites else None,
             "segment_number": int(ref.referenced_segment_numbers[0]) if ref else None,
             "seg_sop_instance_uid": str(ref.referenced_sop_instance_uid) if ref else None,
@@ -221,7 +234,11 @@ def read_report(sr: Dataset) -> dict:
         for m in g.get_measurements():
             sites = [loc_by_code.get(fs.value.value) for fs in (m.finding_sites or [])]
             is_count = m.name.value == C.NUMBER_OF_LESIONS.value
-            if sites:
+            if m.name.value == C.LOW_CONFIDENCE_COUNT.value:
+                summary["low_confidence_count"] = int(m.value)
+            elif m.name.value == C.CONFIDENCE_CUT.value:
+                summary["confidence_cut"] = float(m.value)
+            elif sites:
                 key = "counts_by_location" if is_count else "volume_by_location_mm3"
                 summary[key][sites[0]] = int(m.value) if is_count else float(m.value)
             elif is_count:

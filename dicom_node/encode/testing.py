@@ -10,13 +10,10 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from ai.types import LOCATIONS, Lesion, SegmentationResult, StudySummary
+from ai.lesions import summarise
+from ai.types import LOCATIONS, Lesion, SegmentationResult
 
 __all__ = ["result_from_labels", "blob_labels"]
-
-#: McDonald 2017 brain areas for dissemination in space (deep white matter does not count).
-DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
-
 
 def blob_labels(shape: tuple[int, int, int], centres_radii: list[tuple[tuple[int, int, int], float]]) -> np.ndarray:
     """uint16 label array with one ball per ``((z, y, x), radius_voxels)``, labels 1..n."""
@@ -78,18 +75,11 @@ def result_from_labels(
             centroid_mm=tuple(float(v) for v in centre_mm),
             bbox_index=(int(z0), int(y0), int(x0), int(z1), int(y1), int(x1)),
             mean_probability=float(probability[labels == i].mean()),
+            max_probability=float(probability[labels == i].max()),
             size_class="small" if vol < 100 else "medium" if vol < 1000 else "large",
             location=loc_of[i],
         ))
-    counts = {loc: sum(1 for les in lesions if les.location == loc) for loc in LOCATIONS}
-    vols = {loc: float(sum(les.volume_mm3 for les in lesions if les.location == loc)) for loc in LOCATIONS}
-    total = float(sum(les.volume_mm3 for les in lesions))
-    areas = [a for a in DIS_AREAS if counts[a] > 0]
-    load = "none" if not lesions else "low" if total < 5000 else "moderate" if total < 15000 else "high"
-    summary = StudySummary(
-        lesion_count=len(lesions), total_volume_mm3=total, counts_by_location=counts,
-        volume_by_location_mm3=vols, load_category=load, dis_areas=areas, dis_met=len(areas) >= 2,
-    )
+    summary = summarise(lesions)
     return SegmentationResult(
         labels=labels, probability=probability.astype(np.float32), lesions=lesions,
         summary=summary, model_name=model_name, model_version=model_version,

@@ -1,0 +1,80 @@
+"""Real-mask synthesis: a placed lesion lands where its mask says, at the contrast asked, only on
+tissue; painting out leaves no lesion signal; the training sources assemble without the held-out
+patients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai.realsynth import inpaint, place_lesions
+
+
+def _brain(shape=(20, 40, 40), seed=0):
+    rng = np.random.default_rng(seed)
+    flair = (1.0 + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+    t1 = (1.0 + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+    tissue = np.zeros(shape, bool)
+    tissue[2:-2, 4:-4, 4:-4] = True
+    return flair, t1, tissue
+
+
+def test_placed_lesion_lands_on_its_mask_with_the_asked_contrast():
+    flair, t1, tissue = _brain()
+    mask = np.zeros(flair.shape, bool)
+    mask[8:12, 15:22, 15:22] = True  # inside the tissue
+    mask[0:2, 0:3, 0:3] = True  # outside the tissue: must not be written
+    f, t, lab = place_lesions(flair, t1, mask, tissue, np.random.default_rng(1), flair_gain=(1.5, 1.5),
+                              t1_loss=(0.3, 0.3), edge_sigma=0.01)
+    assert lab.dtype == np.uint8
+    assert np.array_equal(lab > 0, mask & tissue)
+    core = np.zeros_like(mask)
+    core[9:11, 17:20, 17:20] = True
+    assert np.median(f[core] / flair[core]) == pytest.approx(1.5, abs=0.01)
+    assert np.median(t[core] / t1[core]) == pytest.approx(0.7, abs=0.01)
+    outside = ~ndi_dilate(mask, 2)
+    assert np.allclose(f[outside], flair[outside]) and np.allclose(t[outside], t1[outside])
+    assert np.array_equal(f[0:2, 0:3, 0:3], flair[0:2, 0:3, 0:3])
+
+
+def test_each_lesion_gets_its_own_gain_within_the_range():
+    flair, t1, tissue = _brain()
+    mask = np.zeros(flair.shape, bool)
+    mask[5:8, 8:12, 8:12] = True
+    mask[12:15, 25:30, 25:30] = True
+    f, _, _ = place_lesions(flair, None, mask, tissue, np.random.default_rng(3), flair_gain=(1.2, 1.6),
+                            edge_sigma=0.01)
+    g1 = np.median(f[6, 9:11, 9:11] / flair[6, 9:11, 9:11])
+    g2 = np.median(f[13, 26:29, 26:29] / flair[13, 26:29, 26:29])
+    assert 1.2 <= g1 <= 1.6 and 1.2 <= g2 <= 1.6 and abs(g1 - g2) > 1e-3
+
+
+def test_inpaint_replaces_a_bright_lesion_with_surrounding_tissue():
+    flair, _, tissue = _brain()
+    hole = np.zeros(flair.shape, bool)
+    hole[8:12, 15:22, 15:22] = True
+    bright = flair.copy()
+    bright[hole] *= 1.6
+    out = inpaint(bright, hole, tissue)
+    assert np.median(out[hole]) == pytest.approx(1.0, abs=0.03)
+    assert np.array_equal(out[~hole], bright[~hole])
+
+
+def ndi_dilate(mask, it):
+    from scipy import ndimage as ndi
+
+    return ndi.binary_dilation(mask, iterations=it)
+
+
+@pytest.mark.shared
+def test_training_sources_leave_out_the_held_out_patients():
+    from ai.data import CLINICAL2D, MNI_MASKS, REAL_CASE, training_volumes
+
+    if not (REAL_CASE / "lesion_mask.nii.gz").exists() or not CLINICAL2D.is_dir():
+        pytest.skip("needs ../shared/data/ms (cross_sectional/patient19, clinical2d)")
+    g = training_volumes({"patient19", "tabriz101228"}, clinical=CLINICAL2D, mni_masks=MNI_MASKS)
+    assert g["real3d"] == [] and g["masksynth"] == []  # patient19's synthetic variants go with it
+    names = {v.name for v in g["clinical"]}
+    assert "tabriz101228" not in names and len(names) >= 9
+    v = g["clinical"][0]
+    assert v.slice_mm > 5 and not v.stripped and list(v.valid) == [1, 0, 1, 0, 0]
+    assert v.labels[0].any() and v.labels[2].any() and not v.labels[1].any()
