@@ -33,6 +33,17 @@ FOLDS: dict[str, list[Path]] = {
 }
 
 
+def trained_on(weights: Path) -> set[str]:
+    """The real case names the weights were trained on (from their recorded training config)."""
+    import torch
+
+    cfg = torch.load(weights, map_location="cpu", weights_only=False).get("meta", {}).get("train_config", {})
+    names = set(cfg.get("trained_on") or [])
+    if not names and cfg.get("real_case"):
+        names = {Path(cfg["real_case"]).name}
+    return names
+
+
 def train_command(fold: str, out: str, extra: str = "") -> str:
     """The training command of one fold (what the model card lists)."""
     names = ",".join(p.name for p in FOLDS[fold])
@@ -49,11 +60,11 @@ def crossval(weights: dict[str, Path], threshold: float = 0.5, tta: bool = True,
         if not dirs:
             log.warning("fold %s: none of its cases is present, skipped", fold)
             continue
-        res = evaluate_cases(dirs, weights=w, threshold=threshold, device=device, tta=tta, bf16=bf16,
-                             baseline=True)
-        seen = [c for c, m in res["cases"].items() if m["trained_on"]]
+        seen = sorted(trained_on(w) & {d.name for d in dirs})
         if seen:
             raise SystemExit(f"fold {fold}: weights {w} were trained on {seen}: not a held-out fold")
+        res = evaluate_cases(dirs, weights=w, threshold=threshold, device=device, tta=tta, bf16=bf16,
+                             baseline=True)
         for c, m in res["cases"].items():
             m["fold"] = fold
             cases[c] = m
@@ -75,7 +86,30 @@ def crossval(weights: dict[str, Path], threshold: float = 0.5, tta: bool = True,
             "location_shares": shares,
             "periventricular_check": {"rows": "by the manual ventricles: not periventricular, periventricular",
                                       "cols": "by the predicted ventricles: no, yes", "matrix": pv},
+            "confidence": confidence_table([les for m in cases.values() for les in m["pred_lesions"]]),
             "threshold": threshold, "tta": tta}
+
+
+#: mean-probability bins of the confidence table
+CONF_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
+
+
+def confidence_table(pred_lesions: list) -> dict:
+    """Predicted lesions ``[mean_p, max_p, true]`` by mean-probability bin: how many, how many
+    overlap a reference lesion; and the cut below which predicted lesions are more often false
+    than true (cumulative PPV under 0.5), the basis of :data:`ai.lesions.LOW_CONFIDENCE`."""
+    a = np.array([[p[0], float(p[2])] for p in pred_lesions]) if pred_lesions else np.zeros((0, 2))
+    rows = []
+    for lo, hi in zip(CONF_EDGES[:-1], CONF_EDGES[1:]):
+        sel = (a[:, 0] >= lo) & (a[:, 0] < hi)
+        n, tp = int(sel.sum()), int(a[sel, 1].sum())
+        rows.append({"mean_probability": [lo, min(hi, 1.0)], "n": n, "true": tp, "ppv": tp / n if n else None})
+    cut = 0.0
+    for e in CONF_EDGES[1:-1]:
+        below = a[:, 0] < e
+        if below.any() and a[below, 1].mean() < 0.5:
+            cut = e
+    return {"bins": rows, "cut_below_which_most_are_false": cut}
 
 
 def print_report(res: dict) -> None:
@@ -86,6 +120,12 @@ def print_report(res: dict) -> None:
         print(f"{c:14} {m['fold']:4} {m['site']:34} {m['dice']:5.3f} {m['lesion_sensitivity']:5.2f} "
               f"{m['lesion_ppv']:5.2f} {m['lesion_f1']:5.3f} {m['fp']:>4}/{m['n_ref']:<5} "
               f"{m['baseline']['lesion_f1']:7.3f}")
+    for r in res["confidence"]["bins"]:
+        lo, hi = r["mean_probability"]
+        ppv = "-" if r["ppv"] is None else f"{r['ppv']:.2f}"
+        print(f"  predicted lesions with mean probability {lo:.1f}-{hi:.1f}: {r['n']:4d}, true {r['true']:4d}, "
+              f"PPV {ppv}")
+    print(f"  low-confidence cut (cumulative PPV < 0.5 below it): {res['confidence']['cut_below_which_most_are_false']}")
     for s, u in res["by_site"].items():
         b = res["baseline_by_site"][s]
         print(f"{s}: {u['n_cases']} cases, mean dice {u['dice']:.3f}, lesion F1 {u['lesion_f1']:.3f}, "

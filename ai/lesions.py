@@ -28,9 +28,11 @@ from ai.types import LOCATIONS, Lesion, StudySummary
 DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
 LOAD_THRESHOLDS_ML = (5.0, 15.0)
 STRUCT26 = np.ones((3, 3, 3), bool)
-#: a lesion whose mean probability is below this is reported as low confidence (0: none is, until
-#: the cross-patient folds measure where predicted lesions stop being mostly true)
-LOW_CONFIDENCE = 0.0
+#: a lesion whose mean probability is below this is reported as low confidence: in the
+#: cross-patient folds on the 10 clinical 2D patients, 67 of the 136 predicted lesions with a mean
+#: probability under 0.8 overlapped a reference lesion (PPV 0.49), against 168 of 211 above it
+#: (model card, "Confidence")
+LOW_CONFIDENCE = 0.8
 
 
 def size_class(volume_mm3: float) -> str:

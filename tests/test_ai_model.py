@@ -1,6 +1,7 @@
 """The shipped model: weights load with their SHA-256, reach a stated Dice on a fixed phantom,
 find and classify a known lesion, work FLAIR-only and with T1, and (when ../shared is present)
-segment the real case's held-out hemisphere."""
+run on a clinical 2D case and the 3D case; a cross-patient fold reaches its measured floors on
+patients its weights never saw."""
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,12 @@ REAL = SHARED / "ms" / "cross_sectional" / "patient19"
 
 #: stated in ai/weights/MODEL_CARD.md (measured value minus a margin)
 PHANTOM_MIN_DICE = 0.85
-REAL_HOLDOUT_MIN_DICE = 0.75
-REAL_HOLDOUT_MIN_LESION_F1 = 0.60
+#: the cross-patient check: fold CHECK_FOLD's weights on the patients it held out
+FOLD_WEIGHTS = WEIGHTS.parent / "folds"
+CHECK_FOLD = "B"
+FOLD_MIN_DICE = 0.55  # measured 0.614 (mean of 5 patients)
+FOLD_MIN_LESION_F1 = 0.60  # measured 0.678
+FOLD_MAX_FP_PER_TRUE = 1.5  # measured at most 1.16
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +79,41 @@ def test_flair_only_works_and_agrees_with_flair_plus_t1(seg, phantom):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_real_case_held_out_hemisphere(seg):
-    if not (REAL / "FLAIR.nii.gz").exists():
-        pytest.skip(f"real labelled case not found at {REAL} (../shared/data absent)")
-    from ai.data import physical_grid
-    from ai.evaluate import case_metrics
+def test_cross_patient_fold_on_patients_its_weights_never_saw():
+    """A cross-validation fold's weights (shipped beside the model for this check), on the clinical
+    2D patients that fold held out, with the node's defaults: the floors are the measured figures
+    of the model card minus a margin."""
+    from ai.crossval import FOLDS
+    from ai.evaluate import evaluate_cases
 
-    flair = sitk.ReadImage(str(REAL / "FLAIR.nii.gz"), sitk.sitkFloat32)
-    t1 = sitk.ReadImage(str(REAL / "T1.nii.gz"), sitk.sitkFloat32)
-    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(REAL / "lesion_mask.nii.gz"))) > 0
+    cases = [d for d in FOLDS[CHECK_FOLD] if (d / "lesion_mask.nii.gz").exists()]
+    if not cases:
+        pytest.skip("clinical 2D cases not found (../shared/data/ms/clinical2d absent)")
+    res = evaluate_cases(cases, weights=FOLD_WEIGHTS / f"fold{CHECK_FOLD}.pt", device="cpu")
+    assert not any(m["trained_on"] for m in res["cases"].values())
+    u = res["unseen"]["all"]
+    assert u["n_cases"] == len(cases)
+    assert u["dice"] >= FOLD_MIN_DICE and u["lesion_f1"] >= FOLD_MIN_LESION_F1, u
+    assert u["max_fp_per_true_lesion"] <= FOLD_MAX_FP_PER_TRUE, u
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("case", ["clinical2d/tabriz104899", "cross_sectional/patient19"])
+def test_shipped_weights_run_on_a_clinical_2d_case_and_on_patient19(seg, case):
+    """The shipped weights with the node's defaults on a raw clinical 2D FLAIR with skull (FLAIR +
+    T1) and on the 3D case: lesions on the manual ones, a plausible volume, dissemination found."""
+    d = SHARED / "ms" / case
+    if not (d / "FLAIR.nii.gz").exists():
+        pytest.skip(f"{d} not found (../shared/data absent)")
+    flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
+    t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "lesion_mask.nii.gz"))) > 0
     res = seg.segment(flair, t1)
-    held_out = physical_grid(flair)[0] >= seg.meta["train_config"]["holdout"]["threshold_mm"]
-    m = case_metrics(res.probability, ref, flair.GetSpacing()[::-1], 0.5, region=held_out)
-    assert m["dice"] >= REAL_HOLDOUT_MIN_DICE
-    assert m["lesion_f1"] >= REAL_HOLDOUT_MIN_LESION_F1, m
-    assert res.summary.lesion_count > 10 and res.summary.dis_met
+    assert res.labels.shape == ref.shape and res.summary.lesion_count > 5
+    pred = res.labels > 0
+    assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.6
+    assert 0.5 < pred.sum() / ref.sum() < 2.0
+    assert res.summary.dis_met
 
 
 def test_mirror_tta_makes_the_result_mirror_symmetric(seg, phantom):
