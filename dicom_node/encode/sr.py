@@ -28,6 +28,7 @@ from pydicom.sr.codedict import codes
 from ai.types import LOCATIONS, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
+from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
 from dicom_node.encode.uids import derive_uid
 from dicom_node.volume import Volume
@@ -93,6 +94,8 @@ def build_sr(
     if result.lesions and seg is None:
         raise ValueError("lesions present but no SEG given")
     seg_of = _segment_of_lesion(result, seg) if result.lesions else {}
+    fill_type2(flair.datasets)  # real headers often lack Type 2 patient/study attributes
+    ensure_frame_of_reference(flair.datasets)
 
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
