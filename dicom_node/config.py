@@ -123,6 +123,23 @@ class RunnerConfig(_Strict):
                 "tta": self.tta, "precision": self.precision}
 
 
+class OutboxConfig(_Strict):
+    """Delivery of results: backoff, how long to keep trying, C-ECHO probes of a lost PACS."""
+
+    retry_for_hours: float = Field(default=72.0, gt=0)  # then dead-lettered (still revived by echo)
+    base_delay_s: float = Field(default=2.0, gt=0)  # first retry delay, doubled per failure...
+    max_delay_s: float = Field(default=300.0, gt=0)  # ...up to this
+    max_attempts: int = Field(default=0, ge=0)  # 0: no count limit, retry_for_hours decides
+    echo_interval_s: float = Field(default=60.0, ge=0)  # C-ECHO an unreachable PACS; 0: never
+    timeout_s: float = Field(default=30.0, gt=0)  # connection/ACSE/DIMSE timeout of a send
+
+    def outbox_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`dicom_node.sender.Outbox`."""
+        return {"max_attempts": self.max_attempts, "base_delay_s": self.base_delay_s,
+                "max_delay_s": self.max_delay_s, "retry_for_s": self.retry_for_hours * 3600.0,
+                "echo_interval_s": self.echo_interval_s, "timeout_s": self.timeout_s}
+
+
 class HttpConfig(_Strict):
     port: int = Field(default=0, ge=0, le=65535)  # metrics/health, 0 = off
     host: str = "127.0.0.1"
@@ -151,6 +168,7 @@ class NodeConfig(_Strict):
     min_free_disk_mb: float = Field(default=500.0, ge=0)
     routing_file: Path = Path("routing.yaml")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

@@ -163,6 +163,11 @@ class Node:
                     min_free_bytes=self.cfg.min_free_disk_mb * 2**20,
                     jobs_source=self._job_counts,
                 )
+                if self.runner is not None:
+                    ob = self.runner.outbox
+                    metrics.set_outbox_source(lambda: {
+                        "dead": ob.counts().get("dead", 0),
+                        "oldest_undelivered_s": ob.oldest_undelivered_age()})
             except Exception as exc:  # noqa: BLE001
                 log.warning("metrics endpoint not started: %s", exc)
 

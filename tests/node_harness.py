@@ -52,7 +52,8 @@ def _file_ts(path: Path | str) -> str:
         return ""
 
 
-__all__ = ["NodeProcess", "STORESCU_TS_OPTION", "ECHOSCU", "STORESCU", "write_node_config"]
+__all__ = ["NodeProcess", "STORESCU_TS_OPTION", "ECHOSCU", "STORESCU", "write_node_config",
+           "fast_routing"]
 
 
 def write_node_config(workdir: Path, **overrides: Any) -> Path:
@@ -189,3 +190,15 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+def fast_routing(workdir: Path) -> Path:
+    """The shipped routing.yaml without its 120 s wait for an optional T1 (FLAIR-only test
+    studies would otherwise wait for it); returns the new file's path."""
+    rules = (REPO / "config" / "routing.yaml").read_text()
+    if "optional_grace_seconds: 120" not in rules:
+        raise RuntimeError("config/routing.yaml no longer has optional_grace_seconds: 120")
+    path = Path(workdir) / "routing-fast.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rules.replace("optional_grace_seconds: 120", "optional_grace_seconds: 1"))
+    return path

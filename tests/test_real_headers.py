@@ -22,8 +22,6 @@ import pytest
 
 from dicom_node.encode.header import TYPE2_PATIENT_STUDY
 
-REPO = Path(__file__).resolve().parents[1]
-
 pytestmark = [pytest.mark.slow, pytest.mark.orthanc]
 
 
@@ -47,11 +45,9 @@ def _study_objects(pacs, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
 def test_every_real_flair_series_gets_its_results(orthanc, node_factory, shared_dicom, tmp_path):
     from dicom_node.encode.sr import read_report
 
-    # the shipped rules, without the 120 s wait for an optional T1 these studies do not have
-    rules = (REPO / "config" / "routing.yaml").read_text()
-    assert "optional_grace_seconds: 120" in rules
-    routing = tmp_path / "routing.yaml"
-    routing.write_text(rules.replace("optional_grace_seconds: 120", "optional_grace_seconds: 1"))
+    from node_harness import fast_routing
+
+    routing = fast_routing(tmp_path)
     folders = _flair_folders(shared_dicom)
     assert folders, "MANIFEST.tsv lists no FLAIR series"
     done = []
