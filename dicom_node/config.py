@@ -79,8 +79,12 @@ class IngestConfig(_Strict):
 class ScpConfig(_Strict):
     """Network tuning of the Storage SCP."""
 
-    max_pdu: int = Field(default=0, ge=0)  # 0 = unlimited (largest PDUs, fastest)
+    # the maximum PDU length we advertise and the bound of every P-DATA-TF read (0: advertise
+    # unlimited, read at most dicom_node.gate.HARD_MAX_PDU = 64 MiB)
+    max_pdu: int = Field(default=16 * 2**20, ge=0, le=64 * 2**20)
     max_associations: int = Field(default=16, ge=1)
+    max_connections_per_address: int = Field(default=8, ge=1)  # refused at accept beyond
+    association_request_timeout: float = Field(default=10.0, gt=0)  # whole A-ASSOCIATE-RQ
     network_timeout: float = Field(default=60.0, gt=0)
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)

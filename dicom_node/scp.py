@@ -34,6 +34,7 @@ from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import fastdimse
+from .gate import ConnectionGate, PduGuard, normal_address, refused, server_class
 from .headerscan import scan_header
 from .index import IndexWriter, InstanceRecord, extract_header
 from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
@@ -204,6 +205,7 @@ class StorageSCP:
         ae.require_called_aet = False
         ae.node_gate = self._gate  # type: ignore[attr-defined]
         self.ae = ae
+        self.conn_gate = ConnectionGate(cfg, _host_matches)
 
     # -- association gate ----------------------------------------------------------------
     def _gate(self, calling_ae: str, address: str) -> tuple[int, int, int] | None:
@@ -379,13 +381,29 @@ class StorageSCP:
 
     def _on_open(self, event: Any) -> None:
         on_conn_open_nodelay(event)
-        if self.fast_dimse:
-            fastdimse.install(event.assoc)
+        assoc = event.assoc
+        address = normal_address(str(assoc.requestor.address))
+        scp = self.cfg.scp
+        guard = PduGuard(f"{address}:{assoc.requestor.port}", scp.max_pdu,
+                         scp.association_request_timeout, scp.network_timeout)
+        assoc.dul._node_guard = guard
+        # the wait for the A-ASSOCIATE-RQ's first byte (ARTIM timer) and the association
+        # thread's wait for it (ACSE timeout) end at the request deadline too
+        assoc.acse_timeout = min(scp.acse_timeout, scp.association_request_timeout)
+        if not (self.fast_dimse and fastdimse.install(assoc)):
+            fastdimse.install_reader(assoc)
+        assoc._node_guard = guard
         self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
                                               "t0": time.time()}
 
     def _on_close(self, event: Any) -> None:
         """One INFO line per association (never one per instance)."""
+        guard = getattr(event.assoc, "_node_guard", None)
+        if guard is not None and not guard.first_pdu_done and not guard.refused:
+            waited = time.monotonic() - guard.opened
+            if waited >= guard.request_timeout - 0.5:
+                refused(guard.peer, f"no A-ASSOCIATE-RQ within {guard.request_timeout:g} s",
+                        "timeout")
         c = self._assoc_counts.pop(id(event.assoc), None)
         if c is None or not (c["stored"] or c["failed"] or c["duplicates"]):
             return
@@ -419,10 +437,14 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._on_abort),
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
-        self.server = self.ae.start_server(
-            (self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers,
-            ssl_context=self.ssl_context(),
+        # pynetdicom's AE.start_server(block=False), with the connection gate at accept
+        self.server = self.ae.make_server(
+            (self.cfg.host, self.cfg.port), evt_handlers=handlers,
+            ssl_context=self.ssl_context(), server_class=server_class(self.conn_gate),
         )
+        threading.Thread(target=self.server.serve_forever, name="AcceptorServer",
+                         daemon=True).start()
+        self.ae._servers.append(self.server)  # noqa: SLF001 - as start_server does
         set_nodelay(self.server.socket)
         log.info("storage SCP listening: ae_title=%s %s:%d tls=%s fast_dimse=%s",
                  self.cfg.ae_title, self.cfg.host, self.port, bool(self.cfg.tls.enabled),
