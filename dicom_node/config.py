@@ -85,6 +85,7 @@ class ScpConfig(_Strict):
     max_associations: int = Field(default=16, ge=1)
     max_connections_per_address: int = Field(default=8, ge=1)  # refused at accept beyond
     association_request_timeout: float = Field(default=10.0, gt=0)  # whole A-ASSOCIATE-RQ
+    check_called_ae_title: bool = True  # reject associations addressed to another AE title
     network_timeout: float = Field(default=60.0, gt=0)
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import errno
+from functools import partial
 import ipaddress
 import logging
 import ssl
@@ -35,7 +36,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import fastdimse
 from .gate import ConnectionGate, PduGuard, normal_address, refused, server_class
-from .headerscan import scan_header
+from .headerscan import check_structure, scan_header
 from .index import IndexWriter, InstanceRecord, extract_header
 from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from .spool import InvalidUID, Spool, check_uid, encode_file_meta
@@ -54,6 +55,7 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 RJ_CALLING_AET = (0x01, 0x01, 0x03)  # permanent, service-user, calling AE not recognised
 RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service-user, no reason given
 RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit exceeded
+RJ_CALLED_AET = (0x01, 0x01, 0x07)  # permanent, service-user, called AE not recognised
 
 try:  # metrics are optional (owned by another module)
     from . import metrics as _metrics
@@ -70,7 +72,8 @@ def _gated_negotiate_as_acceptor(self: ACSE) -> None:
     if gate is not None:
         rq = self.requestor.primitive
         self.requestor.ae_title = rq.calling_ae_title
-        rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address)
+        rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address,
+                   str(rq.called_ae_title).strip())
         if rsd:
             self.send_reject(*rsd)
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
@@ -171,6 +174,48 @@ def _truncated_pixel_data(raw: bytes, ts: Any, expected: int | None = None) -> s
     return None
 
 
+#: Status of a DIMSE request this node does not serve (PS3.7 C.4.2: Unrecognized Operation).
+STATUS_UNRECOGNIZED_OPERATION = 0x0211
+
+
+def _serve_or_refuse(assoc: Any, serve: Any, msg: Any, context_id: int) -> None:
+    """``Association._serve_request``: C-STORE and C-ECHO as pynetdicom serves them; any other
+    request (N-ACTION, C-FIND, ...) is answered with 0x0211, and a C-STORE request pynetdicom
+    finds invalid (an empty SOP Instance UID) with 0xC000, instead of silence (pynetdicom
+    hands the first to the storage service and ignores the second: no response at all)."""
+    from pynetdicom.dimse_primitives import C_CANCEL, C_ECHO, C_STORE
+
+    is_request = getattr(msg, "MessageID", None) is not None
+    valid = bool(getattr(msg, "is_valid_request", False))
+    if (not is_request or isinstance(msg, C_CANCEL)
+            or (valid and isinstance(msg, (C_STORE, C_ECHO)))):
+        serve(msg, context_id)
+        return
+    status = STATUS_CANNOT_UNDERSTAND if isinstance(msg, C_STORE) else STATUS_UNRECOGNIZED_OPERATION
+    rsp = type(msg)()
+    rsp.MessageIDBeingRespondedTo = msg.MessageID
+    rsp.Status = status
+    for src, dst in (("AffectedSOPClassUID", "AffectedSOPClassUID"),
+                     ("RequestedSOPClassUID", "AffectedSOPClassUID"),
+                     ("AffectedSOPInstanceUID", "AffectedSOPInstanceUID"),
+                     ("RequestedSOPInstanceUID", "AffectedSOPInstanceUID")):
+        value = getattr(msg, src, None)
+        if value and hasattr(rsp, dst):
+            try:
+                setattr(rsp, dst, value)
+            except (TypeError, ValueError):
+                pass
+    log.warning("%s %s: answered 0x%04X; calling_ae=%s address=%s", msg.msg_type,
+                "request incomplete" if valid is False and isinstance(msg, C_STORE)
+                else "not supported", status, str(assoc.requestor.ae_title).strip(),
+                assoc.requestor.address)
+    try:
+        assoc.dimse.send_msg(rsp, context_id)
+    except Exception as exc:  # noqa: BLE001 - never silence: abort instead
+        log.warning("cannot answer %s (%s): association aborted", msg.msg_type, exc)
+        assoc.abort()
+
+
 class StorageSCP:
     """The node's DICOM listener.
 
@@ -208,8 +253,16 @@ class StorageSCP:
         self.conn_gate = ConnectionGate(cfg, _host_matches)
 
     # -- association gate ----------------------------------------------------------------
-    def _gate(self, calling_ae: str, address: str) -> tuple[int, int, int] | None:
+    def _gate(self, calling_ae: str, address: str,
+              called_ae: str | None = None) -> tuple[int, int, int] | None:
         cfg = self.cfg
+        if cfg.scp.check_called_ae_title and called_ae is not None and called_ae != cfg.ae_title:
+            self.stats["rejected_assoc"] += 1
+            log.warning("association rejected: called AE title %s is not ours (%s); "
+                        "calling_ae=%s address=%s", called_ae, cfg.ae_title, calling_ae, address)
+            if _metrics:
+                _metrics.ASSOCIATIONS_REJECTED.labels("called_ae").inc()
+            return RJ_CALLED_AET
         if not cfg.allow_any_peer:
             ok = False
             for p in cfg.allowed_peers:
@@ -267,9 +320,14 @@ class StorageSCP:
                 # first instance of a series (in this process): decode it all, for the
                 # routing header and the structural check
                 ds, full = event.dataset, True
-            truncated = (_truncated_last_element(ds) if full
-                         else _truncated_pixel_data(raw, event.context.transfer_syntax,
-                                                    getattr(ds, "pixel_data_length", None)))
+            ts = event.context.transfer_syntax
+            if ts.is_little_endian and not ts.is_deflated:
+                # the whole dataset, element by element, and Pixel Data against the syntax
+                truncated = check_structure(raw, ts)
+            else:
+                truncated = (_truncated_last_element(ds) if full
+                             else _truncated_pixel_data(raw, ts,
+                                                        getattr(ds, "pixel_data_length", None)))
             if truncated:
                 raise ValueError(truncated)
         except InvalidUID as exc:
@@ -393,6 +451,7 @@ class StorageSCP:
         if not (self.fast_dimse and fastdimse.install(assoc)):
             fastdimse.install_reader(assoc)
         assoc._node_guard = guard
+        assoc._serve_request = partial(_serve_or_refuse, assoc, assoc._serve_request)
         self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
                                               "t0": time.time()}
 
