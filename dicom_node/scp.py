@@ -280,6 +280,15 @@ class StorageSCP:
                 if _metrics:
                     _metrics.ASSOCIATIONS_REJECTED.labels("unknown_peer").inc()
                 return RJ_NO_REASON if known_aet else RJ_CALLING_AET
+        active = sum(1 for a in self.ae.active_associations if a.is_acceptor)
+        if active > cfg.scp.max_associations:  # as pynetdicom counts, with a log line
+            self.stats["rejected_assoc"] += 1
+            log.warning("association rejected: %d associations open (scp.max_associations=%d); "
+                        "calling_ae=%s address=%s", active - 1, cfg.scp.max_associations,
+                        calling_ae, address)
+            if _metrics:
+                _metrics.ASSOCIATIONS_REJECTED.labels("max_associations").inc()
+            return RJ_LOCAL_LIMIT
         if cfg.min_free_disk_mb > 0:
             try:
                 free = self.spool.free_mb()

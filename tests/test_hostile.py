@@ -173,3 +173,28 @@ def test_idle_and_dripping_connections_are_closed_at_the_request_deadline(node_f
     while not node.echo():
         assert time.monotonic() < deadline, node.log_text()[-3000:]
         time.sleep(0.5)
+
+
+def test_association_limit_refusal_is_logged_and_counted(node_factory):
+    """Over ``scp.max_associations`` a peer gets A-ASSOCIATE-RJ (local limit), a log line and
+    a count, and the slots come back when the open associations end."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    http = free_port()
+    node = node_factory(runner={"enabled": False}, http={"port": http},
+                        scp={"max_associations": 2})
+    ae = AE(ae_title="ECHOSCU")
+    ae.add_requested_context(Verification)
+    held = [ae.associate("127.0.0.1", node.port, ae_title=node.ae_title) for _ in range(2)]
+    assert all(a.is_established for a in held)
+    third = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+    assert third.is_rejected
+    assert "scp.max_associations=2" in node.log_text()
+    assert _metric(http, "max_associations") == 1
+    for a in held:
+        a.release()
+    deadline = time.monotonic() + 5
+    while not node.echo():
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
