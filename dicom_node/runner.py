@@ -300,6 +300,8 @@ class Runner:
                   f"{float(s.get('total_volume_mm3', 0.0)) / 1000:.2f} ml; "
                   f"{len(result.get('files', []))} object(s) -> "
                   + ", ".join(d["ae_title"] for d in dests))
+        for n in result.get("notes") or []:
+            reason += f"; {n}"
         if note:
             reason += f"; {note}"
         self.jobs.mark_done(job.id, reason)

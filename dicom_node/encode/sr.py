@@ -72,6 +72,7 @@ def build_sr(
     job_key: str,
     series_number: int = 902,
     image_library: bool = False,
+    notes: list[str] | None = None,
 ) -> Dataset:
     """Encode ``result`` as a TID 1500 Measurement Report (Comprehensive 3D SR).
 
@@ -90,6 +91,9 @@ def build_sr(
     image_library
         Also list every FLAIR instance in the TID 1600 Image Library (slow with highdicom:
         about 5 s for 180 slices; the evidence sequence references them anyway).
+    notes
+        Remarks on how the result was made (e.g. a T1 left out), each a TEXT content item
+        "Comment" (DCM 121106) at the end of the report's root container.
     """
     if result.lesions and seg is None:
         raise ValueError("lesions present but no SEG given")
@@ -187,6 +191,10 @@ def build_sr(
         content_qualification="RESEARCH",
         coding_schemes=C.coding_schemes(),
     )
+    for note in notes or []:
+        sr.ContentSequence.append(hd.sr.TextContentItem(
+            name=hd.sr.CodedConcept("121106", "DCM", "Comment"), value=note[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return sr
 
 
