@@ -65,6 +65,9 @@ class CompletionConfig(_Strict):
 
     quiet_seconds: float = Field(default=10.0, gt=0)
     early: bool = True  # complete as soon as the expected instance count is reliably known
+    # complete this long after the association that delivered a series is released (and no
+    # other open association delivers it); 0: quiet period only
+    release_grace_seconds: float = Field(default=2.0, ge=0)
 
 
 class IngestConfig(_Strict):

@@ -235,6 +235,8 @@ class StorageSCP:
         self._seen_series: set[str] = set()
         self._seen_lock = threading.Lock()
         self._assoc_counts: dict[int, dict[str, Any]] = {}
+        #: ``f(series_uids)`` called when an association that delivered them is released
+        self.on_release: Any = None
         self.stats = {"stored": 0, "duplicates": 0, "replaced": 0, "failed": 0, "dropped": 0,
                       "rejected_assoc": 0}
         _config.UNRESTRICTED_STORAGE_SERVICE = True
@@ -376,6 +378,9 @@ class StorageSCP:
         if first:
             with self._seen_lock:
                 self._seen_series.add(series_uid)
+        c = self._assoc_counts.get(id(assoc))
+        if c is not None:
+            c["series"].add(series_uid)
         if res.status == "same":
             self.stats["duplicates"] += 1
             self._count(event, "duplicates")
@@ -462,7 +467,24 @@ class StorageSCP:
         assoc._node_guard = guard
         assoc._serve_request = partial(_serve_or_refuse, assoc, assoc._serve_request)
         self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
-                                              "t0": time.time()}
+                                              "t0": time.time(), "series": set()}
+
+    def _on_released(self, event: Any) -> None:
+        """A requestor released its association: tell ``on_release`` which series it
+        delivered that no other open association is delivering too."""
+        c = self._assoc_counts.get(id(event.assoc))
+        if c is None or not c["series"] or self.on_release is None:
+            return
+        others = set()
+        for key, other in list(self._assoc_counts.items()):
+            if key != id(event.assoc):
+                others |= other.get("series", set())
+        done = sorted(c["series"] - others)
+        if done:
+            try:
+                self.on_release(done)
+            except Exception:  # noqa: BLE001 - completion falls back to the quiet period
+                log.exception("association-release completion hook failed")
 
     def _on_close(self, event: Any) -> None:
         """One INFO line per association (never one per instance)."""
@@ -503,6 +525,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_ABORTED, self._on_abort),
+            (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         # pynetdicom's AE.start_server(block=False), with the connection gate at accept

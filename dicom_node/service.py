@@ -113,9 +113,11 @@ class Node:
             rules=rules, classify=classify,
             resolve_destinations=make_destination_resolver(cfg),
             on_series_complete=self._series_done,
+            release_grace_seconds=cfg.completion.release_grace_seconds,
         )
         self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
         self.scp = StorageSCP(cfg, self.spool, self.writer)
+        self.scp.on_release = self.completion.on_association_released
         self.runner: Any = None
         if cfg.runner.enabled:
             from .runner import Runner
