@@ -19,6 +19,7 @@ import time
 import pytest
 import requests
 
+from node_harness import association_rq
 from orthanc_harness import free_port
 
 HUGE = b"\xff\xff\xff\xff"
@@ -61,28 +62,6 @@ def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
     return s
 
 
-def _assoc_rq(node) -> bytes:
-    """The bytes of a real A-ASSOCIATE-RQ for Verification (built by pynetdicom)."""
-    from pynetdicom import build_context
-    from pynetdicom.pdu import A_ASSOCIATE_RQ
-    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-    from pynetdicom.transport import AddressInformation
-
-    prim = A_ASSOCIATE()
-    prim.application_context_name = "1.2.840.10008.3.1.1.1"
-    prim.calling_ae_title = "HOSTILE"
-    prim.called_ae_title = node.ae_title
-    cx = build_context("1.2.840.10008.1.1")
-    cx.context_id = 1
-    prim.presentation_context_definition_list = [cx]
-    ml = MaximumLengthNotification()
-    ml.maximum_length_received = 16384
-    prim.user_information = [ml]
-    prim.calling_presentation_address = AddressInformation("127.0.0.1", 0)
-    prim.called_presentation_address = AddressInformation("127.0.0.1", node.port)
-    return A_ASSOCIATE_RQ(prim).encode()
-
-
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-dimse", "stock-dimse"])
 def test_huge_pdu_header_is_refused_before_allocation(node_factory, fast):
     http = free_port()
@@ -98,7 +77,7 @@ def test_huge_pdu_header_is_refused_before_allocation(node_factory, fast):
     s.close()
     # 2. as a P-DATA-TF inside an established association
     s = _connect(node.port)
-    s.sendall(_assoc_rq(node))
+    s.sendall(association_rq(node, "HOSTILE"))
     s.settimeout(10)
     ac = s.recv(6)
     assert ac[:1] == b"\x02", f"no A-ASSOCIATE-AC: {ac!r}"
@@ -140,7 +119,7 @@ def test_idle_and_dripping_connections_are_closed_at_the_request_deadline(node_f
     http = free_port()
     node = node_factory(runner={"enabled": False}, http={"port": http},
                         scp={"association_request_timeout": 3, "max_connections_per_address": 3})
-    rq = _assoc_rq(node)
+    rq = association_rq(node, "HOSTILE")
     idle = _connect(node.port)
     drip = _connect(node.port)
     third = _connect(node.port)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicom_factory import make_mr_series, write_series
-from node_harness import STORESCU, NodeProcess
+from node_harness import STORESCU, NodeProcess, association_rq
 
 PATIENT_NAME = "Zyxwv^Secretname"   # must never reach the logs
 N_INSTANCES = 12
@@ -105,7 +105,7 @@ def test_network_values_cannot_forge_log_lines(node_factory, tmp_path):
     assert status and status.Status == 0xA900  # the invalid UID is refused, not stored
 
     # an A-ASSOCIATE-RQ whose calling AE title bytes hold NUL and a newline
-    rq = bytearray(_raw_assoc_rq(node))
+    rq = bytearray(association_rq(node, "PLACEHOLDER"))
     rq[26:42] = b"EV\x00IL\n" + FORGED[:10].encode()
     with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
         s.sendall(bytes(rq))
@@ -123,24 +123,3 @@ def test_network_values_cannot_forge_log_lines(node_factory, tmp_path):
     text = raw.decode()
     assert "FORGED" in text and "\\n2026-01-01 00:00:00,000 INFO dicom_node.scp: FORGED" in text
     assert "\\x00" in text  # the AE title's NUL, escaped
-
-
-def _raw_assoc_rq(node) -> bytes:
-    from pynetdicom import build_context
-    from pynetdicom.pdu import A_ASSOCIATE_RQ
-    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-    from pynetdicom.transport import AddressInformation
-
-    prim = A_ASSOCIATE()
-    prim.application_context_name = "1.2.840.10008.3.1.1.1"
-    prim.calling_ae_title = "PLACEHOLDER"
-    prim.called_ae_title = node.ae_title
-    cx = build_context("1.2.840.10008.1.1")
-    cx.context_id = 1
-    prim.presentation_context_definition_list = [cx]
-    ml = MaximumLengthNotification()
-    ml.maximum_length_received = 16384
-    prim.user_information = [ml]
-    prim.calling_presentation_address = AddressInformation("127.0.0.1", 0)
-    prim.called_presentation_address = AddressInformation("127.0.0.1", node.port)
-    return A_ASSOCIATE_RQ(prim).encode()
