@@ -20,12 +20,12 @@
 from __future__ import annotations
 
 import errno
-from functools import partial
 import ipaddress
 import logging
 import ssl
 import struct
 import threading
+from functools import partial
 from io import BytesIO
 import time
 from typing import Any
