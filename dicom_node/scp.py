@@ -242,6 +242,10 @@ class StorageSCP:
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         set_reactor_poll(cfg.scp.poll_interval_ms / 1000.0)
         self.fast_dimse = bool(cfg.scp.fast_dimse) and fastdimse.available()
+        if not fastdimse.available():
+            log.warning("this pynetdicom's internals differ from what dicom_node.fastdimse "
+                        "expects: PDUs are read by pynetdicom, without the node's length "
+                        "bounds and deadlines (see README 'Security and limits')")
         ae = AE(ae_title=cfg.ae_title)
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = cfg.scp.max_pdu
