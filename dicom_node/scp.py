@@ -477,11 +477,16 @@ class StorageSCP:
         """A requestor released its association: tell ``on_release`` which series it
         delivered that no other open association is delivering too."""
         c = self._assoc_counts.get(id(event.assoc))
-        if c is None or not c["series"] or self.on_release is None:
+        if c is not None:
+            self._notify_released(event.assoc, c)
+
+    def _notify_released(self, assoc: Any, c: dict[str, Any]) -> None:
+        if c.get("notified") or not c["series"] or self.on_release is None:
             return
-        others = set()
+        c["notified"] = True
+        others: set[str] = set()
         for key, other in list(self._assoc_counts.items()):
-            if key != id(event.assoc):
+            if key != id(assoc):
                 others |= other.get("series", set())
         done = sorted(c["series"] - others)
         if done:
@@ -489,6 +494,15 @@ class StorageSCP:
                 self.on_release(done)
             except Exception:  # noqa: BLE001 - completion falls back to the quiet period
                 log.exception("association-release completion hook failed")
+
+    def _released_late(self, assoc: Any, c: dict[str, Any]) -> None:
+        """The connection closed before pynetdicom reported the release (its two threads
+        race): notify if the association turns out released."""
+        deadline = time.monotonic() + 2.0
+        while not assoc.is_released and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if assoc.is_released:
+            self._notify_released(assoc, c)
 
     def _on_close(self, event: Any) -> None:
         """One INFO line per association (never one per instance)."""
@@ -499,6 +513,9 @@ class StorageSCP:
                 refused(guard.peer, f"no A-ASSOCIATE-RQ within {guard.request_timeout:g} s",
                         "timeout")
         c = self._assoc_counts.pop(id(event.assoc), None)
+        if c is not None and c["series"] and not c.get("notified") and not event.assoc.is_aborted:
+            threading.Thread(target=self._released_late, args=(event.assoc, c),
+                             name="release-completion", daemon=True).start()
         if c is None or not (c["stored"] or c["failed"] or c["duplicates"]):
             return
         dt = time.time() - c["t0"]
