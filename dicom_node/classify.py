@@ -774,6 +774,13 @@ def _is_image(ev: _Evidence) -> tuple[bool, str]:
     return True, ""
 
 
+def _image_header(h: Dataset) -> bool:
+    """One instance's header describes an image (not SR, Raw Data, ..., and has Rows)."""
+    sop = _str(h.get("SOPClassUID"))
+    return (not any(sop.startswith(p) for p in NON_IMAGE_SOP_PREFIXES)
+            and _str(h.get("Modality")).upper() not in NON_IMAGE_MODALITIES and "Rows" in h)
+
+
 def _med(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return median(vals) if vals else None
@@ -797,7 +804,14 @@ def classify_series(headers: Sequence[Dataset]) -> SeriesInfo:
     headers = [h for h in headers if h is not None]
     if not headers:
         return SeriesInfo(contrast="UNKNOWN", reasons=["no readable headers"], flags=["corrupt"])
+    images = [h for h in headers if _image_header(h)]
     try:
+        if images and len(images) < len(headers):  # e.g. Raw Data beside an Enhanced MR image
+            info = _classify(images, allow_split=True)
+            info.reasons.append(f"classified from its {len(images)} image object(s); "
+                                f"{len(headers) - len(images)} non-image object(s) ignored")
+            info.flags.append("non-image-objects")
+            return info
         return _classify(headers, allow_split=True)
     except Exception as exc:  # never let one odd header break the node
         return SeriesInfo(contrast="UNKNOWN", reasons=[f"classification failed: {type(exc).__name__}: {exc}"],

@@ -8,7 +8,11 @@ Series
     Enhanced MR object; ``ImagesInAcquisition``) completes as soon as that many instances are
     indexed. The delay from the last instance to "complete" is stored (``complete_delay_s``).
     At start-up every ``receiving`` series is re-armed from the index (a timer already past
-    fires at once).
+    fires at once). When the association that delivered a series is released (and no other
+    open association delivers it), the series completes ``release_grace_seconds`` later unless
+    an instance arrives in the meantime (:meth:`CompletionManager.on_association_released`);
+    the quiet period stays the fallback, e.g. for senders that open one association per
+    instance and pause longer than the grace between them.
 
 Re-opening
     An instance that arrives after completion re-opens the series (``receiving``); it completes
@@ -98,11 +102,14 @@ class CompletionManager:
         classify: Callable[[list[Any]], Any] | None = None,
         resolve_destinations: Callable[[list[dict], dict], list[dict]] | None = None,
         on_series_complete: Callable[[dict[str, Any]], None] | None = None,
+        release_grace_seconds: float = 0.0,
     ) -> None:
         self.index = index
         self.jobs = jobs
         self.quiet = float(quiet_seconds)
         self.early = early
+        self.release_grace = float(release_grace_seconds)
+        self._released: dict[str, float] = {}  # series -> when its association was released
         self.rules = rules
         self.classify = classify
         self.resolve_destinations = resolve_destinations
@@ -140,11 +147,27 @@ class CompletionManager:
         for t in touches:
             self._arm(t.series_uid, t.last_received_at, t.n_instances, t.expected)
 
+    def on_association_released(self, series_uids: list[str]) -> None:
+        """SCP callback: the association that delivered these series was released."""
+        if self.release_grace <= 0:
+            return
+        now = time.time()
+        for uid in series_uids:
+            self._released[uid] = now
+            cur = self.index.series(uid)
+            if cur and cur["state"] == "receiving":
+                self._arm(uid, cur["last_received_at"], cur["n_instances"],
+                          cur["expected_instances"])
+
     def _arm(self, series_uid: str, last: float, n: int, expected: int | None) -> None:
         if self.early and expected and n >= expected:
             run_at, reason = time.time(), "expected-count"
         else:
             run_at, reason = last + self.quiet, "quiet-period"
+            released = self._released.get(series_uid)
+            if released is not None and last <= released:  # nothing arrived since the release
+                if released + self.release_grace < run_at:
+                    run_at, reason = released + self.release_grace, "association-released"
         from datetime import datetime, timezone
 
         self.scheduler.add_job(
@@ -173,6 +196,7 @@ class CompletionManager:
                     self._arm(series_uid, cur["last_received_at"], cur["n_instances"],
                               cur["expected_instances"])
                 return
+            self._released.pop(series_uid, None)
             log.info(
                 "series complete: series=%s study=%s n=%d reason=%s delay_after_last=%.3fs",
                 series_uid, row["study_uid"], row["n_instances"], reason,

@@ -65,6 +65,9 @@ class CompletionConfig(_Strict):
 
     quiet_seconds: float = Field(default=10.0, gt=0)
     early: bool = True  # complete as soon as the expected instance count is reliably known
+    # complete this long after the association that delivered a series is released (and no
+    # other open association delivers it); 0: quiet period only
+    release_grace_seconds: float = Field(default=2.0, ge=0)
 
 
 class IngestConfig(_Strict):
@@ -79,8 +82,13 @@ class IngestConfig(_Strict):
 class ScpConfig(_Strict):
     """Network tuning of the Storage SCP."""
 
-    max_pdu: int = Field(default=0, ge=0)  # 0 = unlimited (largest PDUs, fastest)
+    # the maximum PDU length we advertise and the bound of every P-DATA-TF read (0: advertise
+    # unlimited, read at most dicom_node.gate.HARD_MAX_PDU = 64 MiB)
+    max_pdu: int = Field(default=16 * 2**20, ge=0, le=64 * 2**20)
     max_associations: int = Field(default=16, ge=1)
+    max_connections_per_address: int = Field(default=8, ge=1)  # refused at accept beyond
+    association_request_timeout: float = Field(default=10.0, gt=0)  # whole A-ASSOCIATE-RQ
+    check_called_ae_title: bool = True  # reject associations addressed to another AE title
     network_timeout: float = Field(default=60.0, gt=0)
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
@@ -123,6 +131,23 @@ class RunnerConfig(_Strict):
                 "tta": self.tta, "precision": self.precision}
 
 
+class OutboxConfig(_Strict):
+    """Delivery of results: backoff, how long to keep trying, C-ECHO probes of a lost PACS."""
+
+    retry_for_hours: float = Field(default=72.0, gt=0)  # then dead-lettered (still revived by echo)
+    base_delay_s: float = Field(default=2.0, gt=0)  # first retry delay, doubled per failure...
+    max_delay_s: float = Field(default=300.0, gt=0)  # ...up to this
+    max_attempts: int = Field(default=0, ge=0)  # 0: no count limit, retry_for_hours decides
+    echo_interval_s: float = Field(default=60.0, ge=0)  # C-ECHO an unreachable PACS; 0: never
+    timeout_s: float = Field(default=30.0, gt=0)  # connection/ACSE/DIMSE timeout of a send
+
+    def outbox_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`dicom_node.sender.Outbox`."""
+        return {"max_attempts": self.max_attempts, "base_delay_s": self.base_delay_s,
+                "max_delay_s": self.max_delay_s, "retry_for_s": self.retry_for_hours * 3600.0,
+                "echo_interval_s": self.echo_interval_s, "timeout_s": self.timeout_s}
+
+
 class HttpConfig(_Strict):
     port: int = Field(default=0, ge=0, le=65535)  # metrics/health, 0 = off
     host: str = "127.0.0.1"
@@ -151,6 +176,7 @@ class NodeConfig(_Strict):
     min_free_disk_mb: float = Field(default=500.0, ge=0)
     routing_file: Path = Path("routing.yaml")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

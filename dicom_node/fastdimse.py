@@ -58,6 +58,7 @@ __all__ = [
     "encode_c_store_rsp",
     "encode_p_data_tf",
     "split_p_data_tf",
+    "install_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -482,30 +483,47 @@ def _queue_wait(q: queue.Queue, seconds: float) -> None:
             q.not_empty.wait(seconds)
 
 
-def _recv_exact(assoc_socket: Any, n: int) -> bytearray:
-    """Read ``n`` bytes (fewer only when the peer closed the connection) into one buffer."""
-    raw = assoc_socket.socket
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = raw.recv_into(view[got:], n - got)
-        if not k:
-            del view
-            del buf[got:]
-            return buf
-        got += k
-    return buf
+def _recv_exact(assoc_socket: Any, n: int, deadline: float = float("inf")) -> bytearray:
+    """Read ``n`` bytes (fewer only when the peer closed the connection) by ``deadline``
+    (monotonic; ``TimeoutError`` after it); the buffer grows with the bytes received."""
+    from .gate import read_exact
+
+    return read_exact(assoc_socket.socket, n, deadline)
 
 
-def _read_pdu_data(dul: Any) -> None:
+# A-ABORT, source 2 (service provider), reason 0 (not specified)
+_A_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
+
+
+def _refuse(dul: Any, guard: Any, reason: str, key: str) -> None:
+    """Log and count the refusal, send an A-ABORT and close the connection (Evt17)."""
+    from .gate import refused
+
+    refused(guard.peer, reason, key)
+    guard.refused = True
+    try:
+        dul.socket.socket.sendall(_A_ABORT)
+    except (OSError, AttributeError):
+        pass
+    dul.socket.close()
+
+
+def _read_pdu_data(dul: Any, fast: bool = True) -> None:
     """``DULServiceProvider._read_pdu_data`` with the P-DATA-TF fast path (same events and log
-    messages as pynetdicom 3.0 for every outcome)."""
+    messages as pynetdicom 3.0 for every outcome), bounded by the association's
+    :class:`dicom_node.gate.PduGuard` (``dul._node_guard``) when it has one: the declared
+    length is checked before anything is read, and the PDU must arrive by its deadline.
+    ``fast=False``: every PDU is decoded by pynetdicom (``scp.fast_dimse: false``)."""
     from pynetdicom import evt
 
+    guard = getattr(dul, "_node_guard", None)
+    deadline = guard.header_deadline() if guard is not None else float("inf")
     try:
-        head = _recv_exact(dul.socket, 6)
+        head = _recv_exact(dul.socket, 6, deadline)
     except (OSError, TimeoutError) as exc:
+        if guard is not None and isinstance(exc, TimeoutError):
+            _refuse(dul, guard, guard.timeout_reason(), "timeout")
+            return
         _DUL_LOG.error("Connection closed before the entire PDU was received")
         _DUL_LOG.exception(exc)
         dul.event_queue.put("Evt17")
@@ -518,9 +536,18 @@ def _read_pdu_data(dul: Any) -> None:
         _DUL_LOG.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
         dul.event_queue.put("Evt19")
         return
+    if guard is not None:
+        why = guard.check(pdu_type, pdu_length)
+        if why:
+            _refuse(dul, guard, why, "pdu_too_large" if "declares" in why else "protocol")
+            return
+        deadline = guard.body_deadline(deadline, pdu_length)
     try:
-        body = _recv_exact(dul.socket, pdu_length)
+        body = _recv_exact(dul.socket, pdu_length, deadline)
     except (OSError, TimeoutError) as exc:
+        if guard is not None and isinstance(exc, TimeoutError):
+            _refuse(dul, guard, guard.timeout_reason(), "timeout")
+            return
         _DUL_LOG.error("Connection closed before the entire PDU was received")
         _DUL_LOG.exception(exc)
         dul.event_queue.put("Evt17")
@@ -531,9 +558,11 @@ def _read_pdu_data(dul: Any) -> None:
         dul.event_queue.put("Evt17")
         return
 
+    if guard is not None:
+        guard.first_pdu_done = True
     pdu = None
     assoc = dul.assoc
-    if (pdu_type == 0x04 and not assoc.get_handlers(evt.EVT_DATA_RECV)
+    if (fast and pdu_type == 0x04 and not assoc.get_handlers(evt.EVT_DATA_RECV)
             and _only_standard(assoc, evt.EVT_PDU_RECV)):
         pdvs = split_p_data_tf(body)
         if pdvs is not None:
@@ -660,6 +689,18 @@ def _send_msg(dimse: Any, orig_send: Any, primitive: Any, context_id: int) -> No
             dimse.dul.send_pdu(pdata)
             return
     orig_send(primitive, context_id)
+
+
+def install_reader(assoc: Any) -> bool:
+    """Read this (not yet started) association's PDUs with :func:`_read_pdu_data` without the
+    P-DATA-TF fast path (the stock DIMSE path, bounded by its guard); False: pynetdicom's own
+    reader (internals differ)."""
+    if not available() or assoc.dul.is_alive():
+        return False
+    from functools import partial
+
+    assoc.dul._read_pdu_data = partial(_read_pdu_data, assoc.dul, fast=False)
+    return True
 
 
 def install(assoc: Any) -> bool:

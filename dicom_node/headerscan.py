@@ -48,8 +48,41 @@ _UNDEFINED = 0xFFFFFFFF
 _MAX_DEPTH = 16
 
 
+#: explicit VRs with a 2-byte length (PS3.5 table 6.2-1)
+_SHORT_VRS = frozenset((b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS",
+                        b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
+                        b"US"))
+
+
 class _Unsure(Exception):
     """Something :func:`scan_header` leaves to pydicom."""
+
+
+class _Damaged(_Unsure):
+    """The dataset is not whole; the message says where."""
+
+
+def _where(tag: int, pos: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {pos}"
+
+
+def _element_header(b: bytes, pos: int, end: int, implicit: bool) -> tuple[int, Any, int, int]:
+    """``(tag, VR or None, length, value position)`` of the element (or delimiter) at ``pos``;
+    :class:`_Damaged` when its header does not fit or its VR is unknown."""
+    if end - pos < 8:
+        raise _Damaged(f"dataset ends inside an element header at byte {pos}")
+    group, elem, length = _TAG_LEN.unpack_from(b, pos)
+    tag = group << 16 | elem
+    if implicit or group == 0xFFFE:
+        return tag, None, length, pos + 8
+    vr = b[pos + 4:pos + 6]
+    if vr in _LONG_VRS:
+        if end - pos < 12:
+            raise _Damaged(f"dataset ends inside the header of {_where(tag, pos)}")
+        return tag, vr, _U32.unpack_from(b, pos + 8)[0], pos + 12
+    if vr in _SHORT_VRS:
+        return tag, vr, _TAG_VR_LEN16.unpack_from(b, pos)[3], pos + 8
+    raise _Damaged(f"invalid VR {vr!r} of {_where(tag, pos)}")
 
 
 def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
@@ -58,33 +91,16 @@ def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
     """Walk the elements of a dataset (``depth`` 0, stops after ``stop_after``) or of an
     undefined-length item (ends at its delimiter); return the position after them."""
     while pos < end:
-        if end - pos < 8:
-            raise _Unsure
-        group, elem, length = _TAG_LEN.unpack_from(b, pos)
-        tag = group << 16 | elem
+        tag, vr, length, vpos = _element_header(b, pos, end, implicit)
         if tag == _ITEM_END:
             if depth == 0:
                 raise _Unsure
-            return pos + 8
+            return vpos
         if depth == 0 and tag > stop_after:
             return pos
-        if group == 0xFFFE:
+        if tag >> 16 == 0xFFFE:
             raise _Unsure
-        vr = None
-        if implicit:
-            pos += 8
-        else:
-            vr = b[pos + 4:pos + 6]
-            if vr in _LONG_VRS:
-                if end - pos < 12:
-                    raise _Unsure
-                (length,) = _U32.unpack_from(b, pos + 8)
-                pos += 12
-            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
-                length = _TAG_VR_LEN16.unpack_from(b, pos)[3]
-                pos += 8
-            else:
-                raise _Unsure
+        pos = vpos
         if length == _UNDEFINED:
             if not implicit and vr != b"SQ":
                 raise _Unsure
@@ -150,21 +166,9 @@ def _pixel_data_length(raw: bytes, pos: int, implicit: bool) -> int | None:
     found: dict[int, bytes] = {}
     try:
         _walk(raw, pos, len(raw), implicit, 0, found, _BITS, _PIXEL_TAGS)
-        us = {t: struct.unpack("<H", v)[0] for t, v in found.items()
-              if t != _FRAMES and len(v) == 2}
-        rows, cols, bits = us[_ROWS], us[_COLUMNS], us[_BITS]
-        samples = us.get(_SAMPLES, 1)
-        frames = 1
-        if _FRAMES in found:
-            text = found[_FRAMES].decode("ascii").strip(" \0")
-            frames = int(text) if text else 1
-    except (_Unsure, struct.error, IndexError, KeyError, ValueError, UnicodeDecodeError):
+    except (_Unsure, struct.error, IndexError):
         return None
-    n = rows * cols * samples * frames
-    if not n or bits not in (1, 8, 16, 32, 64):
-        return None
-    length = (n + 7) // 8 if bits == 1 else n * bits // 8
-    return length + (length & 1)
+    return _pixel_data_length_of(found)
 
 
 def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True) -> Header | None:
@@ -200,3 +204,162 @@ def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True) -> He
             out[_BY_TAG[tag]] = s
     out.pixel_data_length = _pixel_data_length(raw, stop, implicit_vr)
     return out
+
+
+# -- whole-dataset structure check ----------------------------------------------------------
+_PIXEL_DATA = 0x7FE00010
+_JPEG_FAMILY = ("1.2.840.10008.1.2.4.5", "1.2.840.10008.1.2.4.6", "1.2.840.10008.1.2.4.70",
+                "1.2.840.10008.1.2.4.8")
+_J2K_FAMILY = ("1.2.840.10008.1.2.4.9", "1.2.840.10008.1.2.4.20")
+_RLE = "1.2.840.10008.1.2.5"
+
+
+def check_structure(raw: bytes, transfer_syntax: Any) -> str | None:
+    """Why ``raw`` (a little-endian dataset as received) does not parse whole, or None.
+
+    Every element is walked by its declared length (undefined-length sequences and items to
+    their delimiters, encapsulated Pixel Data fragment by fragment); the walk must end exactly
+    at the last byte. Pixel Data must match ``transfer_syntax``: native (defined length, at
+    least as long as Rows x Columns x Samples x Frames x Bits Allocated say) for an
+    uncompressed syntax, encapsulated (undefined length, fragments) for a compressed one, whose
+    first fragment starts like that codec's stream (JPEG SOI, JPEG 2000 SOC or JP2 signature,
+    RLE header). Big-endian and deflated datasets are not handled here (None).
+    """
+    ts = str(transfer_syntax)
+    if transfer_syntax.is_deflated or not transfer_syntax.is_little_endian:
+        return None
+    implicit = transfer_syntax.is_implicit_VR
+    found: dict[int, bytes] = {}
+    pixel: list[tuple[int, int, int]] = []  # (value position, length, first fragment position)
+    try:
+        _walk_whole(raw, 0, len(raw), implicit, 0, found, pixel)
+    except _Damaged as exc:
+        return str(exc)
+    except (struct.error, IndexError):
+        return "dataset ends inside an element header"
+    if not pixel:
+        return None
+    pos, length, first = pixel[0]
+    encapsulated = transfer_syntax.is_encapsulated
+    if length != _UNDEFINED:
+        if encapsulated:
+            return f"native Pixel Data ({length} bytes) on the encapsulated transfer syntax {ts}"
+        expected = _pixel_data_length_of(found)
+        if expected is not None and length < expected - 1:
+            return (f"Pixel Data holds {length} bytes, Rows x Columns x Samples x Frames x "
+                    f"Bits Allocated need {expected}")
+        return None
+    if not encapsulated:
+        return f"encapsulated Pixel Data on the native transfer syntax {ts}"
+    if first < 0:
+        return "encapsulated Pixel Data without a fragment"
+    head = raw[first:first + 8]
+    if ts.startswith(_JPEG_FAMILY) and not head.startswith(b"\xff\xd8"):
+        return f"first Pixel Data fragment is not a JPEG stream (starts {head[:4].hex()})"
+    if ts.startswith(_J2K_FAMILY) and not (head.startswith(b"\xff\x4f\xff\x51")
+                                           or head == b"\x00\x00\x00\x0cjP  "):
+        return f"first Pixel Data fragment is not a JPEG 2000 stream (starts {head[:4].hex()})"
+    if ts == _RLE and not (len(head) >= 4 and 1 <= _U32.unpack_from(head)[0] <= 15):
+        return "first Pixel Data fragment is not an RLE header"
+    return None
+
+
+def _pixel_data_length_of(found: dict[int, bytes]) -> int | None:
+    try:
+        us = {t: struct.unpack("<H", v)[0] for t, v in found.items()
+              if t != _FRAMES and len(v) == 2}
+        rows, cols, bits = us[_ROWS], us[_COLUMNS], us[_BITS]
+        frames = 1
+        if _FRAMES in found:
+            text = found[_FRAMES].decode("ascii").strip(" \0")
+            frames = int(text) if text else 1
+    except (KeyError, ValueError, UnicodeDecodeError, struct.error):
+        return None
+    n = rows * cols * us.get(_SAMPLES, 1) * frames
+    if not n or bits not in (1, 8, 16, 32, 64):
+        return None
+    length = (n + 7) // 8 if bits == 1 else n * bits // 8
+    return length + (length & 1)
+
+
+def _walk_whole(b: bytes, pos: int, end: int, implicit: bool, depth: int,
+                found: dict[int, bytes] | None, pixel: list) -> int:
+    """Walk a dataset (depth 0: to ``end`` exactly) or an undefined-length item (to its
+    delimiter); raise :class:`_Damaged` when an element does not fit."""
+    while pos < end:
+        start = pos
+        tag, vr, length, pos = _element_header(b, pos, end, implicit)
+        if tag == _ITEM_END:
+            if depth == 0:
+                raise _Damaged(f"item delimiter outside an item at byte {start}")
+            return pos
+        if tag >> 16 == 0xFFFE:
+            raise _Damaged(f"unexpected delimiter {_where(tag, start)}")
+        if length == _UNDEFINED:
+            if tag == _PIXEL_DATA and depth == 0:
+                pixel.append((pos, length, pos + 8 if end - pos >= 8 else -1))
+                pos = _walk_fragments(b, pos, end, pixel)
+            elif implicit or vr in (b"SQ", b"UN"):
+                pos = _walk_items(b, pos, end, implicit or vr == b"UN", depth + 1, pixel)
+            else:
+                raise _Damaged(f"undefined length of {_where(tag, start)} (VR {vr!r})")
+            continue
+        if length > end - pos:
+            raise _Damaged(f"{_where(tag, start)} declares {length} bytes, "
+                           f"{end - pos} remain")
+        if depth == 0:
+            if tag == _PIXEL_DATA:
+                pixel.append((pos, length, -1))
+            elif found is not None and tag in _PIXEL_TAGS:
+                found[tag] = b[pos:pos + length]
+        pos += length
+    if depth:
+        raise _Damaged("dataset ends inside an undefined-length item")
+    return pos
+
+
+def _item_header(b: bytes, pos: int, end: int, inside: str) -> tuple[int, int]:
+    """``(tag, length)`` of the item or delimiter at ``pos`` (``inside``: for the message)."""
+    if end - pos < 8:
+        raise _Damaged(f"dataset ends inside {inside} at byte {pos}")
+    group, elem, length = _TAG_LEN.unpack_from(b, pos)
+    return group << 16 | elem, length
+
+
+def _walk_items(b: bytes, pos: int, end: int, implicit: bool, depth: int, pixel: list) -> int:
+    if depth > _MAX_DEPTH:
+        raise _Damaged(f"sequences nested deeper than {_MAX_DEPTH}")
+    while True:
+        tag, length = _item_header(b, pos, end, "an undefined-length sequence")
+        if tag == _SEQ_END:
+            return pos + 8
+        if tag != _ITEM:
+            raise _Damaged(f"{_where(tag, pos)} where a sequence item was expected")
+        pos += 8
+        if length == _UNDEFINED:
+            pos = _walk_whole(b, pos, end, implicit, depth, None, pixel)
+        elif length > end - pos:
+            raise _Damaged(f"sequence item at byte {pos - 8} declares {length} bytes, "
+                           f"{end - pos} remain")
+        else:
+            pos += length
+
+
+def _walk_fragments(b: bytes, pos: int, end: int, pixel: list) -> int:
+    """Encapsulated Pixel Data: the offset table and fragments (items), then the delimiter."""
+    n = 0
+    while True:
+        tag, length = _item_header(b, pos, end, "encapsulated Pixel Data")
+        if tag == _SEQ_END:
+            if n < 2:  # the (possibly empty) offset table and at least one fragment
+                pixel[-1] = pixel[-1][:2] + (-1,)
+            return pos + 8
+        if tag != _ITEM or length == _UNDEFINED:
+            raise _Damaged(f"{_where(tag, pos)} inside encapsulated Pixel Data")
+        if length > end - pos - 8:
+            raise _Damaged(f"Pixel Data fragment at byte {pos} declares {length} bytes, "
+                           f"{end - pos - 8} remain")
+        if n == 1:
+            pixel[-1] = pixel[-1][:2] + (pos + 8,)
+        n += 1
+        pos += 8 + length

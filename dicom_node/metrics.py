@@ -97,6 +97,11 @@ SEND_FAILURES = Counter(
 OUTBOX_DEAD = Gauge(
     "dicom_node_outbox_dead", "Result instances in the dead-letter state", registry=REGISTRY,
 )
+OUTBOX_OLDEST_UNDELIVERED = Gauge(
+    "dicom_node_outbox_oldest_undelivered_seconds",
+    "Age of the oldest result instance not yet delivered (pending or dead), 0 when none "
+    "(at scrape time)", registry=REGISTRY,
+)
 SPOOL_FREE_BYTES = Gauge(
     "dicom_node_spool_free_bytes", "Free bytes on the spool file system (at scrape time)",
     registry=REGISTRY,
@@ -105,6 +110,7 @@ SPOOL_FREE_BYTES = Gauge(
 _state_lock = threading.Lock()
 _spool_dir: Path | None = None
 _jobs_source: Callable[[], Mapping[str, int]] | None = None
+_outbox_source: Callable[[], Mapping[str, float]] | None = None
 _checks: dict[str, Callable[[], bool | tuple[bool, str]]] = {}
 _started_at = time.time()
 
@@ -152,6 +158,14 @@ def set_jobs_source(source: Callable[[], Mapping[str, int]] | None) -> None:
         _jobs_source = source
 
 
+def set_outbox_source(source: Callable[[], Mapping[str, float]] | None) -> None:
+    """Register a callable returning ``{"dead": n, "oldest_undelivered_s": s}``, called at
+    every scrape."""
+    global _outbox_source
+    with _state_lock:
+        _outbox_source = source
+
+
 def register_check(name: str, check: Callable[[], bool | tuple[bool, str]]) -> None:
     """Add a health check, e.g. ``register_check("scp", lambda: scp_thread.is_alive())``.
 
@@ -188,12 +202,19 @@ def refresh() -> None:
     if free is not None:
         SPOOL_FREE_BYTES.set(free)
     with _state_lock:
-        source = _jobs_source
+        source, outbox = _jobs_source, _outbox_source
     if source is not None:
         try:
             set_jobs_by_state(source())
         except Exception as exc:  # a broken source must not break /metrics
             log.warning("metrics: jobs source failed: %s", exc)
+    if outbox is not None:
+        try:
+            figures = outbox()
+            OUTBOX_DEAD.set(figures.get("dead", 0))
+            OUTBOX_OLDEST_UNDELIVERED.set(figures.get("oldest_undelivered_s", 0.0))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics: outbox source failed: %s", exc)
 
 
 def _counter_value(counter: Counter) -> float:

@@ -129,12 +129,15 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     except VolumeError as exc:
         raise PipelineError(f"FLAIR series refused: {exc}") from exc
     t1_vol = None
+    notes: list[str] = []
     if inputs.get("t1"):
         try:
             t1_vol = load_series([Path(p) for p in inputs["t1"]])
         except VolumeError as exc:
-            # T1 is optional: go on FLAIR-only and say so.
+            # T1 is optional (e.g. its pixels do not decode): go on FLAIR-only and say so,
+            # in the log, the job's reason and the SR.
             log.warning("job %s: T1 series refused (%s); running FLAIR-only", job["job_id"], exc)
+            notes.append(f"T1 series not used ({str(exc)[:200]}); FLAIR-only analysis")
     timings["load"] = time.perf_counter() - t0
 
     seg = _segmenter(job.get("device", "auto"), opts.get("weights"), bool(opts.get("tta", True)),
@@ -164,7 +167,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
             frac = build_seg(result, flair, job_key=key, fractional=True)
             files.append(_entry("SEG", _write_dataset(frac, out_dir / "seg_fractional.dcm"),
                                 frac))
-    sr_ds = build_sr(result, flair, seg_ds, job_key=key)
+    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes)
     files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
     timings["encode"] = time.perf_counter() - t0
 
@@ -180,6 +183,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         "lesions": [les.to_dict() for les in result.lesions],
         "files": files,
         "timings_s": timings,
+        "notes": notes,
         "seg_sr_written_at": time.time(),  # wall clock, for end-to-end timing
     }
     if opts.get("overlay", True):

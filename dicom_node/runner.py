@@ -115,7 +115,8 @@ class Runner:
         if outbox is None:
             from .sender import Outbox
 
-            outbox = Outbox(cfg.outbox_db, cfg.outbox_dir)
+            outbox = Outbox(cfg.outbox_db, cfg.outbox_dir, ae_title=cfg.ae_title,
+                            **cfg.outbox.outbox_options())
         self.outbox = outbox
         self.options = cfg.runner.pipeline_options() if options is None else dict(options)
         self.concurrency = max(1, int(cfg.runner.concurrency))
@@ -299,6 +300,8 @@ class Runner:
                   f"{float(s.get('total_volume_mm3', 0.0)) / 1000:.2f} ml; "
                   f"{len(result.get('files', []))} object(s) -> "
                   + ", ".join(d["ae_title"] for d in dests))
+        for n in result.get("notes") or []:
+            reason += f"; {n}"
         if note:
             reason += f"; {note}"
         self.jobs.mark_done(job.id, reason)
@@ -309,6 +312,7 @@ class Runner:
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self.outbox.probe_destinations()
                 self.outbox.send_due()
             except Exception:  # noqa: BLE001
                 log.exception("outbox loop error")

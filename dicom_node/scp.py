@@ -25,6 +25,7 @@ import logging
 import ssl
 import struct
 import threading
+from functools import partial
 from io import BytesIO
 import time
 from typing import Any
@@ -34,7 +35,8 @@ from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from . import fastdimse
-from .headerscan import scan_header
+from .gate import ConnectionGate, PduGuard, normal_address, refused, server_class
+from .headerscan import check_structure, scan_header
 from .index import IndexWriter, InstanceRecord, extract_header
 from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from .spool import InvalidUID, Spool, check_uid, encode_file_meta
@@ -53,6 +55,7 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 RJ_CALLING_AET = (0x01, 0x01, 0x03)  # permanent, service-user, calling AE not recognised
 RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service-user, no reason given
 RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit exceeded
+RJ_CALLED_AET = (0x01, 0x01, 0x07)  # permanent, service-user, called AE not recognised
 
 try:  # metrics are optional (owned by another module)
     from . import metrics as _metrics
@@ -69,7 +72,8 @@ def _gated_negotiate_as_acceptor(self: ACSE) -> None:
     if gate is not None:
         rq = self.requestor.primitive
         self.requestor.ae_title = rq.calling_ae_title
-        rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address)
+        rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address,
+                   str(rq.called_ae_title).strip())
         if rsd:
             self.send_reject(*rsd)
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
@@ -170,6 +174,48 @@ def _truncated_pixel_data(raw: bytes, ts: Any, expected: int | None = None) -> s
     return None
 
 
+#: Status of a DIMSE request this node does not serve (PS3.7 C.4.2: Unrecognized Operation).
+STATUS_UNRECOGNIZED_OPERATION = 0x0211
+
+
+def _serve_or_refuse(assoc: Any, serve: Any, msg: Any, context_id: int) -> None:
+    """``Association._serve_request``: C-STORE and C-ECHO as pynetdicom serves them; any other
+    request (N-ACTION, C-FIND, ...) is answered with 0x0211, and a C-STORE request pynetdicom
+    finds invalid (an empty SOP Instance UID) with 0xC000, instead of silence (pynetdicom
+    hands the first to the storage service and ignores the second: no response at all)."""
+    from pynetdicom.dimse_primitives import C_CANCEL, C_ECHO, C_STORE
+
+    is_request = getattr(msg, "MessageID", None) is not None
+    valid = bool(getattr(msg, "is_valid_request", False))
+    if (not is_request or isinstance(msg, C_CANCEL)
+            or (valid and isinstance(msg, (C_STORE, C_ECHO)))):
+        serve(msg, context_id)
+        return
+    status = STATUS_CANNOT_UNDERSTAND if isinstance(msg, C_STORE) else STATUS_UNRECOGNIZED_OPERATION
+    rsp = type(msg)()
+    rsp.MessageIDBeingRespondedTo = msg.MessageID
+    rsp.Status = status
+    for src, dst in (("AffectedSOPClassUID", "AffectedSOPClassUID"),
+                     ("RequestedSOPClassUID", "AffectedSOPClassUID"),
+                     ("AffectedSOPInstanceUID", "AffectedSOPInstanceUID"),
+                     ("RequestedSOPInstanceUID", "AffectedSOPInstanceUID")):
+        value = getattr(msg, src, None)
+        if value and hasattr(rsp, dst):
+            try:
+                setattr(rsp, dst, value)
+            except (TypeError, ValueError):
+                pass
+    log.warning("%s %s: answered 0x%04X; calling_ae=%s address=%s", msg.msg_type,
+                "request incomplete" if valid is False and isinstance(msg, C_STORE)
+                else "not supported", status, str(assoc.requestor.ae_title).strip(),
+                assoc.requestor.address)
+    try:
+        assoc.dimse.send_msg(rsp, context_id)
+    except Exception as exc:  # noqa: BLE001 - never silence: abort instead
+        log.warning("cannot answer %s (%s): association aborted", msg.msg_type, exc)
+        assoc.abort()
+
+
 class StorageSCP:
     """The node's DICOM listener.
 
@@ -189,11 +235,17 @@ class StorageSCP:
         self._seen_series: set[str] = set()
         self._seen_lock = threading.Lock()
         self._assoc_counts: dict[int, dict[str, Any]] = {}
+        #: ``f(series_uids)`` called when an association that delivered them is released
+        self.on_release: Any = None
         self.stats = {"stored": 0, "duplicates": 0, "replaced": 0, "failed": 0, "dropped": 0,
                       "rejected_assoc": 0}
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         set_reactor_poll(cfg.scp.poll_interval_ms / 1000.0)
         self.fast_dimse = bool(cfg.scp.fast_dimse) and fastdimse.available()
+        if not fastdimse.available():
+            log.warning("this pynetdicom's internals differ from what dicom_node.fastdimse "
+                        "expects: PDUs are read by pynetdicom, without the node's length "
+                        "bounds and deadlines (see README 'Security and limits')")
         ae = AE(ae_title=cfg.ae_title)
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = cfg.scp.max_pdu
@@ -204,10 +256,19 @@ class StorageSCP:
         ae.require_called_aet = False
         ae.node_gate = self._gate  # type: ignore[attr-defined]
         self.ae = ae
+        self.conn_gate = ConnectionGate(cfg, _host_matches)
 
     # -- association gate ----------------------------------------------------------------
-    def _gate(self, calling_ae: str, address: str) -> tuple[int, int, int] | None:
+    def _gate(self, calling_ae: str, address: str,
+              called_ae: str | None = None) -> tuple[int, int, int] | None:
         cfg = self.cfg
+        if cfg.scp.check_called_ae_title and called_ae is not None and called_ae != cfg.ae_title:
+            self.stats["rejected_assoc"] += 1
+            log.warning("association rejected: called AE title %s is not ours (%s); "
+                        "calling_ae=%s address=%s", called_ae, cfg.ae_title, calling_ae, address)
+            if _metrics:
+                _metrics.ASSOCIATIONS_REJECTED.labels("called_ae").inc()
+            return RJ_CALLED_AET
         if not cfg.allow_any_peer:
             ok = False
             for p in cfg.allowed_peers:
@@ -225,6 +286,15 @@ class StorageSCP:
                 if _metrics:
                     _metrics.ASSOCIATIONS_REJECTED.labels("unknown_peer").inc()
                 return RJ_NO_REASON if known_aet else RJ_CALLING_AET
+        active = sum(1 for a in self.ae.active_associations if a.is_acceptor)
+        if active > cfg.scp.max_associations:  # as pynetdicom counts, with a log line
+            self.stats["rejected_assoc"] += 1
+            log.warning("association rejected: %d associations open (scp.max_associations=%d); "
+                        "calling_ae=%s address=%s", active - 1, cfg.scp.max_associations,
+                        calling_ae, address)
+            if _metrics:
+                _metrics.ASSOCIATIONS_REJECTED.labels("max_associations").inc()
+            return RJ_LOCAL_LIMIT
         if cfg.min_free_disk_mb > 0:
             try:
                 free = self.spool.free_mb()
@@ -265,9 +335,14 @@ class StorageSCP:
                 # first instance of a series (in this process): decode it all, for the
                 # routing header and the structural check
                 ds, full = event.dataset, True
-            truncated = (_truncated_last_element(ds) if full
-                         else _truncated_pixel_data(raw, event.context.transfer_syntax,
-                                                    getattr(ds, "pixel_data_length", None)))
+            ts = event.context.transfer_syntax
+            if ts.is_little_endian and not ts.is_deflated:
+                # the whole dataset, element by element, and Pixel Data against the syntax
+                truncated = check_structure(raw, ts)
+            else:
+                truncated = (_truncated_last_element(ds) if full
+                             else _truncated_pixel_data(raw, ts,
+                                                        getattr(ds, "pixel_data_length", None)))
             if truncated:
                 raise ValueError(truncated)
         except InvalidUID as exc:
@@ -307,6 +382,9 @@ class StorageSCP:
         if first:
             with self._seen_lock:
                 self._seen_series.add(series_uid)
+        c = self._assoc_counts.get(id(assoc))
+        if c is not None:
+            c["series"].add(series_uid)
         if res.status == "same":
             self.stats["duplicates"] += 1
             self._count(event, "duplicates")
@@ -379,14 +457,65 @@ class StorageSCP:
 
     def _on_open(self, event: Any) -> None:
         on_conn_open_nodelay(event)
-        if self.fast_dimse:
-            fastdimse.install(event.assoc)
+        assoc = event.assoc
+        address = normal_address(str(assoc.requestor.address))
+        scp = self.cfg.scp
+        guard = PduGuard(f"{address}:{assoc.requestor.port}", scp.max_pdu,
+                         scp.association_request_timeout, scp.network_timeout)
+        assoc.dul._node_guard = guard
+        # the wait for the A-ASSOCIATE-RQ's first byte (ARTIM timer) and the association
+        # thread's wait for it (ACSE timeout) end at the request deadline too
+        assoc.acse_timeout = min(scp.acse_timeout, scp.association_request_timeout)
+        if not (self.fast_dimse and fastdimse.install(assoc)):
+            fastdimse.install_reader(assoc)
+        assoc._node_guard = guard
+        assoc._serve_request = partial(_serve_or_refuse, assoc, assoc._serve_request)
         self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
-                                              "t0": time.time()}
+                                              "t0": time.time(), "series": set()}
+
+    def _on_released(self, event: Any) -> None:
+        """A requestor released its association: tell ``on_release`` which series it
+        delivered that no other open association is delivering too."""
+        c = self._assoc_counts.get(id(event.assoc))
+        if c is not None:
+            self._notify_released(event.assoc, c)
+
+    def _notify_released(self, assoc: Any, c: dict[str, Any]) -> None:
+        if c.get("notified") or not c["series"] or self.on_release is None:
+            return
+        c["notified"] = True
+        others: set[str] = set()
+        for key, other in list(self._assoc_counts.items()):
+            if key != id(assoc):
+                others |= other.get("series", set())
+        done = sorted(c["series"] - others)
+        if done:
+            try:
+                self.on_release(done)
+            except Exception:  # noqa: BLE001 - completion falls back to the quiet period
+                log.exception("association-release completion hook failed")
+
+    def _released_late(self, assoc: Any, c: dict[str, Any]) -> None:
+        """The connection closed before pynetdicom reported the release (its two threads
+        race): notify if the association turns out released."""
+        deadline = time.monotonic() + 2.0
+        while not assoc.is_released and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if assoc.is_released:
+            self._notify_released(assoc, c)
 
     def _on_close(self, event: Any) -> None:
         """One INFO line per association (never one per instance)."""
+        guard = getattr(event.assoc, "_node_guard", None)
+        if guard is not None and not guard.first_pdu_done and not guard.refused:
+            waited = time.monotonic() - guard.opened
+            if waited >= guard.request_timeout - 0.5:
+                refused(guard.peer, f"no A-ASSOCIATE-RQ within {guard.request_timeout:g} s",
+                        "timeout")
         c = self._assoc_counts.pop(id(event.assoc), None)
+        if c is not None and c["series"] and not c.get("notified") and not event.assoc.is_aborted:
+            threading.Thread(target=self._released_late, args=(event.assoc, c),
+                             name="release-completion", daemon=True).start()
         if c is None or not (c["stored"] or c["failed"] or c["duplicates"]):
             return
         dt = time.time() - c["t0"]
@@ -417,12 +546,17 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_CONN_OPEN, self._on_open),
             (evt.EVT_ABORTED, self._on_abort),
+            (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
-        self.server = self.ae.start_server(
-            (self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers,
-            ssl_context=self.ssl_context(),
+        # pynetdicom's AE.start_server(block=False), with the connection gate at accept
+        self.server = self.ae.make_server(
+            (self.cfg.host, self.cfg.port), evt_handlers=handlers,
+            ssl_context=self.ssl_context(), server_class=server_class(self.conn_gate),
         )
+        threading.Thread(target=self.server.serve_forever, name="AcceptorServer",
+                         daemon=True).start()
+        self.ae._servers.append(self.server)  # noqa: SLF001 - as start_server does
         set_nodelay(self.server.socket)
         log.info("storage SCP listening: ae_title=%s %s:%d tls=%s fast_dimse=%s",
                  self.cfg.ae_title, self.cfg.host, self.port, bool(self.cfg.tls.enabled),

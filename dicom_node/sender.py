@@ -5,7 +5,15 @@ table keyed by ``(SOPInstanceUID, destination)``; :meth:`Outbox.send_due` then C
 due, one association per destination, with a presentation context per (SOP class, transfer
 syntax) of the files, ``TCP_NODELAY`` on the socket. A failed item is retried with exponential
 backoff (``base_delay_s * 2**(attempts-1)``, capped at ``max_delay_s``, no jitter, so the
-schedule is predictable) and goes to the ``dead`` state after ``max_attempts`` failures.
+schedule is predictable) and goes to the ``dead`` state after ``max_attempts`` failures (0: no
+limit) or, with ``retry_for_s``, once it has been undelivered that long (the node's default:
+72 hours, so a PACS maintenance night is outlasted).
+
+With ``echo_interval_s``, :meth:`Outbox.probe_destinations` C-ECHOes every destination that has
+items waiting in backoff or dead-lettered for not being reachable (at most once per interval);
+when it answers again, its pending items are due at once and those dead ones go back to
+pending: results reach a PACS that comes back without an operator. Items the PACS itself
+refused (a failure status, no presentation context) are not revived by an echo.
 
 State lives only in the database and the files, so a new :class:`Outbox` on the same paths
 (after a restart or a crash) carries on where the old one stopped. Enqueueing the same SOP
@@ -58,6 +66,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     sent_at REAL,
+    retry_since REAL,
     UNIQUE (sop_instance_uid, dest_ae, dest_host, dest_port)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try);
@@ -95,6 +104,13 @@ class OutboxItem:
     created_at: float
     updated_at: float
     sent_at: float | None
+    retry_since: float | None = None  #: start of the current delivery attempt period
+
+
+#: ``last_error`` prefixes of failures that say "the destination could not be reached"; a
+#: destination that answers C-ECHO again gets these items back (see ``probe_destinations``).
+_UNREACHABLE = ("cannot associate", "connection failed", "association rejected",
+                "association aborted", "association lost", "no C-STORE response")
 
 
 def _count(counter: str) -> None:
@@ -137,9 +153,14 @@ class Outbox:
     files_dir
         Where the queued objects are kept until sent.
     max_attempts
-        Failures after which an item becomes ``dead``.
+        Failures after which an item becomes ``dead`` (0: no limit).
     base_delay_s, max_delay_s
         Backoff: after the n-th failure the next try is ``min(base * 2**(n-1), max)`` later.
+    retry_for_s
+        An item undelivered this long (since it was queued or revived) becomes ``dead`` at its
+        next failure; None: only ``max_attempts`` counts.
+    echo_interval_s
+        Seconds between C-ECHO probes of an unreachable destination (0: no probes).
     ae_title
         Calling AE title of the node.
     timeout_s
@@ -159,6 +180,8 @@ class Outbox:
         ae_title: str = "AINODE",
         timeout_s: float = 30.0,
         keep_sent_files: bool = False,
+        retry_for_s: float | None = None,
+        echo_interval_s: float = 0.0,
     ) -> None:
         self.db_path = Path(db_path)
         self.files_dir = Path(files_dir)
@@ -168,6 +191,9 @@ class Outbox:
         self.ae_title = ae_title
         self.timeout_s = float(timeout_s)
         self.keep_sent_files = keep_sent_files
+        self.retry_for_s = None if retry_for_s is None else float(retry_for_s)
+        self.echo_interval_s = float(echo_interval_s)
+        self._last_probe: dict[Destination, float] = {}
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -179,6 +205,9 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            cols = {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}
+            if "retry_since" not in cols:  # an outbox from an earlier version
+                self._db.execute("ALTER TABLE outbox ADD COLUMN retry_since REAL")
 
     # ------------------------------------------------------------------ queue
     def delay_for(self, attempts: int) -> float:
@@ -213,14 +242,14 @@ class Outbox:
                 self._db.execute(
                     "INSERT INTO outbox (job_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
                     " dest_ae, dest_host, dest_port, path, state, attempts, next_try, created_at,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?,?, 'pending', 0, ?, ?, ?)",
+                    " updated_at, retry_since) VALUES (?,?,?,?,?,?,?,?, 'pending', 0, ?, ?, ?, ?)",
                     (job_id, sop_uid, sop_class, ts, dest.ae_title, dest.host, int(dest.port),
-                     str(path), now, now, now))
+                     str(path), now, now, now, now))
             else:
                 self._db.execute(
                     "UPDATE outbox SET state='pending', attempts=0, next_try=?, last_error=NULL,"
-                    " job_id=?, path=?, transfer_syntax_uid=?, updated_at=? WHERE id=?",
-                    (now, job_id, str(path), ts, now, row["id"]))
+                    " job_id=?, path=?, transfer_syntax_uid=?, updated_at=?, retry_since=? "
+                    "WHERE id=?", (now, job_id, str(path), ts, now, now, row["id"]))
                 log.info("outbox: revived dead item %s -> %s", sop_uid, dest)
 
     # ------------------------------------------------------------------ inspection
@@ -232,7 +261,7 @@ class Outbox:
             destination=Destination(row["dest_ae"], row["dest_host"], int(row["dest_port"])),
             path=Path(row["path"]), state=row["state"], attempts=row["attempts"],
             next_try=row["next_try"], last_error=row["last_error"], created_at=row["created_at"],
-            updated_at=row["updated_at"], sent_at=row["sent_at"],
+            updated_at=row["updated_at"], sent_at=row["sent_at"], retry_since=row["retry_since"],
         )
 
     def items(self, job_id: str | None = None, state: str | None = None) -> list[OutboxItem]:
@@ -273,14 +302,85 @@ class Outbox:
     def retry_dead(self, job_id: str | None = None) -> int:
         """Move ``dead`` items (of one job or all) back to ``pending`` with attempts reset."""
         now = time.time()
-        sql = ("UPDATE outbox SET state='pending', attempts=0, next_try=?, updated_at=? "
-               "WHERE state='dead'")
-        args: list = [now, now]
+        sql = ("UPDATE outbox SET state='pending', attempts=0, next_try=?, updated_at=?, "
+               "retry_since=? WHERE state='dead'")
+        args: list = [now, now, now]
         if job_id is not None:
             sql += " AND job_id=?"
             args.append(job_id)
         with self._lock:
             return self._db.execute(sql, args).rowcount
+
+    def oldest_undelivered_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest item not yet sent (pending or dead) was queued; 0 if none."""
+        now = time.time() if now is None else float(now)
+        with self._lock:
+            row = self._db.execute("SELECT MIN(created_at) AS t FROM outbox "
+                                   "WHERE state IN ('pending', 'dead')").fetchone()
+        return max(0.0, now - row["t"]) if row and row["t"] is not None else 0.0
+
+    def probe_destinations(self, now: float | None = None) -> int:
+        """C-ECHO each destination that has items in backoff or dead-lettered as unreachable
+        (at most once per ``echo_interval_s``); when one answers, make its pending items due
+        now and revive those dead items. Return the number of items made due or revived."""
+        if self.echo_interval_s <= 0:
+            return 0
+        now = time.time() if now is None else float(now)
+        unreachable = " OR ".join("last_error LIKE ?" for _ in _UNREACHABLE)
+        like = [f"{p}%" for p in _UNREACHABLE]
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT dest_ae, dest_host, dest_port FROM outbox WHERE "
+                f"(state='pending' AND attempts>0 AND next_try>?) OR (state='dead' AND ({unreachable}))",
+                [now, *like]).fetchall()
+        total = 0
+        for r in rows:
+            dest = Destination(r["dest_ae"], r["dest_host"], int(r["dest_port"]))
+            if now - self._last_probe.get(dest, float("-inf")) < self.echo_interval_s:
+                continue
+            self._last_probe[dest] = now
+            if not self._echo(dest):
+                continue
+            key = [dest.ae_title, dest.host, dest.port]
+            with self._lock:
+                due = self._db.execute(
+                    "UPDATE outbox SET next_try=?, updated_at=? WHERE state='pending' AND "
+                    "next_try>? AND dest_ae=? AND dest_host=? AND dest_port=?",
+                    [now, time.time(), now, *key]).rowcount
+                revived = self._db.execute(
+                    "UPDATE outbox SET state='pending', attempts=0, next_try=?, updated_at=?, "
+                    f"retry_since=? WHERE state='dead' AND ({unreachable}) AND dest_ae=? AND "
+                    "dest_host=? AND dest_port=?", [now, time.time(), now, *like, *key]).rowcount
+            if due or revived:
+                log.info("outbox: %s answers C-ECHO again: %d waiting and %d dead-lettered "
+                         "item(s) sent now", dest, due, revived)
+            total += due + revived
+        return total
+
+    def _echo(self, dest: Destination) -> bool:
+        from pynetdicom.sop_class import Verification
+
+        from dicom_node.net import nodelay_handlers
+
+        ae = AE(ae_title=self.ae_title)
+        for attr in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(ae, attr, min(self.timeout_s, 10.0))
+        ae.add_requested_context(Verification)
+        try:
+            assoc = ae.associate(dest.host, int(dest.port), ae_title=dest.ae_title,
+                                 evt_handlers=nodelay_handlers())
+        except Exception:  # noqa: BLE001 - bad host names etc.
+            return False
+        if not assoc.is_established:
+            return False
+        try:
+            status = assoc.send_c_echo()
+            return bool(status) and getattr(status, "Status", None) == 0x0000
+        except Exception:  # noqa: BLE001
+            return False
+        finally:
+            if assoc.is_established:
+                assoc.release()
 
     def close(self) -> None:
         """Close the database connection."""
@@ -304,7 +404,9 @@ class Outbox:
     def _mark_failed(self, item: OutboxItem, error: str, now: float) -> None:
         _count("SEND_FAILURES")
         attempts = item.attempts + 1
-        dead = attempts >= self.max_attempts
+        since = item.retry_since if item.retry_since is not None else item.created_at
+        dead = ((self.max_attempts > 0 and attempts >= self.max_attempts)
+                or (self.retry_for_s is not None and now - since >= self.retry_for_s))
         nxt = now + self.delay_for(attempts)
         with self._lock:
             self._db.execute(
@@ -312,12 +414,12 @@ class Outbox:
                 "WHERE id=?",
                 ("dead" if dead else "pending", attempts, nxt, error[:500], time.time(), item.id))
         if dead:
-            log.error("outbox: %s -> %s dead after %d attempts: %s", item.sop_instance_uid,
-                      item.destination, attempts, error)
+            log.error("outbox: %s -> %s dead after %d attempts in %.0f s: %s",
+                      item.sop_instance_uid, item.destination, attempts, now - since, error)
         else:
-            log.warning("outbox: %s -> %s failed (attempt %d/%d, next in %.0f s): %s",
-                        item.sop_instance_uid, item.destination, attempts, self.max_attempts,
-                        nxt - now, error)
+            log.warning("outbox: %s -> %s failed (attempt %d%s, next in %.0f s): %s",
+                        item.sop_instance_uid, item.destination, attempts,
+                        f"/{self.max_attempts}" if self.max_attempts > 0 else "", nxt - now, error)
 
     def send_due(self, now: float | None = None) -> int:
         """C-STORE every pending item whose ``next_try`` has come; return how many were stored.

@@ -113,9 +113,11 @@ class Node:
             rules=rules, classify=classify,
             resolve_destinations=make_destination_resolver(cfg),
             on_series_complete=self._series_done,
+            release_grace_seconds=cfg.completion.release_grace_seconds,
         )
         self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
         self.scp = StorageSCP(cfg, self.spool, self.writer)
+        self.scp.on_release = self.completion.on_association_released
         self.runner: Any = None
         if cfg.runner.enabled:
             from .runner import Runner
@@ -163,6 +165,11 @@ class Node:
                     min_free_bytes=self.cfg.min_free_disk_mb * 2**20,
                     jobs_source=self._job_counts,
                 )
+                if self.runner is not None:
+                    ob = self.runner.outbox
+                    metrics.set_outbox_source(lambda: {
+                        "dead": ob.counts().get("dead", 0),
+                        "oldest_undelivered_s": ob.oldest_undelivered_age()})
             except Exception as exc:  # noqa: BLE001
                 log.warning("metrics endpoint not started: %s", exc)
 

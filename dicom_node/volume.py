@@ -293,6 +293,15 @@ def load_datasets(
         unique.append((name, ds))
     non_image = [_describe(ds, n) for n, ds in unique if "PixelData" not in ds
                  and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds]
+    objects = [(n, ds) for n, ds in unique if "Rows" not in ds and "PixelData" not in ds]
+    if objects and len(objects) < len(unique):
+        # objects that are no image at all (no Rows, no pixels), e.g. a Raw Data object beside
+        # the Enhanced MR image: the volume is the images (an image without pixels is refused)
+        log.info("%d non-image object(s) of the series left out of the volume, e.g. %s",
+                 len(objects), _describe(objects[0][1], objects[0][0]))
+        unique = [(n, ds) for n, ds in unique if "Rows" in ds or "PixelData" in ds]
+        non_image = [_describe(ds, n) for n, ds in unique if "PixelData" not in ds
+                     and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds]
     if non_image:
         raise VolumeError(
             f"{len(non_image)} non-image object(s) in the series (no pixel data), e.g. {non_image[0]}"

@@ -52,7 +52,8 @@ def _file_ts(path: Path | str) -> str:
         return ""
 
 
-__all__ = ["NodeProcess", "STORESCU_TS_OPTION", "ECHOSCU", "STORESCU", "write_node_config"]
+__all__ = ["NodeProcess", "STORESCU_TS_OPTION", "ECHOSCU", "STORESCU", "write_node_config",
+           "fast_routing", "association_rq"]
 
 
 def write_node_config(workdir: Path, **overrides: Any) -> Path:
@@ -189,3 +190,38 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+def fast_routing(workdir: Path) -> Path:
+    """The shipped routing.yaml without its 120 s wait for an optional T1 (FLAIR-only test
+    studies would otherwise wait for it); returns the new file's path."""
+    rules = (REPO / "config" / "routing.yaml").read_text()
+    if "optional_grace_seconds: 120" not in rules:
+        raise RuntimeError("config/routing.yaml no longer has optional_grace_seconds: 120")
+    path = Path(workdir) / "routing-fast.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rules.replace("optional_grace_seconds: 120", "optional_grace_seconds: 1"))
+    return path
+
+
+def association_rq(node: "NodeProcess", calling_ae: str = "TESTSCU") -> bytes:
+    """The bytes of a real A-ASSOCIATE-RQ for Verification to ``node`` (built by pynetdicom),
+    for tests that speak to the node on a raw socket."""
+    from pynetdicom import build_context
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+    from pynetdicom.transport import AddressInformation
+
+    prim = A_ASSOCIATE()
+    prim.application_context_name = "1.2.840.10008.3.1.1.1"
+    prim.calling_ae_title = calling_ae
+    prim.called_ae_title = node.ae_title
+    cx = build_context("1.2.840.10008.1.1")
+    cx.context_id = 1
+    prim.presentation_context_definition_list = [cx]
+    ml = MaximumLengthNotification()
+    ml.maximum_length_received = 16384
+    prim.user_information = [ml]
+    prim.calling_presentation_address = AddressInformation("127.0.0.1", 0)
+    prim.called_presentation_address = AddressInformation("127.0.0.1", node.port)
+    return A_ASSOCIATE_RQ(prim).encode()

@@ -67,3 +67,14 @@ def test_serve_with_invalid_config_exits_non_zero_with_the_message(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert f"{p}:1: port" in r.stderr
+
+
+def test_shipped_config_states_the_safe_defaults():
+    """config/node.yaml (what operators copy) says what the node does without it: bounded
+    PDUs, request deadline, per-address cap, called AE check, the 72 h retry policy."""
+    from dicom_node.config import NodeConfig
+
+    cfg, default = load_config(REPO / "config" / "node.yaml"), NodeConfig()
+    assert cfg.scp == default.scp and cfg.scp.max_pdu > 0
+    assert cfg.outbox == default.outbox and cfg.outbox.retry_for_hours >= 24
+    assert cfg.completion.release_grace_seconds == default.completion.release_grace_seconds

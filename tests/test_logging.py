@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicom_factory import make_mr_series, write_series
-from node_harness import STORESCU, NodeProcess
+from node_harness import STORESCU, NodeProcess, association_rq
 
 PATIENT_NAME = "Zyxwv^Secretname"   # must never reach the logs
 N_INSTANCES = 12
@@ -76,3 +76,50 @@ def test_json_debug_log_parses_and_lists_instances_without_names(node_factory, t
     assert any(series_uid in r["msg"] and r["level"] == "INFO" for r in records)
     for name in _name_variants():
         assert name not in text
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO dicom_node.scp: FORGED"
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def test_network_values_cannot_forge_log_lines(node_factory, tmp_path):
+    """A UID holding a newline and a fake record (it reaches the log through pynetdicom's and
+    the node's own warnings) and an AE title holding NUL and a newline: every line the node
+    writes is one of its records (or an indented continuation), none is the forged one, and
+    no NUL is written."""
+    import socket
+
+    from pynetdicom import AE, build_context
+
+    node = node_factory(runner={"enabled": False}, allowed_peers=[{"ae_title": "STORESCU"},
+                                                                  {"ae_title": "PYSCU"}])
+    ds = make_mr_series(1, 8, 8)[0]
+    ds.SOPInstanceUID = "1.2.3\n" + FORGED
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ae = AE(ae_title="PYSCU")
+    ae.requested_contexts = [build_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)]
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+    assert assoc.is_established
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    assert status and status.Status == 0xA900  # the invalid UID is refused, not stored
+
+    # an A-ASSOCIATE-RQ whose calling AE title bytes hold NUL and a newline
+    rq = bytearray(association_rq(node, "PLACEHOLDER"))
+    rq[26:42] = b"EV\x00IL\n" + FORGED[:10].encode()
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+        s.sendall(bytes(rq))
+        reply = s.recv(6)
+    assert reply[:1] in (b"\x03", b"\x07")  # rejected or aborted, never accepted
+
+    node.stop()
+    raw = node.log_path.read_bytes()
+    assert b"\x00" not in raw
+    lines = raw.decode().splitlines()
+    assert not any(line.startswith(FORGED[:23]) for line in lines), raw[-2000:]
+    bad = [line for line in lines if line and not (_RECORD_START.match(line)
+                                                   or line.startswith((" ", "Traceback")))]
+    assert not bad, bad
+    text = raw.decode()
+    assert "FORGED" in text and "\\n2026-01-01 00:00:00,000 INFO dicom_node.scp: FORGED" in text
+    assert "\\x00" in text  # the AE title's NUL, escaped

@@ -1,6 +1,7 @@
 """Outbox / C-STORE sender against a real dcmtk storescp: delivery, backoff, dead letter, restart."""
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import subprocess
@@ -213,3 +214,74 @@ def test_sop_class_the_peer_refuses_is_recorded_not_sent(tmp_path, scps, results
     bad = [it for it in ob.items("j") if it.state != "sent"]
     assert len(bad) == 1 and "no presentation context" in bad[0].last_error
     assert _uids(scp.received()) == [str(results[0].SOPInstanceUID)]
+
+
+def test_default_policy_keeps_trying_for_a_day_then_delivers_when_the_pacs_returns(
+        tmp_path, scps, results):
+    """The node's default retry policy (node.yaml without an ``outbox`` section), in simulated
+    time: a PACS away for 24 hours leaves the result pending, never dead, with the gap between
+    attempts capped; when it answers C-ECHO again the result goes out at once, exactly once."""
+    from dicom_node.config import NodeConfig
+
+    opts = NodeConfig().outbox.outbox_options()
+    port = _free_port()
+    dest = Destination("STORESCP", "127.0.0.1", port)
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", **opts)
+    ob.enqueue("j", results[0], dest)
+    t0 = t = time.time()
+    attempts_at = []
+    while t - t0 < 2 * 3600:  # the backoff grows to its cap
+        ob.send_due(now=t)
+        attempts_at.append(t)
+        t = ob.items("j")[0].next_try
+    gaps = np.diff(attempts_at)
+    assert gaps.max() == opts["max_delay_s"] <= 900
+    for hours in (12, 24, 30):  # later attempts, one each (the outcome depends on the time)
+        t = t0 + hours * 3600
+        ob.send_due(now=t)
+        (item,) = ob.items("j")
+        assert item.state == "pending", f"dead after {hours} h"
+    assert ob.oldest_undelivered_age(now=t) >= 24 * 3600
+    ob.send_due(now=t)  # one more failure: the next attempt is max_delay_s away
+    assert ob.items("j")[0].next_try - t == opts["max_delay_s"]
+    scp = scps(port, tmp_path / "rx")
+    t += 1.0  # the PACS is back a second later...
+    assert ob.probe_destinations(now=t) == 1  # ...but it answers C-ECHO: due now
+    assert ob.send_due(now=t) == 1
+    assert ob.send_due(now=t + 10_000) == 0
+    assert _uids(scp.received()) == [str(results[0].SOPInstanceUID)]
+    assert ob.oldest_undelivered_age(now=t) == 0.0
+
+
+def test_dead_letters_go_out_when_the_destination_answers_echo_again(tmp_path, scps, results):
+    port = _free_port()
+    dest = Destination("STORESCP", "127.0.0.1", port)
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=0, base_delay_s=1.0,
+                max_delay_s=4.0, retry_for_s=20.0, echo_interval_s=5.0)
+    ob.enqueue("j", results[0], dest)
+    t = time.time()
+    while ob.items("j")[0].state == "pending":
+        ob.send_due(now=t)
+        t += 4.0
+    assert ob.items("j")[0].state == "dead"
+    assert ob.probe_destinations(now=t) == 0  # still down
+    scp = scps(port, tmp_path / "rx")
+    assert ob.probe_destinations(now=t + 1.0) == 0  # not again within echo_interval_s
+    assert ob.probe_destinations(now=t + 5.0) == 1
+    assert ob.items("j")[0].state == "pending"
+    assert ob.send_due(now=t + 5.0) == 1
+    assert _uids(scp.received()) == [str(results[0].SOPInstanceUID)]
+
+
+def test_echo_does_not_revive_what_the_pacs_refused(tmp_path, scps, results):
+    scp = scps(_free_port(), tmp_path / "rx")
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=1, echo_interval_s=1.0)
+    odd = copy.deepcopy(results[2])  # Dataset.copy() shares the elements
+    odd.SOPClassUID = "1.2.826.0.1.3680043.99.999.1"  # not a storage SOP class storescp knows
+    odd.file_meta.MediaStorageSOPClassUID = odd.SOPClassUID
+    ob.enqueue("j", odd, scp.dest)
+    ob.enqueue("j", results[0], scp.dest)
+    assert ob.send_due() == 1
+    assert [it.state for it in ob.items("j")] == ["dead", "sent"]
+    assert ob.probe_destinations(now=time.time() + 10) == 0
+    assert [it.state for it in ob.items("j")] == ["dead", "sent"]

@@ -28,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from scipy import ndimage
 
 from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
+from dicom_node.encode.header import copy_patient_study, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE
 from dicom_node.encode.uids import derive_uid
 from dicom_node.volume import Volume
@@ -189,6 +190,7 @@ def _sc(flair: Volume, pixels: np.ndarray, *, series_uid: str, series_number: in
         instance_number: int, description: str, ts: str, pixel_spacing=None,
         orientation=None) -> Dataset:
     ref = flair.datasets[0]
+    fill_type2([ref])
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref,
         pixel_array=pixels,
@@ -206,6 +208,7 @@ def _sc(flair: Volume, pixels: np.ndarray, *, series_uid: str, series_number: in
         series_description=description,
         manufacturer_model_name=MODEL_NAME,
     )
+    copy_patient_study(ref, sc)  # from_ref_dataset copies only the Type 1/2 basics
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = ""  # General Series type 2C; dciodvfy requires it for HEAD
     sc.ImageType = ["DERIVED", "SECONDARY"]

@@ -24,6 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
+from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
 from dicom_node.encode.uids import derive_uid
 from dicom_node.volume import Volume
 
@@ -130,6 +131,15 @@ def _source_arrangement(flair: Volume, stack: np.ndarray) -> dict:
     if all(f is None for _, f in refs):
         # classic single-frame series: frame i <-> source_images[i]
         sources = [by_uid[uid] for uid, _ in refs]
+        if any(ds.get("SliceThickness") is None for ds in sources):
+            # Type 2, left out by some writers; the SEG's Pixel Measures need a value
+            # (highdicom reads it from the source): the measured slice spacing stands in.
+            sz = flair.image.GetSpacing()[2]
+            log.warning("series %s: source without SliceThickness; the SEG uses the slice "
+                        "spacing %.4g mm", flair.series_uid, sz)
+            for ds in sources:
+                if ds.get("SliceThickness") is None:
+                    ds.SliceThickness = f"{sz:.6g}"
         return dict(source_images=sources, pixel_array=stack)
     if len(flair.datasets) == 1:
         # one Enhanced multi-frame object: frame i <-> source frame i + 1
@@ -197,6 +207,8 @@ def build_seg(
         ``highdicom.seg.Segmentation``; ``None`` when the result has no lesions.
     """
     _check_grid(result, flair)
+    fill_type2(flair.datasets)  # real headers often lack Type 2 patient/study attributes
+    ensure_frame_of_reference(flair.datasets)
     plans = segment_plan(result, per_lesion=per_lesion, fractional=fractional)
     if not plans:
         log.info("no lesions: no SEG written (job key hash %s)", derive_uid(job_key)[-8:])

@@ -30,6 +30,7 @@ from pydicom.sr.codedict import codes
 from ai.types import LOCATIONS, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
+from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
 from dicom_node.encode.uids import derive_uid
 from dicom_node.volume import Volume
@@ -73,6 +74,7 @@ def build_sr(
     job_key: str,
     series_number: int = 902,
     image_library: bool = False,
+    notes: list[str] | None = None,
 ) -> Dataset:
     """Encode ``result`` as a TID 1500 Measurement Report (Comprehensive 3D SR).
 
@@ -91,10 +93,15 @@ def build_sr(
     image_library
         Also list every FLAIR instance in the TID 1600 Image Library (slow with highdicom:
         about 5 s for 180 slices; the evidence sequence references them anyway).
+    notes
+        Remarks on how the result was made (e.g. a T1 left out), each a TEXT content item
+        "Comment" (DCM 121106) at the end of the report's root container.
     """
     if result.lesions and seg is None:
         raise ValueError("lesions present but no SEG given")
     seg_of = _segment_of_lesion(result, seg) if result.lesions else {}
+    fill_type2(flair.datasets)  # real headers often lack Type 2 patient/study attributes
+    ensure_frame_of_reference(flair.datasets)
 
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -192,6 +199,10 @@ def build_sr(
         content_qualification="RESEARCH",
         coding_schemes=C.coding_schemes(),
     )
+    for note in notes or []:
+        sr.ContentSequence.append(hd.sr.TextContentItem(
+            name=hd.sr.CodedConcept("121106", "DCM", "Comment"), value=note[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return sr
 
 
