@@ -85,7 +85,7 @@ class ScpConfig(_Strict):
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
     poll_interval_ms: float = Field(default=0.2, ge=0.0, le=1.0)  # pynetdicom reactor poll (lib: 1)
-    fast_dimse: bool = True  # C-STORE fast paths through pynetdicom (dicom_node.fastdimse)
+    fast_dimse: bool = True  # C-STORE fast paths through pynetdicom (dicom_node._pynetdicom.fastdimse)
 
 
 class TlsConfig(_Strict):

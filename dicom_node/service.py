@@ -13,12 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .completion import CompletionManager
-from .config import ConfigError, NodeConfig
-from .index import Index, IndexWriter
-from .jobs import JobQueue
-from .scp import StorageSCP
-from .spool import Spool
+from dicom_node.route.completion import CompletionManager
+from dicom_node.config import ConfigError, NodeConfig
+from dicom_node.store.index import Index, IndexWriter
+from dicom_node.store.jobs import JobQueue
+from dicom_node.receive.scp import StorageSCP
+from dicom_node.receive.spool import Spool
 
 __all__ = ["Node", "load_routing", "make_destination_resolver"]
 
@@ -34,12 +34,12 @@ def load_routing(cfg: NodeConfig) -> tuple[Any, Callable | None]:
         The routing modules exist but the rules file is missing or invalid.
     """
     try:
-        from .classify import classify_series  # type: ignore[attr-defined]
+        from dicom_node.route.classify import classify_series  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("series classification unavailable (%s): series complete, no jobs", exc)
         return None, None
     try:
-        from .rules import load_rules  # type: ignore[attr-defined]
+        from dicom_node.route.rules import load_rules  # type: ignore[attr-defined]
     except ImportError as exc:
         log.warning("routing rules unavailable (%s): series are classified, no jobs", exc)
         return None, classify_series
@@ -118,7 +118,7 @@ class Node:
         self.scp = StorageSCP(cfg, self.spool, self.writer)
         self.runner: Any = None
         if cfg.runner.enabled:
-            from .runner import Runner
+            from dicom_node.run.runner import Runner
 
             try:
                 self.runner = Runner(cfg, self.index, self.jobs)
@@ -129,7 +129,7 @@ class Node:
 
     def _series_done(self, row: dict) -> None:
         try:
-            from . import metrics
+            from dicom_node.ops import metrics
 
             metrics.SERIES_COMPLETED.inc()
             metrics.observe_stage("completion_wait", float(row.get("complete_delay_s") or 0))
@@ -156,7 +156,7 @@ class Node:
         self.scp.start()
         if self.cfg.http.port:
             try:
-                from . import metrics
+                from dicom_node.ops import metrics
 
                 self._http = metrics.start_http(
                     self.cfg.http.port, self.cfg.http.host, spool_dir=self.cfg.data_dir,

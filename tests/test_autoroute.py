@@ -206,7 +206,7 @@ def test_python_variant_retries_when_node_is_down(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------- whole chain
-CHAIN_MODULES = ("dicom_node.runner", "dicom_node.rules", "dicom_node.sender",
+CHAIN_MODULES = ("dicom_node.run.runner", "dicom_node.route.rules", "dicom_node.send.outbox",
                  "dicom_node.encode.seg", "dicom_node.encode.sr", "ai.infer")
 CHAIN_TIMEOUT = 600.0
 
@@ -220,7 +220,7 @@ def test_upload_to_orthanc_only_results_appear_in_the_study(tmp_path: Path):
         pytest.importorskip(mod, reason=f"{mod} not importable yet: the full chain needs it")
     import yaml
 
-    from dicom_node.demo import build_study
+    from dicom_node.devtools.demo import build_study
 
     wrapped, origin = build_study(tmp_path / "study")
     orthanc = _orthanc(tmp_path, {"LuaScripts": [str(LUA)], "StableAge": 2,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.classify import SeriesInfo, classify_series
-from dicom_node.dicomfiles import load_series
+from dicom_node.route.classify import SeriesInfo, classify_series
+from dicom_node.route.dicomfiles import load_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom"
 UNREADABLE = "UNREADABLE"

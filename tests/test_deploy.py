@@ -148,7 +148,7 @@ def test_example_node_configs_load_with_the_real_schema(path: Path):
 @pytest.mark.parametrize("path", [DEPLOY / "examples" / "node.yaml", DOCKER_EXAMPLES / "node.yaml"],
                          ids=["bare-metal", "docker"])
 def test_example_routing_rules_load_and_name_known_peers(path: Path):
-    rules_mod = pytest.importorskip("dicom_node.rules", reason="routing rules module not built yet")
+    rules_mod = pytest.importorskip("dicom_node.route.rules", reason="routing rules module not built yet")
     cfg = load_config(path)
     rules_mod.load_rules(cfg.routing_file)  # raises with file/line/field on any error
     text = yaml.safe_load(cfg.routing_file.read_text())

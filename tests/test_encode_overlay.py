@@ -8,9 +8,9 @@ import SimpleITK as sitk
 
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.overlay import LESION_RGB, build_overlay
-from dicom_node.encode.testing import blob_labels, result_from_labels
-from dicom_node.volume import load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.run.volume import load_series
+from dicom_node.devtools.wrap import write_mr_series
 
 
 @pytest.fixture(scope="module")

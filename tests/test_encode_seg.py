@@ -12,9 +12,9 @@ import SimpleITK as sitk
 from ai.types import LOCATIONS
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.seg import build_seg, seg_masks_on_volume, segment_plan
-from dicom_node.encode.testing import blob_labels, result_from_labels
-from dicom_node.volume import load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.run.volume import load_series
+from dicom_node.devtools.wrap import write_mr_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -164,8 +164,8 @@ def test_seg_on_enhanced_multiframe_source(tmp_path):
 
 @pytest.mark.shared
 def test_seg_on_flair_stored_as_several_enhanced_objects(tmp_path):
-    from dicom_node.encode.testing import split_enhanced
-    from dicom_node.volume import load_datasets
+    from dicom_node.devtools.synthetic import split_enhanced
+    from dicom_node.run.volume import load_datasets
 
     folder = SHARED / "dicom" / "dcm_qa_xa30" / "siemens_prisma_xa30_enh_T1w_tfl3d"
     if not folder.is_dir():

@@ -10,9 +10,9 @@ from ai.types import LOCATIONS
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.seg import build_seg, seg_masks_on_volume
 from dicom_node.encode.sr import build_sr, read_report
-from dicom_node.encode.testing import blob_labels, result_from_labels
-from dicom_node.volume import load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.run.volume import load_series
+from dicom_node.devtools.wrap import write_mr_series
 
 
 @pytest.fixture(scope="module")

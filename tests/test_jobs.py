@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from dicom_node.index import Index
-from dicom_node.jobs import JobQueue, make_job_key
+from dicom_node.store.index import Index
+from dicom_node.store.jobs import JobQueue, make_job_key
 
 
 def _q(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from dicom_node import metrics  # noqa: E402
+from dicom_node.ops import metrics  # noqa: E402
 
 
 def _free_port() -> int:

@@ -9,8 +9,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_node.classify import SeriesInfo, classify_series
-from dicom_node.rules import RulesConfigError, load_rules, loads_rules
+from dicom_node.route.classify import SeriesInfo, classify_series
+from dicom_node.route.rules import RulesConfigError, load_rules, loads_rules
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "config" / "routing.yaml"

@@ -151,7 +151,7 @@ def test_truncated_dataset_is_refused_by_the_node():
 
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from dicom_node.scp import _truncated_last_element, _truncated_pixel_data
+    from dicom_node.receive.scp import _truncated_last_element, _truncated_pixel_data
 
     here = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom" / "edge"
     f = here / "pydicom_MR_truncated" / "MR_truncated.dcm"

@@ -9,8 +9,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from dicom_node.volume import VolumeError, load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.run.volume import VolumeError, load_series
+from dicom_node.devtools.wrap import write_mr_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DICOM = SHARED / "dicom"
@@ -246,8 +246,8 @@ def test_real_series_refused_with_reason(folder, reason):
 
 @pytest.mark.shared
 def test_enhanced_series_in_several_objects_equals_one_object():
-    from dicom_node.encode.testing import split_enhanced
-    from dicom_node.volume import load_datasets
+    from dicom_node.devtools.synthetic import split_enhanced
+    from dicom_node.run.volume import load_datasets
 
     files = _series("dcm_qa_xa30/siemens_prisma_xa30_enh_T1w_tfl3d")
     whole = load_series(files)

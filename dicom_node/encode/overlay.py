@@ -30,7 +30,7 @@ from scipy import ndimage
 from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import Volume
+from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 

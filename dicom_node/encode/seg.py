@@ -25,7 +25,7 @@ from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import Volume
+from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 

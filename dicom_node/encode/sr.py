@@ -30,7 +30,7 @@ from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import Volume
+from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
 from dicom_node.encode.uids import derive_uid
-from dicom_node.spool import save_dataset
+from dicom_node.receive.spool import save_dataset
 
 log = logging.getLogger(__name__)
 

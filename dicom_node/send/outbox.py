@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 from pynetdicom import AE, build_context
 
-from .spool import save_dataset
+from dicom_node.receive.spool import save_dataset
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ class OutboxItem:
 
 
 def _count(counter: str) -> None:
-    """Increment a Prometheus counter of :mod:`dicom_node.metrics` (never fails a send)."""
+    """Increment a Prometheus counter of :mod:`dicom_node.ops.metrics` (never fails a send)."""
     try:
-        from . import metrics
+        from dicom_node.ops import metrics
 
         getattr(metrics, counter).inc()
     except Exception:  # noqa: BLE001
@@ -364,7 +364,7 @@ class Outbox:
 
     def _publish_metrics(self, send_seconds: float | None) -> None:
         try:
-            from . import metrics
+            from dicom_node.ops import metrics
 
             metrics.OUTBOX_DEAD.set(self.counts().get("dead", 0))
             if send_seconds is not None:
@@ -399,7 +399,7 @@ class Outbox:
     def _send_batch(self, dest: Destination, items: list[OutboxItem],
                     now: float) -> tuple[int, list[OutboxItem]]:
         """Send ``items`` on one association; return (stored count, items not tried)."""
-        from dicom_node.net import nodelay_handlers
+        from dicom_node._pynetdicom.net import nodelay_handlers
 
         ae = AE(ae_title=self.ae_title)
         ae.connection_timeout = self.timeout_s

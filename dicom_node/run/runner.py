@@ -2,14 +2,14 @@
 
 Design
 ------
-* Jobs are claimed from the SQLite queue (:class:`dicom_node.jobs.JobQueue`) by one supervisor
+* Jobs are claimed from the SQLite queue (:class:`dicom_node.store.jobs.JobQueue`) by one supervisor
   thread, with at most ``runner.concurrency`` running at a time (one model job by default).
 * Each job runs in a worker *process* (``spawn``; the model stays loaded between jobs). An
   exception fails only that job, with its reason recorded; a worker that dies (out of memory,
   a CUDA fault, SIGKILL) fails the job with "worker process died" and a fresh worker is started.
   The node process itself never imports torch, so it keeps receiving whatever the model does.
 * Results are written as files, then queued in the persistent outbox
-  (:class:`dicom_node.sender.Outbox`), keyed by (SOP Instance UID, destination). Output UIDs are
+  (:class:`dicom_node.send.outbox.Outbox`), keyed by (SOP Instance UID, destination). Output UIDs are
   derived from the job's input and the model version, so a job that runs again after a crash
   (``requeue_running`` at start-up) produces the same UIDs and nothing is sent twice.
 * A second thread drains the outbox (``Outbox.send_due``) with backoff and dead-lettering.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .jobs import Job, JobQueue
+from dicom_node.store.jobs import Job, JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,14 @@ def _worker_init(threads: int | None, log_cfg: tuple[str, str, str | None]) -> N
         pass
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    from .logsetup import setup_logging
+    from dicom_node.ops.logsetup import setup_logging
 
     fmt, level, file = log_cfg
     setup_logging(fmt, level, Path(file) if file else None)
 
 
 def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
-    from .pipeline import PIPELINES, PipelineError
+    from dicom_node.run.pipeline import PIPELINES, PipelineError
 
     fn = PIPELINES.get(pipeline)
     if fn is None:
@@ -69,7 +69,7 @@ def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _worker_warmup(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> str:
     """Load the model and the encoders in the worker before the first job needs them."""
-    from .pipeline import warm_up
+    from dicom_node.run.pipeline import warm_up
 
     try:
         return warm_up(device, weights, tta, precision)
@@ -113,7 +113,7 @@ class Runner:
         self.index = index
         self.jobs = jobs
         if outbox is None:
-            from .sender import Outbox
+            from dicom_node.send.outbox import Outbox
 
             outbox = Outbox(cfg.outbox_db, cfg.outbox_dir)
         self.outbox = outbox
@@ -280,7 +280,7 @@ class Runner:
         """Queue result files for every usable destination (idempotent per instance)."""
         from pydicom import dcmread
 
-        from .sender import Destination
+        from dicom_node.send.outbox import Destination
 
         dests, _ = self._destinations(job)
         for f in files:
@@ -317,7 +317,7 @@ class Runner:
     # -- metrics -----------------------------------------------------------------------
     def _metrics(self, timings: dict[str, float]) -> None:
         try:
-            from . import metrics
+            from dicom_node.ops import metrics
 
             for stage, secs in timings.items():
                 metrics.observe_stage(stage, float(secs))
@@ -327,7 +327,7 @@ class Runner:
 
     def _metrics_jobs(self) -> None:
         try:
-            from . import metrics
+            from dicom_node.ops import metrics
 
             counts: dict[str, int] = {}
             for j in self.jobs.list():

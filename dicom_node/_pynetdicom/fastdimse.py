@@ -8,7 +8,7 @@ node's log level discards. This module keeps pynetdicom as the association and s
 library and replaces only those steps, for the associations of our SCP (installed per association
 by :func:`install` from its ``EVT_CONN_OPEN`` handler; the sender's associations are untouched):
 
-* **Waits.** The reactors' idle ``time.sleep`` (routed through :class:`dicom_node.net._PollClock`)
+* **Waits.** The reactors' idle ``time.sleep`` (routed through :class:`dicom_node._pynetdicom.net._PollClock`)
   becomes a wait that ends as soon as there is work, and never lasts longer than the sleep
   pynetdicom asked for: the DUL thread ``select``-s on its socket and on a wake-up socket written
   whenever a primitive is queued for it; the association thread waits on its DIMSE message

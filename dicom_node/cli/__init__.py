@@ -15,7 +15,7 @@ DEFAULT_CONFIG = "config/node.yaml"
 
 
 def _load(path: str):
-    from .config import ConfigError, load_config
+    from dicom_node.config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -26,14 +26,14 @@ def _load(path: str):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the node (Storage SCP, completion, routing) until SIGTERM/SIGINT."""
-    from .config import ConfigError
-    from .logsetup import setup_logging
+    from dicom_node.config import ConfigError
+    from dicom_node.ops.logsetup import setup_logging
 
     cfg = _load(args.config)
     if args.port is not None:
         cfg.port = args.port
     setup_logging(cfg.log.format, cfg.log.level, cfg.log.file)
-    from .service import Node
+    from dicom_node.service import Node
 
     try:
         node = Node(cfg)
@@ -54,8 +54,8 @@ def _fmt_t(t: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print series (uid, contrast, state, instances) and jobs (id, state, reason)."""
-    from .index import Index
-    from .jobs import JobQueue
+    from dicom_node.store.index import Index
+    from dicom_node.store.jobs import JobQueue
 
     cfg = _load(args.config)
     if not cfg.index_path.exists():
@@ -67,7 +67,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     outbox = _outbox_status(cfg)
     live = None
     if cfg.http.port:  # counters live in the serving process: read them from its endpoint
-        from .metrics import live_snapshot
+        from dicom_node.ops.metrics import live_snapshot
 
         live = live_snapshot(cfg.http.port, cfg.http.host)
     if args.json:
@@ -115,7 +115,7 @@ def _outbox_status(cfg) -> dict:
     """Outbox counts, plus every item that is not yet sent (pending or dead)."""
     if not cfg.outbox_db.exists():
         return {"counts": {}, "items": []}
-    from .sender import Outbox
+    from dicom_node.send.outbox import Outbox
 
     ob = Outbox(cfg.outbox_db, cfg.outbox_dir)
     try:
@@ -131,8 +131,8 @@ def _outbox_status(cfg) -> dict:
 def cmd_retry(args: argparse.Namespace) -> int:
     """Run a job again: dead deliveries of a done job are re-sent, otherwise the job is
     re-queued and a running node picks it up (same input and model: same output UIDs)."""
-    from .index import Index
-    from .jobs import JobQueue
+    from dicom_node.store.index import Index
+    from dicom_node.store.jobs import JobQueue
 
     cfg = _load(args.config)
     queue = JobQueue(Index(cfg.index_path))
@@ -144,7 +144,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"job {job.id} is already {job.state}")
         return 0
     if job.state == "done" and cfg.outbox_db.exists():
-        from .sender import Outbox
+        from dicom_node.send.outbox import Outbox
 
         ob = Outbox(cfg.outbox_db, cfg.outbox_dir)
         revived = ob.retry_dead(job.id)
@@ -159,14 +159,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Orthanc + node + a brain MR study through the whole chain; print the lesion table."""
-    from .demo import main_args
+    from dicom_node.devtools.demo import main_args
 
     return main_args(args)
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
     """Dry-run the routing rules over DICOM files/folders (no network, no jobs)."""
-    from .rules import rules_test_main
+    from dicom_node.route.rules import rules_test_main
 
     return rules_test_main(args.paths, args.rules, args.json)
 
@@ -216,6 +216,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

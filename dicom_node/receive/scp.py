@@ -6,13 +6,13 @@
 * Each instance is written as the encoded bytes received (file meta + dataset as sent, no
   decode/re-encode) atomically and durably *before* the success status goes back. A write error
   (disk full, I/O error) answers ``0xA700`` and leaves nothing partial.
-* Index rows are queued to :class:`dicom_node.index.IndexWriter` (batched, off the hot path).
+* Index rows are queued to :class:`dicom_node.store.index.IndexWriter` (batched, off the hot path).
 * Associations are gated: allow-list of calling AE titles / source addresses and a free-disk
   threshold; a refused association gets an A-ASSOCIATE-RJ and a log line.
 * ``TCP_NODELAY`` on the listening and accepted sockets.
 * Per instance, only a few header values are read, straight from the received bytes
-  (:mod:`dicom_node.headerscan`; the first instance of a series is decoded in full), and
-  pynetdicom's generic C-STORE machinery is short-cut by :mod:`dicom_node.fastdimse`
+  (:mod:`dicom_node.receive.headerscan`; the first instance of a series is decoded in full), and
+  pynetdicom's generic C-STORE machinery is short-cut by :mod:`dicom_node._pynetdicom.fastdimse`
   (``scp.fast_dimse``, default on; stock pynetdicom when off or when the installed version's
   internals differ).
 """
@@ -33,11 +33,11 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from . import fastdimse
-from .headerscan import scan_header
-from .index import IndexWriter, InstanceRecord, extract_header
-from .net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
-from .spool import InvalidUID, Spool, check_uid, encode_file_meta
+from dicom_node._pynetdicom import fastdimse
+from dicom_node.receive.headerscan import scan_header
+from dicom_node.store.index import IndexWriter, InstanceRecord, extract_header
+from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
+from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
            "STATUS_CANNOT_UNDERSTAND"]
@@ -55,7 +55,7 @@ RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service-user, no reason given
 RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit exceeded
 
 try:  # metrics are optional (owned by another module)
-    from . import metrics as _metrics
+    from dicom_node.ops import metrics as _metrics
 except Exception:  # noqa: BLE001
     _metrics = None
 
@@ -349,7 +349,7 @@ class StorageSCP:
 
         Hot path: the values the handler needs (UIDs, Modality, PatientID, StudyDate,
         InstanceNumber; all before (0020,0013)) are read from the raw bytes by
-        :func:`dicom_node.headerscan.scan_header` into a dict; when it declines, pydicom parses
+        :func:`dicom_node.receive.headerscan.scan_header` into a dict; when it declines, pydicom parses
         the elements up to InstanceNumber. Deflated datasets are decoded in full.
         """
         raw = event.request.DataSet.getvalue()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .index import connect
+from dicom_node.store.index import connect
 
 __all__ = ["Job", "JobQueue", "JOB_STATES", "make_job_key"]
 
@@ -115,7 +115,7 @@ class JobQueue:
     Parameters
     ----------
     index_or_db_path : Index or Path or str
-        An :class:`dicom_node.index.Index` (its database is used) or a database path.
+        An :class:`dicom_node.store.index.Index` (its database is used) or a database path.
     """
 
     def __init__(self, index_or_db_path: Any) -> None:

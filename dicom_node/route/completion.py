@@ -4,7 +4,7 @@ Series
     Every series in state ``receiving`` has one APScheduler date job, re-armed (replaced) after
     each index batch that touched it, at ``last_received_at + quiet_seconds``. When it fires and
     no instance arrived since, the series becomes ``complete``. With ``completion.early`` a series
-    whose expected size is reliably known (:func:`dicom_node.index.expected_count`: a 3D
+    whose expected size is reliably known (:func:`dicom_node.store.index.expected_count`: a 3D
     Enhanced MR object; ``ImagesInAcquisition``) completes as soon as that many instances are
     indexed. The delay from the last instance to "complete" is stored (``complete_delay_s``).
     At start-up every ``receiving`` series is re-armed from the index (a timer already past
@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .index import Index, SeriesTouch
-from .jobs import JobQueue, make_job_key
+from dicom_node.store.index import Index, SeriesTouch
+from dicom_node.store.jobs import JobQueue, make_job_key
 
 __all__ = ["CompletionManager", "load_headers"]
 
@@ -79,7 +79,7 @@ class CompletionManager:
     early : bool
         Complete early when the expected number of instances is reliably known.
     rules : RuleSet or None
-        Routing rules (``dicom_node.rules.load_rules``); None: series complete, no jobs.
+        Routing rules (``dicom_node.route.rules.load_rules``); None: series complete, no jobs.
     classify : callable or None
         ``classify_series(list[Dataset]) -> SeriesInfo``; None: contrast stays unknown.
     resolve_destinations : callable or None
@@ -244,7 +244,7 @@ class CompletionManager:
 
     def _info_from_json(self, text: str) -> Any:
         try:
-            from .classify import SeriesInfo  # type: ignore[attr-defined]
+            from dicom_node.route.classify import SeriesInfo  # type: ignore[attr-defined]
 
             d = json.loads(text)
             return SeriesInfo(**d)

@@ -1,6 +1,6 @@
 """The ``ms-lesions`` pipeline: spool files in, DICOM result files out.
 
-This module runs inside the runner's worker process (see :mod:`dicom_node.runner`), which is the
+This module runs inside the runner's worker process (see :mod:`dicom_node.run.runner`), which is the
 only place where the node touches torch: :mod:`ai` is imported lazily here, so the receiving side
 of the node never loads it. Input and output are plain data (paths and dicts) so they cross the
 process boundary cheaply.
@@ -8,7 +8,7 @@ process boundary cheaply.
 Steps and the timings they record (seconds, in ``result["timings_s"]``):
 
 ``load``
-    FLAIR (and T1) volumes from the spooled instances (:func:`dicom_node.volume.load_series`).
+    FLAIR (and T1) volumes from the spooled instances (:func:`dicom_node.run.volume.load_series`).
 ``preprocess``, ``inference``, ``postprocess``
     As reported by :class:`ai.infer.Segmenter`.
 ``encode``
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .spool import save_dataset
+from dicom_node.receive.spool import save_dataset
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,11 @@ def warm_up(device: str, weights: str | None, tta: bool = True, precision: str =
 
     import SimpleITK as sitk
 
-    from .encode.seg import build_seg
-    from .encode.sr import build_sr
-    from .encode.testing import blob_labels, result_from_labels
-    from .volume import load_series
-    from .wrap import write_mr_series
+    from dicom_node.encode.seg import build_seg
+    from dicom_node.encode.sr import build_sr
+    from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+    from dicom_node.run.volume import load_series
+    from dicom_node.devtools.wrap import write_mr_series
 
     version = str(_segmenter(device, weights, tta, precision).model_version)
     img = sitk.GetImageFromArray(np.full((4, 16, 16), 100.0, np.float32))
@@ -113,7 +113,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     PipelineError
         With a user-facing reason (missing FLAIR, volume refused, ...).
     """
-    from .volume import VolumeError, load_series
+    from dicom_node.run.volume import VolumeError, load_series
 
     opts = dict(job.get("options") or {})
     out_dir = Path(job["out_dir"])
@@ -150,8 +150,8 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         timings[k] = float(v)
 
     t0 = time.perf_counter()
-    from .encode.seg import build_seg
-    from .encode.sr import build_sr
+    from dicom_node.encode.seg import build_seg
+    from dicom_node.encode.sr import build_sr
 
     # Same input + same model -> same UIDs (exactly once in the PACS); a new model -> new ones.
     key = f'{job["job_key"]}:{result.model_version}'
@@ -198,8 +198,8 @@ def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
     """
     from ai.types import Lesion, SegmentationResult, StudySummary
 
-    from .encode.overlay import build_overlay
-    from .volume import load_series
+    from dicom_node.encode.overlay import build_overlay
+    from dicom_node.run.volume import load_series
 
     t0 = time.perf_counter()
     out_dir = Path(job["out_dir"])

@@ -51,7 +51,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from dicom_node.classify import SeriesInfo, classify_series
+from dicom_node.route.classify import SeriesInfo, classify_series
 
 KNOWN_PIPELINES = ("ms-lesions",)
 
@@ -900,7 +900,7 @@ def default_rules_path() -> Path:
     here = Path("config") / "routing.yaml"
     if here.is_file():
         return here
-    return Path(__file__).resolve().parents[1] / "config" / "routing.yaml"
+    return Path(__file__).resolve().parents[3] / "config" / "routing.yaml"
 
 
 # ============================================================================================
@@ -974,7 +974,7 @@ def rules_test_main(paths: Sequence[str | Path], rules_file: str | Path | None =
 
 
 def _rules_test(paths: Sequence[str | Path], rules_file: str | Path | None, as_json: bool, out: Any) -> int:
-    from dicom_node.dicomfiles import SeriesFiles, load_series
+    from dicom_node.route.dicomfiles import SeriesFiles, load_series
 
     rules_path = Path(rules_file) if rules_file else default_rules_path()
     try:
@@ -1002,7 +1002,7 @@ def _rules_test(paths: Sequence[str | Path], rules_file: str | Path | None, as_j
             continue
         info = classify_series(headers)
         if "mixed-acquisitions" in info.flags and info.contrast != "LOCALIZER":
-            from dicom_node.classify import split_acquisitions
+            from dicom_node.route.classify import split_acquisitions
 
             groups = split_acquisitions(headers)
             for i, g in enumerate(groups):
@@ -1081,10 +1081,10 @@ def _rules_test(paths: Sequence[str | Path], rules_file: str | Path | None, as_j
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dicom_node.rules test PATH... [--json] [--rules FILE]``."""
+    """``python -m dicom_node.route.rules test PATH... [--json] [--rules FILE]``."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m dicom_node.rules")
+    ap = argparse.ArgumentParser(prog="python -m dicom_node.route.rules")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("test", help="dry-run the routing rules over DICOM files/folders")
     t.add_argument("paths", nargs="+")

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from .pacs import OrthancServer, dicom_env, free_port
+from dicom_node.devtools.orthanc import OrthancServer, dicom_env, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_CASE = REPO.parent / "shared" / "data" / "ms" / "cross_sectional" / "patient19"
 
 __all__ = ["run_demo", "build_study"]
@@ -40,7 +40,7 @@ def _say(msg: str) -> None:
 
 def build_study(workdir: Path, case_dir: Path | None = None) -> tuple[Any, str]:
     """Write the demo study as DICOM below ``workdir``; return ``(WrappedStudy, origin)``."""
-    from .wrap import nifti_case_to_study
+    from dicom_node.devtools.wrap import nifti_case_to_study
 
     if case_dir is None and SHARED_CASE.is_dir():
         case_dir = SHARED_CASE
@@ -85,9 +85,9 @@ def _results_in_orthanc(orthanc: OrthancServer, study_uid: str) -> dict[str, lis
 
 
 def _job_result(data_dir: Path, study_uid: str) -> dict[str, Any] | None:
-    from .index import Index
-    from .jobs import JobQueue
-    from .runner import load_result
+    from dicom_node.store.index import Index
+    from dicom_node.store.jobs import JobQueue
+    from dicom_node.run.runner import load_result
 
     idx = data_dir / "index.sqlite3"
     if not idx.exists():
@@ -240,8 +240,8 @@ def _no_lesions(workdir: Path, study_uid: str) -> bool:
 
 
 def _failed_jobs(data_dir: Path, study_uid: str) -> list[str]:
-    from .index import Index
-    from .jobs import JobQueue
+    from dicom_node.store.index import Index
+    from dicom_node.store.jobs import JobQueue
 
     idx = data_dir / "index.sqlite3"
     if not idx.exists():

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]  # the checkout (template in orthanc/)
+REPO = Path(__file__).resolve().parents[2]  # the checkout (template in orthanc/)
 ORTHANC_BIN = Path("/usr/sbin/Orthanc")
 TEMPLATE = REPO / "orthanc" / "orthanc.json"
 

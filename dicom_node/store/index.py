@@ -1,6 +1,6 @@
 """SQLite (WAL) index of what the node received: patients, studies, series, instances.
 
-The spool (see :mod:`dicom_node.spool`) is the source of truth: every acknowledged instance is
+The spool (see :mod:`dicom_node.receive.spool`) is the source of truth: every acknowledged instance is
 a durable file before the C-STORE response goes out. Index rows are written off the hot path by
 :class:`IndexWriter` (a thread that batches inserts), and :meth:`Index.reconcile` re-indexes any
 spooled file the index does not know (e.g. after a crash between ACK and batch commit).

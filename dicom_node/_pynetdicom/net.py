@@ -6,7 +6,7 @@ associations therefore set ``TCP_NODELAY``.
 
 Usage in a pynetdicom SCU/SCP::
 
-    from dicom_node.net import nodelay_handlers
+    from dicom_node._pynetdicom.net import nodelay_handlers
     assoc = ae.associate(host, port, evt_handlers=nodelay_handlers())
     ae.start_server(addr, evt_handlers=[*nodelay_handlers(), ...])
 """
@@ -56,7 +56,7 @@ class _PollClock:
     """Stand-in for the ``time`` module inside pynetdicom's reactors.
 
     ``sleep`` runs the calling thread's own idle wait when it has one (``_node_wait``, set per
-    association by :func:`dicom_node.fastdimse.install`: a wait that ends early when there is
+    association by :func:`dicom_node._pynetdicom.fastdimse.install`: a wait that ends early when there is
     work), else sleeps at most ``cap_s``.
     """
 
@@ -80,7 +80,7 @@ def set_reactor_poll(interval_s: float) -> None:
     Both reactor threads poll with ``time.sleep(0.001)``; every C-STORE waits for up to two of
     those sleeps (request seen, response sent). A shorter interval cuts that latency at the
     cost of more wake-ups while an association is open; ``interval_s >= 0.001`` keeps the
-    library's sleeps. Associations switched to :mod:`dicom_node.fastdimse` wait for work
+    library's sleeps. Associations switched to :mod:`dicom_node._pynetdicom.fastdimse` wait for work
     instead (this cap does not apply to them).
     """
     import pynetdicom.association as _assoc

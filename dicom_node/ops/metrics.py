@@ -2,7 +2,7 @@
 
 The node's components update module-level metrics; ``serve`` starts the HTTP thread once::
 
-    from dicom_node import metrics
+    from dicom_node.ops import metrics
     srv = metrics.start_http(cfg.http.port, spool_dir=cfg.data_dir,
                              min_free_bytes=cfg.min_free_disk_mb * 2**20,
                              jobs_source=lambda: {"queued": 3, "running": 1})

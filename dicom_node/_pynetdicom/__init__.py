@@ -1,0 +1,1 @@
+"""Private: everything that reaches into pynetdicom internals (C-STORE fast paths, socket options)."""
