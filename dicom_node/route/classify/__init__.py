@@ -1,5 +1,14 @@
-"""Vendor-agnostic MR series classification from DICOM headers (see :mod:`.decision`)."""
+"""Vendor-agnostic MR series classification from DICOM headers (the rules are in :mod:`.decision`).
 
-from dicom_node.route.classify.decision import CONTRASTS, SeriesInfo, classify_series, split_acquisitions
+Modules: :mod:`.vocabulary` (SOP classes, tokens, name patterns), :mod:`.values` (robust header
+values), :mod:`.vendor` (private tags), :mod:`.evidence` (what the headers say),
+:mod:`.acquisitions` (several acquisitions under one UID), :mod:`.decision` (the classifier),
+:mod:`.info` (its answer).
+"""
+
+from dicom_node.route.classify.acquisitions import split_acquisitions
+from dicom_node.route.classify.decision import classify_series
+from dicom_node.route.classify.info import SeriesInfo
+from dicom_node.route.classify.vocabulary import CONTRASTS
 
 __all__ = ["CONTRASTS", "SeriesInfo", "classify_series", "split_acquisitions"]
