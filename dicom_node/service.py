@@ -13,12 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from dicom_node.route.completion import CompletionManager
 from dicom_node.config import ConfigError, NodeConfig
-from dicom_node.store.index import Index, IndexWriter
-from dicom_node.store.jobs import JobQueue
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
+from dicom_node.route.completion import CompletionManager
+from dicom_node.store.index import Index, IndexWriter
+from dicom_node.store.jobs import JobQueue
 
 __all__ = ["Node", "load_routing", "make_destination_resolver"]
 
@@ -49,7 +49,7 @@ def load_routing(cfg: NodeConfig) -> tuple[Any, Callable | None]:
         rules = load_rules(cfg.routing_file)
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the rules loader's own error type
+    except Exception as exc:
         raise ConfigError(str(exc)) from exc
     return rules, classify_series
 

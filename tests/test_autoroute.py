@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from orthanc_harness import ORTHANC_BIN, OrthancServer, dicom_env, free_port
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-from orthanc_harness import ORTHANC_BIN, OrthancServer, dicom_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LUA = REPO / "orthanc" / "autoroute.lua"

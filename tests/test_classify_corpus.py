@@ -116,7 +116,7 @@ def test_localizers_maps_non_mr_and_non_images_are_never_flair_or_t1(corpus):
 
 @pytest.mark.shared
 def test_non_image_objects_are_reported_as_such(corpus):
-    for row, got, info in corpus:
+    for row, _got, info in corpus:
         low = row["true_contrast"].lower()
         if low.startswith(("non-image", "corrupt")) or "seg" in low:
             assert info is None or not info.is_image, f"{row['path']}: is_image should be False"

@@ -6,11 +6,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.overlay import LESION_RGB, build_overlay
-from dicom_node.devtools.synthetic import blob_labels, result_from_labels
 from dicom_node.run.volume import load_series
-from dicom_node.devtools.wrap import write_mr_series
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 import SimpleITK as sitk
 
 from ai.types import LOCATIONS
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.seg import build_seg, seg_masks_on_volume, segment_plan
-from dicom_node.devtools.synthetic import blob_labels, result_from_labels
 from dicom_node.run.volume import load_series
-from dicom_node.devtools.wrap import write_mr_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -91,7 +91,7 @@ def test_single_segment_and_per_lesion(tmp_path):
     seg4 = _roundtrip(build_seg(res4, vol, job_key="j", per_lesion=True), tmp_path)
     assert seg4.number_of_segments == 4
     got = seg_masks_on_volume(seg4, vol)
-    for n, les in enumerate(sorted(res4.lesions, key=lambda l: l.id)):
+    for n, les in enumerate(sorted(res4.lesions, key=lambda les: les.id)):
         assert np.array_equal(got[..., n], (res4.labels == les.id).astype(np.uint8))
 
 

@@ -7,6 +7,7 @@ import time
 from io import BytesIO
 
 import pytest
+from dicom_factory import make_mr_series
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom import dimse_messages as dm
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
@@ -15,7 +16,6 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
-from dicom_factory import make_mr_series
 from dicom_node._pynetdicom import fastdimse
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -309,7 +309,7 @@ def test_idle_waits_end_when_work_arrives():
     q = fastdimse._WakingQueue(wake)
 
     class Dul:
-        class socket:  # noqa: N801 - stands in for AssociationSocket
+        class socket:
             socket = wake.r  # readable only when woken
 
     threading.Timer(0.02, q.put, args=("primitive",)).start()

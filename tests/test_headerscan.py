@@ -6,12 +6,12 @@ import io
 from pathlib import Path
 
 import pytest
+from dicom_factory import make_mr_series
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from dicom_factory import make_mr_series
 from dicom_node.receive.headerscan import WANTED, scan_header
 from dicom_node.receive.scp import _after_instance_number
 

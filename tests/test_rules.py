@@ -93,7 +93,7 @@ def test_default_rules_never_stack_a_mixed_series(default_rules):
     uid = generate_uid()
     hs = []
     for iop in ([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1]):
-        for k in range(10):
+        for _k in range(10):
             h = header(**FLAIR_2D)
             h.SeriesInstanceUID = uid
             h.ImageOrientationPatient = iop

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from dicom_factory import make_mr_series, write_series
 from node_harness import ECHOSCU, STORESCU
 from orthanc_harness import dicom_env
@@ -147,9 +146,8 @@ def test_truncated_dataset_is_refused_by_the_node():
     from io import BytesIO
 
     from pydicom.filereader import read_preamble
-    from pynetdicom.dsutils import decode
-
     from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom.dsutils import decode
 
     from dicom_node.receive.scp import _truncated_last_element, _truncated_pixel_data
 

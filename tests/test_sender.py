@@ -13,13 +13,13 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import RLELossless
 
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode.overlay import build_overlay
 from dicom_node.encode.seg import build_seg
 from dicom_node.encode.sr import build_sr
-from dicom_node.devtools.synthetic import blob_labels, result_from_labels
-from dicom_node.send.outbox import Destination, Outbox
 from dicom_node.run.volume import load_series
-from dicom_node.devtools.wrap import write_mr_series
+from dicom_node.send.outbox import Destination, Outbox
 
 STORESCP = "/usr/bin/storescp"  # dcmtk (a pynetdicom 'storescp' may shadow it on PATH)
 pytestmark = pytest.mark.skipif(not os.access(STORESCP, os.X_OK), reason="dcmtk storescp not installed")

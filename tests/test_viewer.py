@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from orthanc_harness import ORTHANC_BIN, OrthancServer
 
 WEBVIEWER = Path("/usr/share/orthanc/plugins/libOrthancWebViewer.so")
@@ -81,6 +80,7 @@ def _flair_and_overlay(tmp_path: Path) -> tuple[list[Path], list[Path], tuple[in
     overlay = pytest.importorskip("dicom_node.encode.overlay",
                                   reason="overlay encoder (dicom_node/encode/overlay.py) missing")
     from dicom_factory import make_mr_series, write_series
+
     from dicom_node.devtools.synthetic import result_from_labels
     from dicom_node.run.volume import load_series
 

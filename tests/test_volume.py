@@ -9,8 +9,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from dicom_node.run.volume import VolumeError, load_series
 from dicom_node.devtools.wrap import write_mr_series
+from dicom_node.run.volume import VolumeError, load_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DICOM = SHARED / "dicom"
@@ -50,7 +50,7 @@ def test_order_comes_from_geometry_not_instance_number(series, tmp_path):
     numbers = list(range(1, len(files) + 1))
     random.Random(1).shuffle(numbers)
     out = []
-    for p, n in zip(files, numbers):
+    for p, n in zip(files, numbers, strict=False):
         ds = pydicom.dcmread(p)
         ds.InstanceNumber = n
         q = tmp_path / f"x{n:03d}.dcm"

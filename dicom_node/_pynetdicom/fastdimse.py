@@ -234,7 +234,8 @@ _FastPDataTF: Any = None
 def _self_check() -> str | None:
     """Compare this module's codec with pynetdicom's on sample messages; a reason if it differs."""
     import pynetdicom
-    from pynetdicom import _handlers, dimse_messages as dm
+    from pynetdicom import _handlers
+    from pynetdicom import dimse_messages as dm
     from pynetdicom.association import Association
     from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dimse_primitives import C_STORE
@@ -451,7 +452,7 @@ def _serve_inline(assoc: Any, req: Any, context_id: int) -> bool:
         dimse.cancel_req = {}
         StorageServiceClass(assoc).SCP(req, context)
         dimse.cancel_req = {}
-    except Exception as exc:  # noqa: BLE001 - as Association._serve_request: log, abort
+    except Exception as exc:
         logging.getLogger("pynetdicom.association").exception(exc)
         assoc._abort_nonblocking()  # a blocking abort would wait for this very thread
     return True

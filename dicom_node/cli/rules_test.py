@@ -98,7 +98,7 @@ def rules_test_main(paths: Sequence[str | Path], rules_file: str | Path | None =
         return _rules_test(paths, rules_file, as_json, out or sys.stdout)
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
+            sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return 0
@@ -204,8 +204,9 @@ def _rules_test(paths: Sequence[str | Path], rules_file: str | Path | None, as_j
         else:
             out.write("\n")
             for r in routes:
-                out.write(f"    rule {r.rule} -> pipeline {r.pipeline}, inputs {r.inputs}"
-                          f"{', waiting up to ' + format(r.optional_grace_seconds, 'g') + ' s for ' + ','.join(r.missing_optional) if r.missing_optional else ''}"
+                waiting = (f", waiting up to {r.optional_grace_seconds:g} s for {','.join(r.missing_optional)}"
+                           if r.missing_optional else "")
+                out.write(f"    rule {r.rule} -> pipeline {r.pipeline}, inputs {r.inputs}{waiting}"
                           f", destinations {r.destinations}, priority {r.priority}\n")
     out.flush()
     return 0

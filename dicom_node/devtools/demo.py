@@ -85,9 +85,9 @@ def _results_in_orthanc(orthanc: OrthancServer, study_uid: str) -> dict[str, lis
 
 
 def _job_result(data_dir: Path, study_uid: str) -> dict[str, Any] | None:
+    from dicom_node.run.runner import load_result
     from dicom_node.store.index import Index
     from dicom_node.store.jobs import JobQueue
-    from dicom_node.run.runner import load_result
 
     idx = data_dir / "index.sqlite3"
     if not idx.exists():

@@ -89,7 +89,7 @@ class OrthancServer:
         storage = self.workdir / "storage"
         storage.mkdir(exist_ok=True)
         cfg = json.loads(TEMPLATE.read_text()) if TEMPLATE.exists() else {}
-        for attempt in range(3):
+        for _attempt in range(3):
             self.http_port, self.dicom_port = free_port(), free_port()
             cfg.update({
                 "Name": f"test-{self.aet}", "StorageDirectory": str(storage),

@@ -159,17 +159,17 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     cols = [20, 110, 330, 480, 650, 800]
     max_rows = min(max_rows, max(0, (height - 60 - y - 22) // 20 - 1))
     heads = ["#", "Location", "Volume mm3", "Slices", "Mean prob.", "Size"]
-    for x, h in zip(cols, heads):
+    for x, h in zip(cols, heads, strict=False):
         d.text((x, y), h, fill=(255, 200, 0), font=small)
     y += 22
-    lesions = sorted(result.lesions, key=lambda l: -l.volume_mm3)
+    lesions = sorted(result.lesions, key=lambda les: -les.volume_mm3)
     if not lesions:
         d.text((20, y), "No lesions detected.", fill=TEXT_RGB, font=mid)
     for les in lesions[:max_rows]:
         row = [str(les.id), LOCATION_LABELS.get(les.location, les.location),
                f"{les.volume_mm3:.1f}", f"{les.bbox_index[0] + 1}-{les.bbox_index[3]}",
                f"{les.mean_probability:.2f}", les.size_class]
-        for x, v in zip(cols, row):
+        for x, v in zip(cols, row, strict=False):
             d.text((x, y), v, fill=TEXT_RGB, font=small)
         y += 20
         if y > height - 60:

@@ -67,7 +67,7 @@ def segment_plan(result: SegmentationResult, *, per_lesion: bool = False,
         return [
             SegmentPlan(n, f"Lesion {les.id} {LOCATION_LABELS[les.location]}"[:64],
                         les.location, (les.id,))
-            for n, les in enumerate(sorted(result.lesions, key=lambda l: l.id), start=1)
+            for n, les in enumerate(sorted(result.lesions, key=lambda les: les.id), start=1)
         ]
     plans = []
     for loc in LOCATIONS:

@@ -111,7 +111,7 @@ def build_sr(
     )
 
     groups: list = []
-    for les in sorted(result.lesions, key=lambda l: l.id):
+    for les in sorted(result.lesions, key=lambda les: les.id):
         k = min(max(int(round(les.centroid_index[0])), 0), flair.n_slices - 1)
         ref = hd.sr.ReferencedSegment(  # built directly: from_segmentation() fails on 1-segment SEGs
             sop_class_uid=str(seg.SOPClassUID),

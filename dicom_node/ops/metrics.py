@@ -192,7 +192,7 @@ def refresh() -> None:
     if source is not None:
         try:
             set_jobs_by_state(source())
-        except Exception as exc:  # a broken source must not break /metrics
+        except Exception as exc:  # noqa: BLE001 - a broken source must not break /metrics
             log.warning("metrics: jobs source failed: %s", exc)
 
 
@@ -256,7 +256,7 @@ def health(min_free_bytes: int = 0) -> tuple[bool, dict[str, Any]]:
         try:
             res = fn()
             ok, detail = (res if isinstance(res, tuple) else (bool(res), ""))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort: any failure gives the fallback
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         checks[name] = {"ok": bool(ok), **({"detail": detail} if detail else {})}
     ok = all(c["ok"] for c in checks.values())
@@ -356,7 +356,7 @@ def _make_handler(min_free_bytes: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "dicom-node-metrics"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path in ("/healthz", "/health"):
                 ok, body = health(min_free_bytes)
@@ -371,7 +371,7 @@ def _make_handler(min_free_bytes: int) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self.do_GET()
 
         def _send(self, code: int, ctype: str, payload: bytes) -> None:

@@ -25,8 +25,8 @@ import logging
 import ssl
 import struct
 import threading
-from io import BytesIO
 import time
+from io import BytesIO
 from typing import Any
 
 from pynetdicom import AE, _config, evt
@@ -34,10 +34,10 @@ from pynetdicom.acse import ACSE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node._pynetdicom import fastdimse
-from dicom_node.receive.headerscan import scan_header
-from dicom_node.store.index import IndexWriter, InstanceRecord, extract_header
 from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
+from dicom_node.receive.headerscan import scan_header
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
+from dicom_node.store.index import IndexWriter, InstanceRecord, extract_header
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
            "STATUS_CANNOT_UNDERSTAND"]
@@ -111,7 +111,7 @@ def _truncated_last_element(ds: Any) -> str | None:
     this; the check costs one dictionary lookup.
     """
     try:
-        tags = ds._dict  # noqa: SLF001 - raw elements, not decoded
+        tags = ds._dict
         if not tags:
             return "empty dataset"
         last = max(tags)

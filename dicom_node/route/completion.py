@@ -182,10 +182,10 @@ class CompletionManager:
             if self.on_series_complete:
                 try:
                     self.on_series_complete(row)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("on_series_complete hook failed")
             self.evaluate_study(row["study_uid"])
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("completion of series %s failed", series_uid)
 
     def _classify(self, row: dict[str, Any]) -> None:
@@ -215,7 +215,7 @@ class CompletionManager:
         with self._study_lock:
             try:
                 return self._evaluate_study(study_uid)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("routing of study %s failed", study_uid)
                 return []
 

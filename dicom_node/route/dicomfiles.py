@@ -85,7 +85,7 @@ def _looks_like_dataset(ds: Dataset) -> bool:
     """True when a force-read dataset has the attributes of a real DICOM object."""
     try:
         return bool(ds.get("SOPClassUID") or (ds.get("SeriesInstanceUID") and ds.get("Modality")))
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort: any failure gives the fallback
         return False
 
 
@@ -158,7 +158,7 @@ def read_header(path: Path | str, check_pixels: bool = True) -> HeaderRecord:
         # touch the elements routing needs, so that lazy parsing errors surface here
         for kw in ("SOPClassUID", "SeriesInstanceUID", "Modality", "ImageType"):
             ds.get(kw)
-    except Exception as exc:  # any parser error: report, never crash
+    except Exception as exc:  # noqa: BLE001 - any parser error: report, never crash
         return HeaderRecord(path, None, f"unreadable: {type(exc).__name__}: {exc}")
     if not _looks_like_dataset(ds):
         return HeaderRecord(path, None, "not a DICOM object (no SOP Class UID / Series Instance UID)")
@@ -166,7 +166,7 @@ def read_header(path: Path | str, check_pixels: bool = True) -> HeaderRecord:
     if check_pixels:
         try:
             why = _pixel_data_truncated(path, ds)
-        except Exception as exc:  # pragma: no cover - defensive
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - defensive
             why = f"pixel check failed: {exc}"
         if why:
             rec.corrupt = True

@@ -66,11 +66,11 @@ def warm_up(device: str, weights: str | None, tta: bool = True, precision: str =
 
     import SimpleITK as sitk
 
+    from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+    from dicom_node.devtools.wrap import write_mr_series
     from dicom_node.encode.seg import build_seg
     from dicom_node.encode.sr import build_sr
-    from dicom_node.devtools.synthetic import blob_labels, result_from_labels
     from dicom_node.run.volume import load_series
-    from dicom_node.devtools.wrap import write_mr_series
 
     version = str(_segmenter(device, weights, tta, precision).model_version)
     img = sitk.GetImageFromArray(np.full((4, 16, 16), 100.0, np.float32))
@@ -197,7 +197,6 @@ def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
     ``overlay``).
     """
     from ai.types import Lesion, SegmentationResult, StudySummary
-
     from dicom_node.encode.overlay import build_overlay
     from dicom_node.run.volume import load_series
 

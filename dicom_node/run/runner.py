@@ -18,13 +18,13 @@ Design
 from __future__ import annotations
 
 import concurrent.futures as cf
-from concurrent.futures.process import BrokenProcessPool
 import json
 import logging
 import multiprocessing
 import os
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -182,7 +182,7 @@ class Runner:
                     if job is None:
                         break
                     self._submit(job)
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 log.exception("runner loop error")
             self._stop.wait(self.poll_s)
 
@@ -310,7 +310,7 @@ class Runner:
         while not self._stop.is_set():
             try:
                 self.outbox.send_due()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("outbox loop error")
             self._stop.wait(self.send_interval_s)
 

@@ -112,7 +112,7 @@ class _Frame:
 def _floats(value, n: int, what: str, where: str) -> np.ndarray:
     try:
         arr = np.array([float(v) for v in value], dtype=float)
-    except Exception as exc:  # noqa: BLE001 - any malformed DS value
+    except Exception as exc:
         raise VolumeError(f"{where}: unreadable {what} ({exc})") from exc
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise VolumeError(f"{where}: {what} must have {n} finite values, got {list(value)}")
@@ -216,7 +216,7 @@ def _read(paths: Sequence[Path | str]) -> list[tuple[str, Dataset]]:
     for p in paths:
         try:
             ds = pydicom.dcmread(str(p), force=False)
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types
+        except Exception as exc:
             raise VolumeError(f"{Path(p).name}: not a readable DICOM file ({exc})") from exc
         out.append((str(p), ds))
     return out
@@ -392,7 +392,7 @@ def load_datasets(
             name, ds = unique[f.ds_index]
             try:
                 px = ds.pixel_array
-            except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+            except Exception as exc:
                 ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
                 ts_name = getattr(ts, "name", str(ts))
                 raise VolumeError(

@@ -114,7 +114,7 @@ CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 def _jsonable(value: Any) -> Any:
     """Convert a pydicom element value into plain JSON types."""
     from pydicom.multival import MultiValue
-    from pydicom.valuerep import DSfloat, IS, DSdecimal, PersonName
+    from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
     if value is None:
         return None
@@ -325,7 +325,7 @@ class Index:
                 )
                 touched[r.series_uid] = r
             out: list[SeriesTouch] = []
-            for suid, r in touched.items():
+            for suid in touched:
                 c.execute(
                     "UPDATE series SET n_instances=(SELECT count(*) FROM instances WHERE "
                     "series_uid=?) WHERE series_uid=?",
@@ -577,7 +577,7 @@ class IndexWriter(threading.Thread):
                     if self.on_batch and touched:
                         try:
                             self.on_batch(touched)
-                        except Exception:  # noqa: BLE001
+                        except Exception:
                             log.exception("index writer: completion callback failed")
             finally:
                 for _ in range(n_items):

@@ -80,7 +80,7 @@ def split_acquisitions(headers: Sequence[Dataset]) -> list[list[Dataset]]:
     tes = _cluster([v for v in (_num(ds.get("EchoTime")) for ds in headers) if v is not None],
                    rel=0.15, abs_tol=1.0)
     groups: dict[tuple[Any, ...], list[Dataset]] = {}
-    for ds, nk in zip(headers, merged):
+    for ds, nk in zip(headers, merged, strict=False):
         key = (nk, _bucket(_num(ds.get("RepetitionTime")), trs, abs_tol=1.0),
                _bucket(_num(ds.get("EchoTime")), tes, abs_tol=1.0))
         groups.setdefault(key, []).append(ds)
@@ -96,7 +96,7 @@ def _merge_normals(keys: list[tuple[int, int, int] | None]) -> list[tuple[int, i
             out.append(None)
             continue
         for r in reps:
-            if all(abs(a - b) <= 1 for a, b in zip(k, r)):
+            if all(abs(a - b) <= 1 for a, b in zip(k, r, strict=False)):
                 out.append(r)
                 break
         else:

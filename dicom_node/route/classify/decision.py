@@ -1,4 +1,4 @@
-"""Vendor-agnostic MR series classification from DICOM headers.
+r"""Vendor-agnostic MR series classification from DICOM headers.
 
 ``classify_series(headers)`` looks only at headers (datasets read with
 ``stop_before_pixels=True``) and derives what routing needs: the contrast
@@ -124,7 +124,7 @@ def classify_series(headers: Sequence[Dataset]) -> SeriesInfo:
         return SeriesInfo(contrast="UNKNOWN", reasons=["no readable headers"], flags=["corrupt"])
     try:
         return _classify(headers, allow_split=True)
-    except Exception as exc:  # never let one odd header break the node
+    except Exception as exc:  # noqa: BLE001 - never let one odd header break the node
         return SeriesInfo(contrast="UNKNOWN", reasons=[f"classification failed: {type(exc).__name__}: {exc}"],
                           series_uid=_str(headers[0].get("SeriesInstanceUID")),
                           modality=_str(headers[0].get("Modality")).upper(), n_instances=len(headers))
@@ -294,7 +294,8 @@ def _classify_mixed(info: SeriesInfo, groups: list[list[Dataset]]) -> SeriesInfo
     info.flags.append("mixed-acquisitions")
     info.orientation = "MIXED" if len({s.orientation for s in subs}) > 1 else (subs[0].orientation or "MIXED")
     detail = "; ".join(f"#{i + 1}: {len(g)} inst, {s.orientation or '?'}, TR {_fmt(s.repetition_time)}/TE "
-                       f"{_fmt(s.echo_time)} -> {s.contrast}" for i, (g, s) in enumerate(zip(groups, subs)))
+                       f"{_fmt(s.echo_time)} -> {s.contrast}" for i, (g, s)
+                       in enumerate(zip(groups, subs, strict=False)))
     info.reasons.append(f"{len(groups)} acquisitions share this SeriesInstanceUID ({detail}); "
                         "they must not be stacked into one volume")
     if len(contrasts) == 1:
@@ -359,7 +360,8 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
            or any("EPI" in o for o in ev.scan_options) or ev.mosaic)
     kinds = (tokens | acs) & OTHER_KIND_TOKENS | ({"TOF"} if "FLOW_ENCODED" in acs else set())
     if acs & {"PERFUSION", "FLOW_ENCODED", "TOF", "TAGGING", "SPECTROSCOPY", "T2_STAR"} or kinds:
-        return "OTHER", [f"acquisition kind {sorted(kinds | (acs & {'PERFUSION', 'FLOW_ENCODED', 'TOF', 'TAGGING', 'T2_STAR'}))}"
+        named = kinds | (acs & {"PERFUSION", "FLOW_ENCODED", "TOF", "TAGGING", "T2_STAR"})
+        return "OTHER", [f"acquisition kind {sorted(named)}"
                          ": not a structural T1/T2/FLAIR"]
     if SEQ_SWI_TOF.search(names) or any("TOF" in o or "ANGIO" in o for o in ev.scan_options):
         return "OTHER", [f"angiography/susceptibility sequence ({names or ', '.join(sorted(ev.scan_options))})"]

@@ -65,10 +65,7 @@ def _str(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bytes):
-        try:
-            return value.decode("latin-1").strip("\x00 ").strip()
-        except Exception:  # pragma: no cover - defensive
-            return ""
+        return value.decode("latin-1").strip("\x00 ").strip()  # latin-1 decodes any bytes
     return str(value).strip()
 
 

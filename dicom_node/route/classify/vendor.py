@@ -40,10 +40,7 @@ def _ge_bvalue(ds: Dataset) -> float | None:
         return None
     v = raw.value
     if isinstance(v, bytes):
-        try:
-            v = v.decode("latin-1").split("\\")
-        except Exception:  # pragma: no cover
-            return None
+        v = v.decode("latin-1").split("\\")  # latin-1 decodes any bytes
     b = _num(v)
     if b is None:
         return None

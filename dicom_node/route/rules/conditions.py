@@ -62,10 +62,7 @@ def _py(value: Any) -> Any:
     if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, bytes):
-        try:
-            return value.decode("latin-1").strip("\x00 ").strip()
-        except Exception:  # pragma: no cover
-            return None
+        return value.decode("latin-1").strip("\x00 ").strip()  # latin-1 decodes any bytes
     if isinstance(value, str):
         return value.strip()
     if hasattr(value, "__iter__") and not isinstance(value, Dataset):
@@ -199,7 +196,8 @@ class _Matcher:
                 raise _CondError(path, "empty matcher")
             for op, arg in spec.items():
                 if op not in OPERATORS:
-                    raise _CondError(f"{path}.{op}", f"unknown operator {op!r} (use one of {', '.join(sorted(OPERATORS))})")
+                    raise _CondError(f"{path}.{op}",
+                                     f"unknown operator {op!r} (use one of {', '.join(sorted(OPERATORS))})")
                 if op == "not":
                     self.ops.append(("not", _Matcher(arg, f"{path}.not")))
                 elif op == "regex":
