@@ -10,13 +10,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
+
+from pydicom.dataset import Dataset
 
 from dicom_node.config import ConfigError, NodeConfig
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
+from dicom_node.route.classify import SeriesInfo, classify_series
 from dicom_node.route.completion import CompletionManager
+from dicom_node.route.rules import RuleSet, load_rules
 from dicom_node.store.index import Index, IndexWriter
 from dicom_node.store.jobs import JobQueue
 
@@ -25,24 +30,14 @@ __all__ = ["Node", "load_routing", "make_destination_resolver"]
 log = logging.getLogger(__name__)
 
 
-def load_routing(cfg: NodeConfig) -> tuple[Any, Callable | None]:
+def load_routing(cfg: NodeConfig) -> tuple[RuleSet, Callable[[Sequence[Dataset]], SeriesInfo]]:
     """Return ``(rules, classify_series)``.
 
     Raises
     ------
     ConfigError
-        The routing modules exist but the rules file is missing or invalid.
+        The rules file is missing or invalid.
     """
-    try:
-        from dicom_node.route.classify import classify_series  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.warning("series classification unavailable (%s): series complete, no jobs", exc)
-        return None, None
-    try:
-        from dicom_node.route.rules import load_rules  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.warning("routing rules unavailable (%s): series are classified, no jobs", exc)
-        return None, classify_series
     if not Path(cfg.routing_file).is_file():
         raise ConfigError(f"{cfg.source}: routing_file: {cfg.routing_file} does not exist")
     try:
@@ -120,10 +115,7 @@ class Node:
         if cfg.runner.enabled:
             from dicom_node.run.runner import Runner
 
-            try:
-                self.runner = Runner(cfg, self.index, self.jobs)
-            except ImportError as exc:  # a checkout without the results side
-                log.warning("job runner unavailable (%s): jobs are queued, not run", exc)
+            self.runner = Runner(cfg, self.index, self.jobs)
         self._stop = threading.Event()
         self._http: Any = None
 
@@ -160,7 +152,7 @@ class Node:
 
                 self._http = metrics.start_http(
                     self.cfg.http.port, self.cfg.http.host, spool_dir=self.cfg.data_dir,
-                    min_free_bytes=self.cfg.min_free_disk_mb * 2**20,
+                    min_free_bytes=int(self.cfg.min_free_disk_mb * 2**20),
                     jobs_source=self._job_counts,
                 )
             except Exception as exc:  # noqa: BLE001

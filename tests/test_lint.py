@@ -19,3 +19,8 @@ def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_finds_nothing():
     r = _run("ruff", "check", "--no-cache", ".")
     assert r.returncode == 0, f"ruff findings:\n{r.stdout}{r.stderr}"
+
+
+def test_mypy_finds_nothing():
+    r = _run("mypy", "--no-incremental")
+    assert r.returncode == 0, f"mypy findings:\n{r.stdout}{r.stderr}"

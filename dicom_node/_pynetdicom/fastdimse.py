@@ -343,7 +343,8 @@ def available() -> bool:
 
         def to_primitive(self) -> Any:
             primitive = P_DATA()
-            primitive.presentation_data_value_list.extend(self._pdvs)
+            # memoryviews, not bytes: pynetdicom only slices and joins PDV values (no copy here)
+            primitive.presentation_data_value_list.extend(self._pdvs)  # type: ignore[arg-type]
             return primitive
 
     _FastPDataTF = FastPDataTF
@@ -559,8 +560,8 @@ def _send_pdu(dul: Any, orig_send: Any, pdu: Any) -> None:
 
     if (pdu.__class__ is P_DATA_TF and dul.socket is not None
             and _only_standard(dul.assoc, evt.EVT_PDU_SENT)):
-        dul.socket.send(encode_p_data_tf(
-            (item.presentation_context_id, item.presentation_data_value)
+        dul.socket.send(encode_p_data_tf(  # PDVs to send have both context ID and value
+            (item.presentation_context_id, item.presentation_data_value)  # type: ignore[misc]
             for item in pdu.presentation_data_value_items))
         return
     orig_send(pdu)
@@ -595,8 +596,10 @@ def _to_stock(dimse: Any, inc: _Incoming) -> None:
     p = P_DATA()
     p.presentation_data_value_list.append((inc.context_id, b"\x03" + inc.command))
     msg.decode_msg(p, dimse.assoc)
+    data_set = msg.data_set
+    assert data_set is not None  # decode_msg of a command with a data set to come makes one
     for chunk in inc.chunks:
-        msg.data_set.write(chunk)
+        data_set.write(chunk)
     dimse.message = msg
 
 

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.events import EventHandlerType
 
 __all__ = ["set_nodelay", "on_conn_open_nodelay", "nodelay_handlers", "set_reactor_poll"]
 
@@ -47,7 +48,7 @@ def on_conn_open_nodelay(event: Any) -> None:
         pass
 
 
-def nodelay_handlers() -> list[tuple[Any, Any]]:
+def nodelay_handlers() -> list[EventHandlerType]:
     """Return ``[(evt.EVT_CONN_OPEN, on_conn_open_nodelay)]`` for ``evt_handlers=``."""
     return [(evt.EVT_CONN_OPEN, on_conn_open_nodelay)]
 
@@ -87,5 +88,5 @@ def set_reactor_poll(interval_s: float) -> None:
     import pynetdicom.dul as _dul
 
     clock = _PollClock(max(0.0, interval_s) if interval_s < 0.001 else math.inf)
-    _assoc.time = clock  # type: ignore[attr-defined]
-    _dul.time = clock  # type: ignore[attr-defined]
+    _assoc.time = clock  # type: ignore[assignment]  # a module global swapped on purpose
+    _dul.time = clock  # type: ignore[assignment]

@@ -236,7 +236,9 @@ def run_demo(workdir: Path, *, case_dir: Path | None = None, keep: bool | None =
 
 def _no_lesions(workdir: Path, study_uid: str) -> bool:
     res = _job_result(workdir / "node", study_uid)
-    return bool(res) and res["summary"]["lesion_count"] == 0
+    if not res:
+        return False
+    return res["summary"]["lesion_count"] == 0
 
 
 def _failed_jobs(data_dir: Path, study_uid: str) -> list[str]:

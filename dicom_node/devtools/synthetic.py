@@ -75,7 +75,7 @@ def result_from_labels(
         lesions.append(Lesion(
             id=i, voxels=n, volume_mm3=float(vol),
             centroid_index=(float(c[0]), float(c[1]), float(c[2])),
-            centroid_mm=tuple(float(v) for v in centre_mm),
+            centroid_mm=(float(centre_mm[0]), float(centre_mm[1]), float(centre_mm[2])),
             bbox_index=(int(z0), int(y0), int(x0), int(z1), int(y1), int(x1)),
             mean_probability=float(probability[labels == i].mean()),
             size_class="small" if vol < 100 else "medium" if vol < 1000 else "large",

@@ -44,10 +44,12 @@ TEXT_DIM_RGB = (190, 190, 190)
 
 
 @functools.lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans shipped with matplotlib (found without importing it), else PIL's default."""
     try:
         spec = importlib.util.find_spec("matplotlib")
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError("matplotlib")
         path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         return ImageFont.truetype(str(path), size)
     except Exception:  # noqa: BLE001 - fall back to PIL's bitmap font
@@ -89,6 +91,7 @@ def render_slices(
     s = _scale_for((ny, nx), min_size)
     out = np.empty((nz, ny * s, nx * s, 3), np.uint8)
     font = _font(max(10, 6 * s))
+    font_px = font.size if isinstance(font, ImageFont.FreeTypeFont) else 11  # bitmap fallback: 11 px
     by_slice: dict[int, list[int]] = {}
     for les in result.lesions:
         for k in range(int(les.bbox_index[0]), int(les.bbox_index[3])):
@@ -97,7 +100,7 @@ def render_slices(
     for k in range(nz):
         g = Image.fromarray(grey[k])
         if s > 1:
-            g = g.resize((nx * s, ny * s), Image.BILINEAR)
+            g = g.resize((nx * s, ny * s), Image.Resampling.BILINEAR)
         rgb = np.repeat(np.asarray(g)[..., None], 3, axis=2).astype(np.float32)
         m = mask[k]
         if m.any():
@@ -112,12 +115,12 @@ def render_slices(
             pil = Image.fromarray(img)
             d = ImageDraw.Draw(pil)
             d.text((4, 2), RESEARCH_NOTE, fill=TEXT_RGB, font=font)
-            d.text((4, ny * s - font.size - 6), f"{k + 1}/{nz}", fill=TEXT_DIM_RGB, font=font)
+            d.text((4, ny * s - font_px - 6), f"{k + 1}/{nz}", fill=TEXT_DIM_RGB, font=font)
             if k in by_slice:
                 txt = "Lesions " + ", ".join(str(i) for i in by_slice[k][:8])
                 if len(by_slice[k]) > 8:
                     txt += ", ..."
-                d.text((4, 4 + font.size + 2), txt, fill=TEXT_DIM_RGB, font=font)
+                d.text((4, 4 + font_px + 2), txt, fill=TEXT_DIM_RGB, font=font)
             img = np.asarray(pil)
         out[k] = img
     return out

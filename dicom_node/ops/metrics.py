@@ -337,7 +337,9 @@ class MetricsServer:
     def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
         self._httpd = httpd
         self._thread = thread
-        self.host, self.port = httpd.server_address[:2]
+        host, port = httpd.server_address[:2]
+        self.host: str = host if isinstance(host, str) else host.decode()
+        self.port: int = int(port)
 
     @property
     def url(self) -> str:

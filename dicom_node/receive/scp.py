@@ -31,10 +31,12 @@ from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.acse import ACSE
+from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node._pynetdicom import fastdimse
 from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
+from dicom_node.ops import metrics
 from dicom_node.receive.headerscan import scan_header
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
 from dicom_node.store.index import IndexWriter, InstanceRecord, extract_header
@@ -54,10 +56,6 @@ RJ_CALLING_AET = (0x01, 0x01, 0x03)  # permanent, service-user, calling AE not r
 RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service-user, no reason given
 RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit exceeded
 
-try:  # metrics are optional (owned by another module)
-    from dicom_node.ops import metrics as _metrics
-except Exception:  # noqa: BLE001
-    _metrics = None
 
 
 # -- association gate: a small wrapper around pynetdicom's acceptor negotiation -----------------
@@ -68,6 +66,7 @@ def _gated_negotiate_as_acceptor(self: ACSE) -> None:
     gate = getattr(self.assoc.ae, "node_gate", None)
     if gate is not None:
         rq = self.requestor.primitive
+        assert rq is not None  # set by the A-ASSOCIATE-RQ that started this negotiation
         self.requestor.ae_title = rq.calling_ae_title
         rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address)
         if rsd:
@@ -222,8 +221,7 @@ class StorageSCP:
                 known_aet = any(p.ae_title == calling_ae for p in cfg.allowed_peers)
                 log.warning("association rejected: unknown peer calling_ae=%s address=%s",
                             calling_ae, address)
-                if _metrics:
-                    _metrics.ASSOCIATIONS_REJECTED.labels("unknown_peer").inc()
+                metrics.ASSOCIATIONS_REJECTED.labels("unknown_peer").inc()
                 return RJ_NO_REASON if known_aet else RJ_CALLING_AET
         if cfg.min_free_disk_mb > 0:
             try:
@@ -235,8 +233,7 @@ class StorageSCP:
                 log.error("association rejected: spool free space %.0f MiB below min_free_disk_mb"
                           "=%.0f calling_ae=%s address=%s", free, cfg.min_free_disk_mb,
                           calling_ae, address)
-                if _metrics:
-                    _metrics.ASSOCIATIONS_REJECTED.labels("low_disk").inc()
+                metrics.ASSOCIATIONS_REJECTED.labels("low_disk").inc()
                 return RJ_LOCAL_LIMIT
         return None
 
@@ -318,8 +315,7 @@ class StorageSCP:
                         "series=%s calling_ae=%s", sop_uid, series_uid, calling_ae)
         self.stats["stored"] += 1
         self._count(event, "stored")
-        if _metrics:
-            _metrics.INSTANCES_RECEIVED.inc()
+        metrics.INSTANCES_RECEIVED.inc()
 
         header = None
         if first:
@@ -369,8 +365,7 @@ class StorageSCP:
         """Count a refused or failed C-STORE (node totals, its association, metrics)."""
         self.stats["failed"] += 1
         self._count(event, "failed")
-        if _metrics:
-            _metrics.INSTANCES_FAILED.inc()
+        metrics.INSTANCES_FAILED.inc()
 
     def _count(self, event: Any, what: str) -> None:
         c = self._assoc_counts.get(id(event.assoc))
@@ -412,7 +407,7 @@ class StorageSCP:
 
     def start(self) -> None:
         """Start listening (non-blocking)."""
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_CONN_OPEN, self._on_open),

@@ -244,7 +244,7 @@ class CompletionManager:
 
     def _info_from_json(self, text: str) -> Any:
         try:
-            from dicom_node.route.classify import SeriesInfo  # type: ignore[attr-defined]
+            from dicom_node.route.classify import SeriesInfo
 
             d = json.loads(text)
             return SeriesInfo(**d)

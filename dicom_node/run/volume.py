@@ -212,7 +212,7 @@ def _frames_of(ds: Dataset, ds_index: int, where: str) -> list[_Frame]:
 
 
 def _read(paths: Sequence[Path | str]) -> list[tuple[str, Dataset]]:
-    out = []
+    out: list[tuple[str, Dataset]] = []
     for p in paths:
         try:
             ds = pydicom.dcmread(str(p), force=False)
@@ -262,7 +262,7 @@ def load_series(
 
 
 def load_datasets(
-    items: Sequence[tuple[str, Dataset]] | Sequence[Dataset],
+    items: Sequence[tuple[str, Dataset] | Dataset],
     *,
     min_slices: int = 3,
     spacing_rtol: float = 0.02,
@@ -273,10 +273,9 @@ def load_datasets(
     ``items`` is a list of datasets or of ``(name, dataset)`` pairs (the name is used in
     error messages).
     """
-    pairs: list[tuple[str, Dataset]] = [
-        it if isinstance(it, tuple) else (str(it.get("SOPInstanceUID", f"#{i}")), it)
-        for i, it in enumerate(items)
-    ]
+    pairs: list[tuple[str, Dataset]] = []
+    for i, it in enumerate(items):
+        pairs.append(it if isinstance(it, tuple) else (str(it.get("SOPInstanceUID", f"#{i}")), it))
     if not pairs:
         raise VolumeError("no instances given")
 

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from dicom_node.store.index import connect
 
@@ -52,7 +52,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs(job_key);
 
 
 def make_job_key(study_uid: str, rule: str, inputs: dict[str, str],
-                 instance_sets: dict[str, Iterable[str]] | None = None) -> str:
+                 instance_sets: Mapping[str, Iterable[str]] | None = None) -> str:
     """Deterministic key of a job's input (sha256 hex).
 
     Parameters

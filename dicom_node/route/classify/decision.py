@@ -195,9 +195,9 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
             return _classify_mixed(info, groups)
 
     # 5-8. physics ---------------------------------------------------------------------------
-    weighting, why = _physics(ev, info, tokens)
+    weighting, physics = _physics(ev, info, tokens)
     info.weighting = weighting
-    reasons.extend(why)
+    reasons.extend(physics)
     contrast = weighting
     # 9. derived objects ---------------------------------------------------------------------
     if contrast in ("FLAIR", "T1", "T2", "PD") and ev.derived:

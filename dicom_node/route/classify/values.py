@@ -88,12 +88,12 @@ def _normal(iop: Any) -> tuple[float, float, float] | None:
     norm = math.sqrt(sum(x * x for x in n))
     if norm < 1e-6:
         return None
-    n = tuple(x / norm for x in n)
+    unit = (n[0] / norm, n[1] / norm, n[2] / norm)
     # sign-normalise so that parallel planes compare equal
-    k = max(range(3), key=lambda i: abs(n[i]))
-    if n[k] < 0:
-        n = tuple(-x for x in n)
-    return n  # type: ignore[return-value]
+    k = max(range(3), key=lambda i: abs(unit[i]))
+    if unit[k] < 0:
+        unit = (-unit[0], -unit[1], -unit[2])
+    return unit
 
 # --------------------------------------------------------------------------------------------
 # geometry

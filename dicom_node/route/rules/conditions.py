@@ -353,17 +353,17 @@ class Condition:
         if self.kind == "all":
             fails: list[str] = []
             for c in self.children:
-                ok, why = c.evaluate(ctx)
+                ok, notes = c.evaluate(ctx)
                 if not ok:
-                    fails.extend(why)
+                    fails.extend(notes)
             return (not fails), fails
         if self.kind == "any":
             fails = []
             for c in self.children:
-                ok, why = c.evaluate(ctx)
+                ok, notes = c.evaluate(ctx)
                 if ok:
                     return True, []
-                fails.append(" and ".join(why))
+                fails.append(" and ".join(notes))
             return False, ["none of: " + " | ".join(fails)]
         if self.kind == "not":
             ok, _ = self.children[0].evaluate(ctx)

@@ -107,9 +107,8 @@ class RuleSet:
         (rule_name or None, role or None, {rule_name: [explanations]})
         """
         ds = headers[0] if isinstance(headers, (list, tuple)) and headers else headers
-        if isinstance(ds, (list, tuple)):
-            ds = None
-        ctx = _Ctx(ds, info, dict(context or {}))
+        first = ds if isinstance(ds, Dataset) else None  # an empty list: no header
+        ctx = _Ctx(first, info, dict(context or {}))
         found: tuple[str | None, str | None] = (None, None)
         per_rule: dict[str, list[str]] = {}
         for rule in self.rules:
