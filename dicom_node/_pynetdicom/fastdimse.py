@@ -31,10 +31,10 @@ by :func:`install` from its ``EVT_CONN_OPEN`` handler; the sender's associations
   by :func:`encode_c_store_rsp`, byte-identical to pynetdicom's encoding, and P-DATA-TF PDUs by
   :func:`encode_p_data_tf`.
 
-Version guard: pynetdicom 3.x whose internals have the expected names, and whose own encoding
-and decoding of a sample C-STORE exchange match this module's (checked once, see
-:func:`available`). Otherwise a warning is logged once and every association runs stock
-pynetdicom.
+Version guard: the package's one guard (:func:`dicom_node._pynetdicom.problems`: the verified
+pynetdicom series and every private name used), and pynetdicom's own encoding and decoding of a
+sample C-STORE exchange matching this module's (checked once, see :func:`available`). Otherwise
+a warning is logged once and every association runs stock pynetdicom.
 """
 
 from __future__ import annotations
@@ -233,33 +233,17 @@ _FastPDataTF: Any = None
 
 def _self_check() -> str | None:
     """Compare this module's codec with pynetdicom's on sample messages; a reason if it differs."""
-    import pynetdicom
-    from pynetdicom import _handlers
     from pynetdicom import dimse_messages as dm
-    from pynetdicom.association import Association
-    from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.dsutils import encode
-    from pynetdicom.dul import DULServiceProvider
     from pynetdicom.pdu import P_DATA_TF
     from pynetdicom.pdu_primitives import P_DATA
-    from pynetdicom.service_class import StorageServiceClass
 
-    if int(pynetdicom.__version__.split(".")[0]) != 3:
-        return f"pynetdicom {pynetdicom.__version__} (fast paths written for 3.x)"
-    for cls, names in (
-        (DULServiceProvider, ("_read_pdu_data", "_decode_pdu", "_send", "kill_dul", "run")),
-        (DIMSEServiceProvider, ("receive_primitive", "send_msg", "maximum_pdu_size")),
-        (dm.DIMSEMessage, ("decode_msg", "message_to_primitive", "primitive_to_message")),
-        (P_DATA_TF, ("to_primitive", "encode")),
-        (Association, ("_serve_request", "_abort_nonblocking", "_run_reactor")),
-        (StorageServiceClass, ("SCP",)),
-        (_handlers, ("standard_pdu_recv_handler", "standard_pdu_sent_handler",
-                     "standard_dimse_recv_handler", "standard_dimse_sent_handler")),
-    ):
-        missing = [n for n in names if not hasattr(cls, n)]
-        if missing:
-            return f"{getattr(cls, '__name__', cls)} lacks {', '.join(missing)}"
+    from dicom_node._pynetdicom import problems
+
+    found = problems()  # the version series and every private name used (the one guard)
+    if found:
+        return "; ".join(found)
 
     # C-STORE-RSP: ours vs pynetdicom's, for an odd and an even UID length and two statuses
     for status, sop_class, sop_inst in ((0x0000, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"),

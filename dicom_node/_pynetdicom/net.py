@@ -85,6 +85,10 @@ def set_reactor_poll(interval_s: float) -> None:
     instead (this cap does not apply to them).
     """
     import pynetdicom.association as _assoc
+
+    from dicom_node._pynetdicom import require
+
+    require("the reactor poll clock")
     import pynetdicom.dul as _dul
 
     clock = _PollClock(max(0.0, interval_s) if interval_s < 0.001 else math.inf)

@@ -30,11 +30,11 @@ from io import BytesIO
 from typing import Any
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.acse import ACSE
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node._pynetdicom import fastdimse
+from dicom_node._pynetdicom.gate import set_gate
 from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from dicom_node.ops import metrics
 from dicom_node.receive.headerscan import scan_header
@@ -58,27 +58,6 @@ RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit 
 
 
 
-# -- association gate: a small wrapper around pynetdicom's acceptor negotiation -----------------
-_ORIG_NEGOTIATE = ACSE._negotiate_as_acceptor
-
-
-def _gated_negotiate_as_acceptor(self: ACSE) -> None:
-    gate = getattr(self.assoc.ae, "node_gate", None)
-    if gate is not None:
-        rq = self.requestor.primitive
-        assert rq is not None  # set by the A-ASSOCIATE-RQ that started this negotiation
-        self.requestor.ae_title = rq.calling_ae_title
-        rsd = gate(str(rq.calling_ae_title).strip(), self.assoc.requestor.address)
-        if rsd:
-            self.send_reject(*rsd)
-            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-            self.assoc.kill()
-            return
-    _ORIG_NEGOTIATE(self)
-
-
-if getattr(ACSE._negotiate_as_acceptor, "__name__", "") != "_gated_negotiate_as_acceptor":
-    ACSE._negotiate_as_acceptor = _gated_negotiate_as_acceptor  # type: ignore[method-assign]
 
 
 def _host_matches(pattern: str, address: str) -> bool:
@@ -201,7 +180,7 @@ class StorageSCP:
         ae.acse_timeout = cfg.scp.acse_timeout
         ae.dimse_timeout = cfg.scp.dimse_timeout
         ae.require_called_aet = False
-        ae.node_gate = self._gate  # type: ignore[attr-defined]
+        set_gate(ae, self._gate)
         self.ae = ae
 
     # -- association gate ----------------------------------------------------------------

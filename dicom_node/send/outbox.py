@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
 
+from dicom_node._pynetdicom.reactor import pause_reactor
 from dicom_node.receive.spool import save_dataset
 
 log = logging.getLogger(__name__)
@@ -105,26 +106,6 @@ def _count(counter: str) -> None:
         getattr(metrics, counter).inc()
     except Exception:  # noqa: BLE001
         pass
-
-
-def _pause_reactor(assoc) -> None:
-    """Make sure pynetdicom's reactor thread is blocked before a C-STORE.
-
-    ``send_c_store`` pauses the association's reactor by clearing a checkpoint and waiting for
-    ``_is_paused``; that flag can still be True from the reactor's previous loop turn, so on a
-    busy machine the reactor sometimes takes the C-STORE response off the queue ("Received
-    unexpected C-STORE service message") and the sender waits for the DIMSE timeout (seen here
-    on 2 loaded cores, ~1 in 100 stores; cf. pynetdicom issue #435). Clearing the checkpoint
-    ourselves and giving the reactor time to reach its blocking wait closes that window.
-    """
-    cp = getattr(assoc, "_reactor_checkpoint", None)
-    if cp is None or not hasattr(assoc, "_is_paused"):
-        return
-    cp.clear()
-    deadline = time.monotonic() + 0.5
-    time.sleep(0.002)  # longer than one reactor loop turn (1 ms sleep)
-    while not assoc._is_paused and time.monotonic() < deadline:
-        time.sleep(0.0005)
 
 
 class Outbox:
@@ -467,7 +448,7 @@ class Outbox:
                                 f"{UID(it.sop_class_uid).name} in {UID(ts).name}", now)
                         continue
                 try:
-                    _pause_reactor(assoc)
+                    pause_reactor(assoc)
                     status = assoc.send_c_store(ds, msg_id=(n % 65535) + 1)
                 except Exception as exc:  # noqa: BLE001
                     self._mark_failed(it, f"C-STORE error: {exc}", now)
