@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from dicom_node.cli.common import add_config_option, load_or_exit
+from dicom_node.store.jobs import JobState
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +29,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if job is None:
         print(f"error: no job {args.job!r}", file=sys.stderr)
         return 2
-    if job.state in ("queued", "running"):
+    if job.state in (JobState.QUEUED, JobState.RUNNING):
         print(f"job {job.id} is already {job.state}")
         return 0
-    if job.state == "done" and cfg.outbox_db.exists():
+    if job.state == JobState.DONE and cfg.outbox_db.exists():
         from dicom_node.send.outbox import Outbox
 
         ob = Outbox(cfg.outbox_db, cfg.outbox_dir)

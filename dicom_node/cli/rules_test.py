@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicom_node.route.classify import SeriesInfo, classify_series
+from dicom_node.route.classify import Contrast, SeriesInfo, classify_series
 from dicom_node.route.rules.ruleset import (
     RuleSet,
     StudyRoute,
@@ -125,7 +125,7 @@ def _rules_test(paths: Sequence[str | Path], rules_file: str | Path | None, as_j
         corrupt = [f"{r.path.name}: {r.error}" for r in sf.records if r.corrupt]
         headers = sf.headers
         if not headers:
-            info = SeriesInfo(contrast="UNKNOWN", weighting="UNKNOWN", is_image=False, flags=["corrupt"],
+            info = SeriesInfo(contrast=Contrast.UNKNOWN, weighting=Contrast.UNKNOWN, is_image=False, flags=["corrupt"],
                               series_uid=sf.series_uid, n_instances=len(sf.records),
                               modality=str(sf.records[0].ds.get("Modality", "") or "") if sf.records[0].ds else "",
                               reasons=["no usable instance: " + "; ".join(corrupt)])

@@ -85,11 +85,11 @@ def _outbox_status(cfg: NodeConfig) -> dict:
     """Outbox counts, plus every item that is not yet sent (pending or dead)."""
     if not cfg.outbox_db.exists():
         return {"counts": {}, "items": []}
-    from dicom_node.send.outbox import Outbox
+    from dicom_node.send.outbox import Outbox, OutboxState
 
     ob = Outbox(cfg.outbox_db, cfg.outbox_dir)
     try:
-        items = [it for it in ob.items() if it.state != "sent"]
+        items = [it for it in ob.items() if it.state != OutboxState.SENT]
         return {"counts": ob.counts(), "items": [
             {"job_id": it.job_id, "sop_instance_uid": it.sop_instance_uid, "state": it.state,
              "destination": str(it.destination), "attempts": it.attempts,

@@ -87,12 +87,12 @@ def _results_in_orthanc(orthanc: OrthancServer, study_uid: str) -> dict[str, lis
 def _job_result(data_dir: Path, study_uid: str) -> dict[str, Any] | None:
     from dicom_node.run.runner import load_result
     from dicom_node.store.index import Index
-    from dicom_node.store.jobs import JobQueue
+    from dicom_node.store.jobs import JobQueue, JobState
 
     idx = data_dir / "index.sqlite3"
     if not idx.exists():
         return None
-    jobs = [j for j in JobQueue(Index(idx)).list(study_uid=study_uid) if j.state == "done"]
+    jobs = [j for j in JobQueue(Index(idx)).list(study_uid=study_uid) if j.state == JobState.DONE]
     for j in sorted(jobs, key=lambda j: j.updated_at, reverse=True):
         res = load_result(data_dir, j.id)
         if res:
@@ -243,13 +243,13 @@ def _no_lesions(workdir: Path, study_uid: str) -> bool:
 
 def _failed_jobs(data_dir: Path, study_uid: str) -> list[str]:
     from dicom_node.store.index import Index
-    from dicom_node.store.jobs import JobQueue
+    from dicom_node.store.jobs import JobQueue, JobState
 
     idx = data_dir / "index.sqlite3"
     if not idx.exists():
         return []
     return [f"{j.id}: {j.reason}" for j in JobQueue(Index(idx)).list(study_uid=study_uid)
-            if j.state == "failed"]
+            if j.state == JobState.FAILED]
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:

@@ -49,10 +49,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-log = logging.getLogger(__name__)
+from dicom_node.store.jobs import JOB_STATES
 
-#: Job states the gauge always reports (0 when absent), so dashboards see every series.
-JOB_STATES: tuple[str, ...] = ("queued", "running", "done", "failed")
+log = logging.getLogger(__name__)
 
 #: Stage names used by the runner/sender; any other name is accepted too.
 STAGES: tuple[str, ...] = (
@@ -134,7 +133,7 @@ def time_stage(name: str) -> Iterator[None]:
 
 def set_jobs_by_state(counts: Mapping[str, int]) -> None:
     """Set the ``dicom_node_jobs{state=...}`` gauge; known states missing from ``counts`` -> 0."""
-    for state in set(JOB_STATES) | set(counts):
+    for state in set(JOB_STATES) | set(counts):  # every state reported (0 when absent)
         JOBS.labels(state=state).set(int(counts.get(state, 0)))
 
 

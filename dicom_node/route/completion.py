@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from dicom_node.store.index import Index, SeriesTouch
+from dicom_node.store.index import Index, SeriesState, SeriesTouch
 from dicom_node.store.jobs import JobQueue, make_job_key
 
 __all__ = ["CompletionManager", "load_headers"]
@@ -119,7 +119,7 @@ class CompletionManager:
         self.scheduler.start()
         now = time.time()
         n = 0
-        for s in self.index.list_series(state="receiving"):
+        for s in self.index.list_series(state=SeriesState.RECEIVING):
             self._arm(s["series_uid"], s["last_received_at"] or now, s["n_instances"],
                       s["expected_instances"])
             n += 1
@@ -169,7 +169,7 @@ class CompletionManager:
             )
             if row is None:
                 cur = self.index.series(series_uid)
-                if cur and cur["state"] == "receiving":  # new instance since: re-arm
+                if cur and cur["state"] == SeriesState.RECEIVING:  # new instance since: re-arm
                     self._arm(series_uid, cur["last_received_at"], cur["n_instances"],
                               cur["expected_instances"])
                 return
@@ -230,11 +230,11 @@ class CompletionManager:
         except Exception:  # noqa: BLE001
             return None
         info = None
-        if s["state"] == "complete" and s.get("info_json"):
+        if s["state"] == SeriesState.COMPLETE and s.get("info_json"):
             info = self._info_from_json(s["info_json"])
         if info is None and self.classify is not None:
             try:
-                hdrs = load_headers(paths) if s["state"] == "complete" else [first]
+                hdrs = load_headers(paths) if s["state"] == SeriesState.COMPLETE else [first]
                 info = self.classify(hdrs)
             except Exception:  # noqa: BLE001
                 info = None
@@ -254,8 +254,8 @@ class CompletionManager:
     def _evaluate_study(self, study_uid: str) -> list[str]:
         series = self.index.series_of_study(study_uid)
         study = self.index.study(study_uid) or {"study_uid": study_uid}
-        complete = [s for s in series if s["state"] == "complete"]
-        receiving = [s for s in series if s["state"] != "complete"]
+        complete = [s for s in series if s["state"] == SeriesState.COMPLETE]
+        receiving = [s for s in series if s["state"] != SeriesState.COMPLETE]
         if not complete:
             return []
         tuples = [t for t in (self._series_tuple(s) for s in complete) if t is not None]

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import pydicom
@@ -34,7 +35,7 @@ from dicom_node.receive.spool import save_dataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Outbox", "OutboxItem", "Destination"]
+__all__ = ["Outbox", "OutboxItem", "OutboxState", "Destination"]
 
 _UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
 #: C-STORE statuses that mean "stored" (success and the three warning codes).
@@ -66,6 +67,14 @@ CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id);
 """
 
 
+class OutboxState(StrEnum):
+    """State of an outbox item: ``pending`` -> ``sent``, or ``dead`` after ``max_attempts``."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
 @dataclass(frozen=True)
 class Destination:
     """A C-STORE peer: called AE title, host, port."""
@@ -89,7 +98,7 @@ class OutboxItem:
     transfer_syntax_uid: str
     destination: Destination
     path: Path
-    state: str  #: pending | sent | dead
+    state: OutboxState
     attempts: int
     next_try: float
     last_error: str | None
@@ -184,7 +193,7 @@ class Outbox:
             row = self._db.execute(
                 "SELECT id, state FROM outbox WHERE sop_instance_uid=? AND dest_ae=? AND dest_host=? "
                 "AND dest_port=?", key).fetchone()
-            if row is not None and row["state"] in ("pending", "sent"):
+            if row is not None and row["state"] in (OutboxState.PENDING, OutboxState.SENT):
                 log.debug("outbox: %s -> %s already %s", sop_uid, dest, row["state"])
                 return
             path = self._path_for(sop_uid, dest)
@@ -211,12 +220,12 @@ class Outbox:
             id=row["id"], job_id=row["job_id"], sop_instance_uid=row["sop_instance_uid"],
             sop_class_uid=row["sop_class_uid"], transfer_syntax_uid=row["transfer_syntax_uid"],
             destination=Destination(row["dest_ae"], row["dest_host"], int(row["dest_port"])),
-            path=Path(row["path"]), state=row["state"], attempts=row["attempts"],
+            path=Path(row["path"]), state=OutboxState(row["state"]), attempts=row["attempts"],
             next_try=row["next_try"], last_error=row["last_error"], created_at=row["created_at"],
             updated_at=row["updated_at"], sent_at=row["sent_at"],
         )
 
-    def items(self, job_id: str | None = None, state: str | None = None) -> list[OutboxItem]:
+    def items(self, job_id: str | None = None, state: OutboxState | None = None) -> list[OutboxItem]:
         """Outbox rows (optionally of one job and/or state), oldest first."""
         sql, args = "SELECT * FROM outbox WHERE 1=1", []
         if job_id is not None:
@@ -231,7 +240,7 @@ class Outbox:
 
     def pending_count(self, job_id: str | None = None) -> int:
         """Items still to be sent (state ``pending``), of one job or all."""
-        return self.counts(job_id).get("pending", 0)
+        return self.counts(job_id).get(OutboxState.PENDING, 0)
 
     def counts(self, job_id: str | None = None) -> dict[str, int]:
         """``{state: count}`` (``pending``, ``sent``, ``dead``)."""
@@ -241,7 +250,7 @@ class Outbox:
             args.append(job_id)
         with self._lock:
             rows = self._db.execute(sql + " GROUP BY state", args).fetchall()
-        out = {"pending": 0, "sent": 0, "dead": 0}
+        out: dict[str, int] = {s.value: 0 for s in OutboxState}
         out.update({r["state"]: r["n"] for r in rows})
         return out
 
@@ -291,7 +300,7 @@ class Outbox:
             self._db.execute(
                 "UPDATE outbox SET state=?, attempts=?, next_try=?, last_error=?, updated_at=? "
                 "WHERE id=?",
-                ("dead" if dead else "pending", attempts, nxt, error[:500], time.time(), item.id))
+                (OutboxState.DEAD if dead else OutboxState.PENDING, attempts, nxt, error[:500], time.time(), item.id))
         if dead:
             log.error("outbox: %s -> %s dead after %d attempts: %s", item.sop_instance_uid,
                       item.destination, attempts, error)
@@ -347,7 +356,7 @@ class Outbox:
         try:
             from dicom_node.ops import metrics
 
-            metrics.OUTBOX_DEAD.set(self.counts().get("dead", 0))
+            metrics.OUTBOX_DEAD.set(self.counts().get(OutboxState.DEAD, 0))
             if send_seconds is not None:
                 metrics.observe_stage("send", send_seconds)
         except Exception:  # noqa: BLE001 - metrics never fail a send

@@ -19,12 +19,14 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = [
     "Index",
     "IndexWriter",
+    "SeriesState",
     "InstanceRecord",
     "HEADER_KEYWORDS",
     "ENHANCED_SOP_CLASSES",
@@ -33,6 +35,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class SeriesState(StrEnum):
+    """State of a series in the index: instances arriving, or complete (re-opened by a new one)."""
+
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
 
 #: Attributes kept per series (from its first instance) for routing, status and debugging.
 HEADER_KEYWORDS = (
@@ -298,7 +307,7 @@ class Index:
                          exp, r.received_at, r.received_at, r.calling_ae, r.calling_host),
                     )
                 else:
-                    if row["state"] == "complete":
+                    if row["state"] == SeriesState.COMPLETE:
                         reopened.add(r.series_uid)
                     c.execute(
                         "UPDATE series SET state='receiving', last_received_at="
@@ -414,7 +423,7 @@ class Index:
             row = c.execute(
                 "SELECT * FROM series WHERE series_uid=?", (series_uid,)
             ).fetchone()
-            if row is None or row["state"] != "receiving" or (
+            if row is None or row["state"] != SeriesState.RECEIVING or (
                 expect_last is not None and row["last_received_at"] > expect_last + 1e-9
             ):
                 c.execute("COMMIT")
@@ -430,7 +439,7 @@ class Index:
             c.execute("ROLLBACK")
             raise
         out = dict(row)
-        out.update(state="complete", completed_at=now, complete_delay_s=delay,
+        out.update(state=SeriesState.COMPLETE, completed_at=now, complete_delay_s=delay,
                    completion_reason=reason)
         return out
 

@@ -19,14 +19,26 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from dicom_node.store.index import connect
 
-__all__ = ["Job", "JobQueue", "JOB_STATES", "make_job_key"]
+__all__ = ["Job", "JobQueue", "JobState", "JOB_STATES", "make_job_key"]
 
-JOB_STATES = ("queued", "running", "done", "failed")
+
+
+class JobState(StrEnum):
+    """State of a study job: ``queued`` -> ``running`` -> ``done`` | ``failed``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+JOB_STATES: tuple[JobState, ...] = tuple(JobState)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -86,7 +98,7 @@ class Job:
     inputs: dict[str, str]
     destinations: list[dict[str, Any]]
     priority: int
-    state: str
+    state: JobState
     reason: str | None
     attempts: int
     created_at: float
@@ -100,7 +112,7 @@ class Job:
         return cls(
             id=row["id"], study_uid=row["study_uid"], rule=row["rule"], pipeline=row["pipeline"],
             inputs=json.loads(row["inputs"]), destinations=json.loads(row["destinations"]),
-            priority=row["priority"], state=row["state"], reason=row["reason"],
+            priority=row["priority"], state=JobState(row["state"]), reason=row["reason"],
             attempts=row["attempts"], created_at=row["created_at"], updated_at=row["updated_at"],
             calling_ae=row["calling_ae"], job_key=row["job_key"], version=row["version"],
         )
@@ -199,7 +211,7 @@ class JobQueue:
             raise
         return self.get(row["id"])
 
-    def _set(self, job_id: str, state: str, reason: str | None, only_from: tuple[str, ...] = ()
+    def _set(self, job_id: str, state: JobState, reason: str | None, only_from: tuple[JobState, ...] = ()
              ) -> bool:
         q = "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE id=?"
         args: list[Any] = [state, reason, time.time(), job_id]
@@ -211,17 +223,17 @@ class JobQueue:
 
     def mark_done(self, job_id: str, reason: str | None = None) -> None:
         """Mark a job ``done`` (``reason``: optional note, e.g. "no lesions")."""
-        if not self._set(job_id, "done", reason):
+        if not self._set(job_id, JobState.DONE, reason):
             raise KeyError(job_id)
 
     def mark_failed(self, job_id: str, reason: str) -> None:
         """Mark a job ``failed`` with a human-readable reason."""
-        if not self._set(job_id, "failed", reason):
+        if not self._set(job_id, JobState.FAILED, reason):
             raise KeyError(job_id)
 
     def requeue(self, job_id: str, reason: str | None = None) -> None:
         """Put a job back to ``queued`` (retry)."""
-        if not self._set(job_id, "queued", reason):
+        if not self._set(job_id, JobState.QUEUED, reason):
             raise KeyError(job_id)
 
     def requeue_running(self) -> int:

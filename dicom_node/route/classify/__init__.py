@@ -9,6 +9,6 @@ values), :mod:`.vendor` (private tags), :mod:`.evidence` (what the headers say),
 from dicom_node.route.classify.acquisitions import split_acquisitions
 from dicom_node.route.classify.decision import classify_series
 from dicom_node.route.classify.info import SeriesInfo
-from dicom_node.route.classify.vocabulary import CONTRASTS
+from dicom_node.route.classify.vocabulary import CONTRASTS, Contrast
 
-__all__ = ["CONTRASTS", "SeriesInfo", "classify_series", "split_acquisitions"]
+__all__ = ["CONTRASTS", "Contrast", "SeriesInfo", "classify_series", "split_acquisitions"]

@@ -82,6 +82,7 @@ from dicom_node.route.classify.vocabulary import (
     SEQ_SWI_TOF,
     SEQ_T1_PREP_GRE,
     TRACE_TOKENS,
+    Contrast,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -121,11 +122,11 @@ def classify_series(headers: Sequence[Dataset]) -> SeriesInfo:
     """
     headers = [h for h in headers if h is not None]
     if not headers:
-        return SeriesInfo(contrast="UNKNOWN", reasons=["no readable headers"], flags=["corrupt"])
+        return SeriesInfo(contrast=Contrast.UNKNOWN, reasons=["no readable headers"], flags=["corrupt"])
     try:
         return _classify(headers, allow_split=True)
     except Exception as exc:  # noqa: BLE001 - never let one odd header break the node
-        return SeriesInfo(contrast="UNKNOWN", reasons=[f"classification failed: {type(exc).__name__}: {exc}"],
+        return SeriesInfo(contrast=Contrast.UNKNOWN, reasons=[f"classification failed: {type(exc).__name__}: {exc}"],
                           series_uid=_str(headers[0].get("SeriesInstanceUID")),
                           modality=_str(headers[0].get("Modality")).upper(), n_instances=len(headers))
 
@@ -161,21 +162,21 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
     ok, why = _is_image(ev)
     info.is_image = ok
     if not ok:
-        info.contrast = info.weighting = "OTHER"
+        info.contrast = info.weighting = Contrast.OTHER
         info.n_images = 0
         reasons.append(why)
         return info
     # 2. MR? --------------------------------------------------------------------------------
     is_mr = ev.modality == "MR" or (not ev.modality and bool(ev.sop_classes & MR_SOP_CLASSES))
     if not is_mr:
-        info.contrast = info.weighting = "OTHER"
+        info.contrast = info.weighting = Contrast.OTHER
         reasons.append(f"Modality {ev.modality or '(none)'} is not MR")
         return info
     if ev.modality != "MR":
         info.modality = "MR"
     non_mr_sop = sorted(ev.sop_classes - MR_SOP_CLASSES)
     if non_mr_sop:
-        info.contrast = info.weighting = "OTHER"
+        info.contrast = info.weighting = Contrast.OTHER
         reasons.append(f"SOP class {non_mr_sop[0]} is not an MR image storage class (e.g. secondary capture)")
         return info
     tokens = set(ev.image_type)
@@ -184,7 +185,7 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
     # 3. localizer ----------------------------------------------------------------------------
     loc = _localizer(ev, info, labels, tokens, desc)
     if loc:
-        info.contrast = info.weighting = "LOCALIZER"
+        info.contrast = info.weighting = Contrast.LOCALIZER
         reasons.extend(loc)
         return info
 
@@ -203,7 +204,7 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
     if contrast in ("FLAIR", "T1", "T2", "PD") and ev.derived:
         reformat = sorted(tokens & REFORMAT_TOKENS)
         if ev.secondary or reformat:
-            contrast = "OTHER"
+            contrast = Contrast.OTHER
             info.flags.append("reformat")
             kind = "DERIVED\\SECONDARY" if ev.secondary else "DERIVED"
             reasons.append(
@@ -217,9 +218,9 @@ def _classify(headers: list[Dataset], allow_split: bool) -> SeriesInfo:
         reasons.append(f"description names '{neg.group(0)}' (angiography/perfusion/field map/reformat...): "
                        f"{contrast} physics not trusted, OTHER")
         info.flags.append("description-veto")
-        contrast = "OTHER"
+        contrast = Contrast.OTHER
     if contrast == "FLAIR" and DIR_HINT.search(desc):
-        contrast = "UNKNOWN"
+        contrast = Contrast.UNKNOWN
         reasons.append(f"description '{desc}' names a double inversion recovery: FLAIR timing is not enough, UNKNOWN")
     if info.orientation == "MIXED" and "mixed-acquisitions" not in info.flags:
         info.flags.append("mixed-acquisitions")
@@ -303,15 +304,15 @@ def _classify_mixed(info: SeriesInfo, groups: list[list[Dataset]]) -> SeriesInfo
         info.weighting = subs[0].weighting
         info.reasons.append(f"all acquisitions agree: {info.contrast}")
     else:
-        info.contrast = "UNKNOWN"
-        info.weighting = "UNKNOWN"
+        info.contrast = Contrast.UNKNOWN
+        info.weighting = Contrast.UNKNOWN
         info.reasons.append(f"acquisitions disagree ({', '.join(sorted(contrasts))}): UNKNOWN")
     info.derived = any(s.derived for s in subs)
     info.dimensionality = subs[0].dimensionality
     return info
 
 
-def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, list[str]]:
+def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[Contrast, list[str]]:
     """Weighting from the acquisition; returns (contrast, reasons)."""
     r: list[str] = []
     names = " ".join(ev.seq_names)
@@ -326,18 +327,18 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
     if ev.image_type_first[2:3] == ["P"] or (phase - {"P", "I"}) or cics & {"PHASE", "IMAGINARY"}:
         info.flags.append("phase")
         what = sorted((phase - {"I"}) | (cics & {"PHASE", "IMAGINARY"}))
-        return "OTHER", [f"phase / field-map images ({', '.join(what)}): not a structural contrast"]
+        return Contrast.OTHER, [f"phase / field-map images ({', '.join(what)}): not a structural contrast"]
     trace = tokens & TRACE_TOKENS
     maps = tokens & PARAMETRIC_MAP_TOKENS
     maps |= {t for t in tokens if t.endswith("MAP") and t not in PHASE_TOKENS}
     if ev.derived and maps and not trace:
         info.flags.append("parametric-map")
-        return "OTHER", [f"derived parametric map ({', '.join(sorted(maps))})"]
+        return Contrast.OTHER, [f"derived parametric map ({', '.join(sorted(maps))})"]
     if maps & {"ADC", "EADC", "FA", "COLFA", "T1MAP", "T2MAP", "CBF", "CBV", "MTT", "TTP", "QSM"} and not trace:
         info.flags.append("parametric-map")
-        return "OTHER", [f"parametric map ({', '.join(sorted(maps))})"]
+        return Contrast.OTHER, [f"parametric map ({', '.join(sorted(maps))})"]
     if ENHANCED_MR_COLOR_SOP in ev.sop_classes:
-        return "OTHER", ["Enhanced MR Color image (RGB rendering/map)"]
+        return Contrast.OTHER, ["Enhanced MR Color image (RGB rendering/map)"]
 
     # 6. diffusion -----------------------------------------------------------------------------
     b = info.b_value_max
@@ -353,7 +354,7 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
     if diff:
         if trace and ev.derived:
             r.append("derived trace-weighted diffusion image: counted as DWI")
-        return "DWI", r + ["diffusion: " + "; ".join(diff)]
+        return Contrast.DWI, r + ["diffusion: " + "; ".join(diff)]
 
     # 7. other kinds ---------------------------------------------------------------------------
     epi = ("EP" in ss or ev.epi_flag or bool(SEQ_EPI.search(names))
@@ -361,18 +362,18 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
     kinds = (tokens | acs) & OTHER_KIND_TOKENS | ({"TOF"} if "FLOW_ENCODED" in acs else set())
     if acs & {"PERFUSION", "FLOW_ENCODED", "TOF", "TAGGING", "SPECTROSCOPY", "T2_STAR"} or kinds:
         named = kinds | (acs & {"PERFUSION", "FLOW_ENCODED", "TOF", "TAGGING", "T2_STAR"})
-        return "OTHER", [f"acquisition kind {sorted(named)}"
+        return Contrast.OTHER, [f"acquisition kind {sorted(named)}"
                          ": not a structural T1/T2/FLAIR"]
     if SEQ_SWI_TOF.search(names) or any("TOF" in o or "ANGIO" in o for o in ev.scan_options):
-        return "OTHER", [f"angiography/susceptibility sequence ({names or ', '.join(sorted(ev.scan_options))})"]
+        return Contrast.OTHER, [f"angiography/susceptibility sequence ({names or ', '.join(sorted(ev.scan_options))})"]
     if SEQ_SSFP.search(names):
-        return "OTHER", [f"balanced steady-state free precession ({names}): T2/T1 mixed contrast, not T1/FLAIR"]
+        return Contrast.OTHER, [f"balanced steady-state free precession ({names}): T2/T1 mixed contrast, not T1/FLAIR"]
     if epi:
         why = "EPI readout" + (" (mosaic)" if ev.mosaic else "") + \
               f", TR {_fmt(tr)}/TE {_fmt(te)}, no diffusion weighting: BOLD/perfusion/EPI reference, not structural"
-        return "OTHER", [why]
+        return Contrast.OTHER, [why]
     if CALIBRATION_HINT.search(" ".join(ev.descriptions)) and info.n_images <= 200 and (tr or 0) < 20:
-        return "OTHER", ["calibration/reference scan (description) with fast GRE timing"]
+        return Contrast.OTHER, ["calibration/reference scan (description) with fast GRE timing"]
 
     # 8. physics ---------------------------------------------------------------------------------
     ir_names = bool(SEQ_IR.search(names))
@@ -392,82 +393,83 @@ def _physics(ev: _Evidence, info: SeriesInfo, tokens: set[str]) -> tuple[str, li
         r.append(f"inversion time {_fmt(ti)} ms ({params}, {seq_desc})")
         if ti < 300:
             info.flags.append("stir")
-            return "OTHER", r + [f"short TI {_fmt(ti)} ms nulls fat: STIR, not FLAIR/T1"]
+            return Contrast.OTHER, r + [f"short TI {_fmt(ti)} ms nulls fat: STIR, not FLAIR/T1"]
         if ti > 4500:
-            return "UNKNOWN", r + [f"TI {_fmt(ti)} ms outside the known ranges"]
+            return Contrast.UNKNOWN, r + [f"TI {_fmt(ti)} ms outside the known ranges"]
         flair_flag = bool(flair_opts - {o for o in flair_opts if o.startswith("T1")}) or \
             "FLUID_ATTENUATED" in acs or bool(SEQ_FLAIR.search(names))
         if te is not None and te < 35:
             if ti < 1500:
-                return "T1", r + ["inversion-prepared, TI 300-1500 ms with short TE: T1-weighted "
+                return Contrast.T1, r + ["inversion-prepared, TI 300-1500 ms with short TE: T1-weighted "
                                   "(MPRAGE / IR-SPGR / T1-FLAIR)"]
-            return "UNKNOWN", r + [f"long TI {_fmt(ti)} ms with short TE {_fmt(te)} ms (e.g. MP2RAGE second "
+            return Contrast.UNKNOWN, r + [f"long TI {_fmt(ti)} ms with short TE {_fmt(te)} ms (e.g. MP2RAGE second "
                                    "inversion): neither T1 nor FLAIR"]
         if te is None:
             if ti < 1500 and (gre or mp or t1_prep_name):
-                return "T1", r + ["inversion-prepared gradient echo, TI 300-1500 ms: T1-weighted"]
-            return "UNKNOWN", r + ["TE unknown: cannot tell T1-IR from FLAIR"]
+                return Contrast.T1, r + ["inversion-prepared gradient echo, TI 300-1500 ms: T1-weighted"]
+            return Contrast.UNKNOWN, r + ["TE unknown: cannot tell T1-IR from FLAIR"]
         if ti >= 1200 and te >= 60 and (tr is None or (tr >= 2000 and tr > ti)):
-            return "FLAIR", r + [f"long TI {_fmt(ti)} ms nulls CSF, long TE {_fmt(te)} ms and TR "
+            return Contrast.FLAIR, r + [f"long TI {_fmt(ti)} ms nulls CSF, long TE {_fmt(te)} ms and TR "
                                  f"{_fmt(tr)} ms: T2-weighted FLAIR"]
         if ti >= 1200 and te >= 30 and flair_flag and not gre:
-            return "FLAIR", r + [f"long TI {_fmt(ti)} ms, TE {_fmt(te)} ms and vendor FLAIR flag "
+            return Contrast.FLAIR, r + [f"long TI {_fmt(ti)} ms, TE {_fmt(te)} ms and vendor FLAIR flag "
                                  f"({', '.join(sorted(flair_opts)) or names or 'FLUID_ATTENUATED'})"]
-        return "UNKNOWN", r + [f"TI {_fmt(ti)} ms with TE {_fmt(te)} / TR {_fmt(tr)} ms: neither T1-IR nor "
+        return Contrast.UNKNOWN, r + [f"TI {_fmt(ti)} ms with TE {_fmt(te)} / TR {_fmt(tr)} ms: neither T1-IR nor "
                                "FLAIR timing"]
 
     if ir:
         r.append(f"inversion recovery without a usable TI ({params}, {seq_desc})")
         t1f = {o for o in flair_opts if o.startswith("T1")}
         if t1f and (te is None or te < 35):
-            return "T1", r + [f"vendor T1-FLAIR option {sorted(t1f)} with short TE"]
+            return Contrast.T1, r + [f"vendor T1-FLAIR option {sorted(t1f)} with short TE"]
         if (flair_opts - t1f or "FLUID_ATTENUATED" in acs) and te is not None and te >= 60:
-            return "FLAIR", r + [f"vendor FLAIR flag ({', '.join(sorted(flair_opts - t1f)) or 'FLUID_ATTENUATED'})"
-                                 f" with long TE {_fmt(te)} ms"]
+            flags = ', '.join(sorted(flair_opts - t1f)) or 'FLUID_ATTENUATED'
+            return Contrast.FLAIR, r + [f"vendor FLAIR flag ({flags}) with long TE {_fmt(te)} ms"]
         if "STIR" in acs or SEQ_STIR.search(names):
-            return "OTHER", r + ["STIR"]
+            return Contrast.OTHER, r + ["STIR"]
         if (gre or mp or t1_prep_name) and (te is None or te < 10) and (tr is None or tr < 3000):
-            return "T1", r + ["inversion-prepared gradient echo with short TE: T1-weighted (MPRAGE-type)"]
-        return "UNKNOWN", r + ["inversion recovery but TI unknown: cannot tell FLAIR from STIR or T1-IR"]
+            return Contrast.T1, r + ["inversion-prepared gradient echo with short TE: T1-weighted (MPRAGE-type)"]
+        return Contrast.UNKNOWN, r + ["inversion recovery but TI unknown: cannot tell FLAIR from STIR or T1-IR"]
 
     if t1_prep_name and (mp or gre or ev.acq_type == "3D") and (te is None or te < 10):
-        return "T1", [f"magnetisation-prepared T1 gradient echo by sequence name ({names})"
+        return Contrast.T1, [f"magnetisation-prepared T1 gradient echo by sequence name ({names})"
                       + (f", {params}" if te is not None else "")]
     if mp and gre and (te is None or te < 10) and (tr is None or tr < 3000):
-        return "T1", [f"magnetisation-prepared (SequenceVariant MP) gradient echo, {params}: T1-weighted (TFE/MPRAGE)"]
+        return Contrast.T1, [f"magnetisation-prepared (SequenceVariant MP) gradient echo, {params}: "
+                             "T1-weighted (TFE/MPRAGE)"]
 
     if tr is None or te is None:
         ac_only = acs & {"T1", "T2", "PROTON_DENSITY"}
         if ac_only:
             r.append(f"AcquisitionContrast {sorted(ac_only)} but TR/TE missing: not enough physics")
         info.flags.append("no-physics")
-        return "UNKNOWN", r + [f"TR/TE not available ({seq_desc})"]
+        return Contrast.UNKNOWN, r + [f"TR/TE not available ({seq_desc})"]
 
     if gre:
         if te >= 15:
-            return "OTHER", [f"gradient echo with TE {_fmt(te)} ms ({params}): T2*-weighted"]
+            return Contrast.OTHER, [f"gradient echo with TE {_fmt(te)} ms ({params}): T2*-weighted"]
         if flip is not None and flip < 6 and tr < 100:
-            return "PD", [f"gradient echo with low flip angle {_fmt(flip)} deg ({params}): PD-weighted"]
+            return Contrast.PD, [f"gradient echo with low flip angle {_fmt(flip)} deg ({params}): PD-weighted"]
         if tr < 100:
             if info.dimensionality == "3D" or flip is None or flip >= 6:
-                return "T1", [f"spoiled gradient echo, short TR/TE ({params}, {seq_desc}"
+                return Contrast.T1, [f"spoiled gradient echo, short TR/TE ({params}, {seq_desc}"
                               f"{', flip ' + _fmt(flip) if flip is not None else ''}): T1-weighted"]
         if 100 <= tr <= 1000 and (flip is None or flip >= 30):
-            return "T1", [f"2D gradient echo TR {_fmt(tr)}/TE {_fmt(te)} ms"
+            return Contrast.T1, [f"2D gradient echo TR {_fmt(tr)}/TE {_fmt(te)} ms"
                           f"{', flip ' + _fmt(flip) if flip is not None else ''}: T1-weighted (FLASH)"]
-        return "UNKNOWN", [f"gradient echo {params}, flip {_fmt(flip)}: weighting unclear"]
+        return Contrast.UNKNOWN, [f"gradient echo {params}, flip {_fmt(flip)}: weighting unclear"]
 
     # spin echo, fast spin echo or unspecified readout
     kind = "spin echo" if se else "unspecified readout"
     if tr < 1000 and te < 35:
-        return "T1", [f"{kind}, short TR/short TE ({params}, {seq_desc}): T1-weighted"]
+        return Contrast.T1, [f"{kind}, short TR/short TE ({params}, {seq_desc}): T1-weighted"]
     if tr >= 1500 and te >= 60:
-        return "T2", [f"{kind}, long TR/long TE ({params}, {seq_desc}): T2-weighted"]
+        return Contrast.T2, [f"{kind}, long TR/long TE ({params}, {seq_desc}): T2-weighted"]
     if tr >= 1500 and te < 40:
-        return "PD", [f"{kind}, long TR/short TE ({params}, {seq_desc}): PD-weighted"]
+        return Contrast.PD, [f"{kind}, long TR/short TE ({params}, {seq_desc}): PD-weighted"]
     if not se and tr < 100 and te < 10:
-        return "T1", [f"short TR/TE ({params}) without sequence type: T1-weighted gradient echo timing"]
-    return "UNKNOWN", [f"{kind}, intermediate timing ({params}): weighting unclear"]
+        return Contrast.T1, [f"short TR/TE ({params}) without sequence type: T1-weighted gradient echo timing"]
+    return Contrast.UNKNOWN, [f"{kind}, intermediate timing ({params}): weighting unclear"]
 
 
 def _description_check(info: SeriesInfo, desc: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dicom_node.route.classify.vocabulary import Contrast
+
 
 @dataclass
 class SeriesInfo:
@@ -13,7 +15,7 @@ class SeriesInfo:
     Attributes
     ----------
     contrast : str
-        One of ``CONTRASTS``. Only original acquisitions can be FLAIR or T1.
+        One of :class:`Contrast`. Only original acquisitions can be FLAIR or T1.
     dimensionality : str
         ``"2D"`` or ``"3D"``.
     derived : bool
@@ -43,7 +45,7 @@ class SeriesInfo:
         ``no-physics``, ``corrupt``.
     """
 
-    contrast: str = "UNKNOWN"
+    contrast: Contrast = Contrast.UNKNOWN
     dimensionality: str = "2D"
     derived: bool = False
     orientation: str = ""
@@ -51,7 +53,7 @@ class SeriesInfo:
     reasons: list[str] = field(default_factory=list)
     modality: str = ""
     is_image: bool = False
-    weighting: str = "UNKNOWN"
+    weighting: Contrast = Contrast.UNKNOWN
     n_instances: int = 0
     n_acquisitions: int = 1
     flags: list[str] = field(default_factory=list)
@@ -62,6 +64,10 @@ class SeriesInfo:
     inversion_time: float | None = None
     slice_thickness: float | None = None
     b_value_max: float | None = None
+
+    def __post_init__(self) -> None:
+        self.contrast = Contrast(self.contrast)  # also from JSON (the index keeps SeriesInfo as JSON)
+        self.weighting = Contrast(self.weighting)
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""

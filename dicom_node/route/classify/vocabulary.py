@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
-CONTRASTS = ("FLAIR", "T1", "T2", "PD", "DWI", "LOCALIZER", "OTHER", "UNKNOWN")
+
+class Contrast(StrEnum):
+    """What a series is, for routing: only original acquisitions can be FLAIR or T1."""
+
+    FLAIR = "FLAIR"
+    T1 = "T1"
+    T2 = "T2"
+    PD = "PD"
+    DWI = "DWI"
+    LOCALIZER = "LOCALIZER"
+    OTHER = "OTHER"
+    UNKNOWN = "UNKNOWN"
+
+
+CONTRASTS: tuple[Contrast, ...] = tuple(Contrast)
 
 MR_IMAGE_SOP = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_SOP = "1.2.840.10008.5.1.4.1.1.4.1"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
@@ -131,6 +132,8 @@ class _Field:
             if ctx.info is None:
                 return _MISSING
             v = getattr(ctx.info, self.name, None)
+            if isinstance(v, StrEnum):  # Contrast: compared and shown as its plain value
+                v = v.value
             return _MISSING if v is None else v
         assert self.tag is not None
         return _lookup_dataset(ctx.ds, self.tag)
