@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dicom_node.run.options import PipelineOptions, Precision
+
 __all__ = [
     "ConfigError",
     "NodeConfig",
@@ -103,24 +105,28 @@ class TlsConfig(_Strict):
         return self
 
 
+_DEFAULT = PipelineOptions()
+
+
 class RunnerConfig(_Strict):
     enabled: bool = True  # false: jobs are queued but not run by this process
     concurrency: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threshold: float = Field(default=0.5, gt=0, lt=1)  # lesion probability cut-off
-    min_voxels: int = Field(default=3, ge=1)  # smaller components are dropped...
-    min_volume_mm3: float = Field(default=10.0, ge=0)  # ...and so are smaller volumes
-    fractional_seg: bool = False  # also send the probability map as a FRACTIONAL SEG
+    # pipeline options: defaults and meaning in dicom_node.run.options.PipelineOptions
+    threshold: float = Field(default=_DEFAULT.threshold, gt=0, lt=1)
+    min_voxels: int = Field(default=_DEFAULT.min_voxels, ge=1)
+    min_volume_mm3: float = Field(default=_DEFAULT.min_volume_mm3, ge=0)
+    fractional_seg: bool = _DEFAULT.fractional
     weights: Path | None = None  # None: the shipped model (ai/weights/ms_unet.pt)
-    tta: bool = True  # average with the left-right mirror image (2x model cost, fewer false positives)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # CPU: auto = bf16 where the CPU has it natively
+    tta: bool = _DEFAULT.tta
+    precision: Precision = _DEFAULT.precision
 
-    def pipeline_options(self) -> dict[str, Any]:
+    def pipeline_options(self) -> PipelineOptions:
         """Options handed to the pipeline of every job."""
-        return {"threshold": self.threshold, "min_voxels": self.min_voxels,
-                "min_volume_mm3": self.min_volume_mm3, "fractional": self.fractional_seg,
-                "weights": str(self.weights) if self.weights else None,
-                "tta": self.tta, "precision": self.precision}
+        return PipelineOptions(threshold=self.threshold, min_voxels=self.min_voxels,
+                               min_volume_mm3=self.min_volume_mm3, fractional=self.fractional_seg,
+                               weights=str(self.weights) if self.weights else None,
+                               tta=self.tta, precision=self.precision)
 
 
 class HttpConfig(_Strict):

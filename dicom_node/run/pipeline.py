@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from dicom_node.receive.spool import save_dataset
+from dicom_node.run.options import PipelineOptions
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,12 @@ class PipelineError(RuntimeError):
     """A job cannot produce a result; the message is the reason shown to users."""
 
 
-def _segmenter(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> Any:
+def _segmenter(device: str, opts: PipelineOptions) -> Any:
     """One model per worker process, device and inference setting, loaded on first use.
 
     ``precision``: ``auto`` (CPU bf16 where the CPU has it natively, else fp32; CUDA fp16),
     ``fp32`` or ``bf16``."""
+    weights, tta, precision = opts.weights, opts.tta, opts.precision
     key = f"{device}:{weights}:{tta}:{precision}"
     if key not in _SEGMENTERS:
         from ai.infer import Segmenter, bf16_for
@@ -59,7 +61,7 @@ def _segmenter(device: str, weights: str | None, tta: bool = True, precision: st
     return _SEGMENTERS[key]
 
 
-def warm_up(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> str:
+def warm_up(device: str, opts: PipelineOptions) -> str:
     """Load the model and exercise the encoders once (highdicom loads its code tables on first
     use, ~0.7 s), so the first study pays neither; return the model version."""
     import tempfile
@@ -72,7 +74,7 @@ def warm_up(device: str, weights: str | None, tta: bool = True, precision: str =
     from dicom_node.encode.sr import build_sr
     from dicom_node.run.volume import load_series
 
-    version = str(_segmenter(device, weights, tta, precision).model_version)
+    version = str(_segmenter(device, opts).model_version)
     img = sitk.GetImageFromArray(np.full((4, 16, 16), 100.0, np.float32))
     with tempfile.TemporaryDirectory(prefix="dicom-node-warmup-") as tmp:
         vol = load_series(write_mr_series(img, Path(tmp), study_uid="2.25.1", series_number=1,
@@ -96,10 +98,9 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     ----------
     job : dict
         ``job_id``, ``job_key``, ``inputs`` (``{role: [paths]}``, role ``flair`` required,
-        ``t1`` optional), ``out_dir``, ``device`` (auto|cpu|cuda), and optional ``options``:
-        ``threshold``, ``min_voxels``, ``min_volume_mm3``, ``fractional`` (bool: also send
-        the probability map as a FRACTIONAL SEG),
-        ``overlay`` (bool), ``weights`` (path or None for the shipped model).
+        ``t1`` optional), ``out_dir``, ``device`` (auto|cpu|cuda), and optional ``options``
+        (:meth:`PipelineOptions.as_dict <dicom_node.run.options.PipelineOptions.as_dict>`;
+        absent keys take the defaults).
 
     Returns
     -------
@@ -115,7 +116,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     """
     from dicom_node.run.volume import VolumeError, load_series
 
-    opts = dict(job.get("options") or {})
+    opts = PipelineOptions.from_dict(job.get("options"))
     out_dir = Path(job["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -137,14 +138,13 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
             log.warning("job %s: T1 series refused (%s); running FLAIR-only", job["job_id"], exc)
     timings["load"] = time.perf_counter() - t0
 
-    seg = _segmenter(job.get("device", "auto"), opts.get("weights"), bool(opts.get("tta", True)),
-                     str(opts.get("precision", "auto")))
+    seg = _segmenter(job.get("device", "auto"), opts)
     result = seg.segment(
         flair.image,
         t1_vol.image if t1_vol is not None else None,
-        threshold=float(opts.get("threshold", 0.5)),
-        min_voxels=int(opts.get("min_voxels", 3)),
-        min_volume_mm3=float(opts.get("min_volume_mm3", 10.0)),
+        threshold=opts.threshold,
+        min_voxels=opts.min_voxels,
+        min_volume_mm3=opts.min_volume_mm3,
     )
     for k, v in (result.timings_s or {}).items():
         timings[k] = float(v)
@@ -160,7 +160,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     if result.lesions:  # a SEG without segments is invalid: none is written for 0 lesions
         seg_ds = build_seg(result, flair, job_key=key)
         files.append(_entry("SEG", _write_dataset(seg_ds, out_dir / "seg.dcm"), seg_ds))
-        if opts.get("fractional"):  # the probability map as an extra SEG (own UIDs)
+        if opts.fractional:  # the probability map as an extra SEG (own UIDs)
             frac = build_seg(result, flair, job_key=key, fractional=True)
             files.append(_entry("SEG", _write_dataset(frac, out_dir / "seg_fractional.dcm"),
                                 frac))
@@ -182,7 +182,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         "timings_s": timings,
         "seg_sr_written_at": time.time(),  # wall clock, for end-to-end timing
     }
-    if opts.get("overlay", True):
+    if opts.overlay:
         # The overlay series is built in a second step, after SEG + SR are on their way.
         np.savez_compressed(out_dir / "labels.npz", labels=result.labels)
         out["followup"] = "ms-lesions-overlay"

@@ -24,11 +24,13 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from dicom_node.run.options import PipelineOptions
 from dicom_node.store.jobs import Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -67,12 +69,12 @@ def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
     return fn(payload)
 
 
-def _worker_warmup(device: str, weights: str | None, tta: bool = True, precision: str = "auto") -> str:
+def _worker_warmup(device: str, options: PipelineOptions) -> str:
     """Load the model and the encoders in the worker before the first job needs them."""
     from dicom_node.run.pipeline import warm_up
 
     try:
-        return warm_up(device, weights, tta, precision)
+        return warm_up(device, options)
     except Exception as exc:  # noqa: BLE001 - a job will report the real problem
         logging.getLogger(__name__).warning("worker warm-up failed: %s", exc)
         return ""
@@ -99,14 +101,14 @@ class Runner:
     jobs : JobQueue
     outbox : Outbox, optional
         Created from ``cfg.outbox_db`` / ``cfg.outbox_dir`` when omitted.
-    options : dict, optional
-        Pipeline options (threshold, minimum lesion size, fractional SEG, weights path).
+    options : PipelineOptions or mapping, optional
+        Pipeline options; default: those of ``cfg.runner``.
     executor_factory : callable, optional
         Builds the executor (tests may pass a thread pool).
     """
 
     def __init__(self, cfg: Any, index: Any, jobs: JobQueue, outbox: Any = None, *,
-                 options: dict[str, Any] | None = None,
+                 options: PipelineOptions | Mapping[str, Any] | None = None,
                  executor_factory: Callable[[int], cf.Executor] | None = None,
                  poll_s: float = 0.5, send_interval_s: float = 1.0) -> None:
         self.cfg = cfg
@@ -117,7 +119,9 @@ class Runner:
 
             outbox = Outbox(cfg.outbox_db, cfg.outbox_dir)
         self.outbox = outbox
-        self.options = cfg.runner.pipeline_options() if options is None else dict(options)
+        if options is None:
+            options = cfg.runner.pipeline_options()
+        self.options = options if isinstance(options, PipelineOptions) else PipelineOptions.from_dict(options)
         self.concurrency = max(1, int(cfg.runner.concurrency))
         self._factory = executor_factory or self._process_pool
         self._warm_up = executor_factory is None  # real worker processes: load the model early
@@ -142,9 +146,7 @@ class Runner:
             self._executor = self._factory(self.concurrency)
             if self._warm_up:
                 # Spawn the worker and load the model now, not on the first study.
-                self._executor.submit(_worker_warmup, self.cfg.runner.device,
-                                      self.options.get("weights"), bool(self.options.get("tta", True)),
-                                      str(self.options.get("precision", "auto")))
+                self._executor.submit(_worker_warmup, self.cfg.runner.device, self.options)
         return self._executor
 
     # -- life cycle --------------------------------------------------------------------
@@ -200,7 +202,7 @@ class Runner:
             "inputs": inputs,
             "out_dir": str(results_dir(self.cfg.data_dir, job.id)),
             "device": self.cfg.runner.device,
-            "options": self.options,
+            "options": self.options.as_dict(),
         }
 
     def _submit(self, job: Job) -> None:
