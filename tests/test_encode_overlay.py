@@ -72,7 +72,6 @@ def test_uids_deterministic(case):
     assert a == b and len(set(a)) == len(a)
 
 
-@pytest.mark.skipif(not dciodvfy.available(), reason="dciodvfy (dicom3tools) not installed")
 def test_dciodvfy_no_errors(case):
     vol, res = case
     out = build_overlay(res, vol, job_key="j")

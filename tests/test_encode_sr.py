@@ -99,8 +99,7 @@ def test_no_lesions_report_says_zero(flair, tmp_path):
     assert rep["lesions"] == []
     assert rep["summary"]["lesion_count"] == 0 and rep["summary"]["total_volume_mm3"] == 0
     assert rep["summary"]["dis_met"] is False and rep["summary"]["load_category"] == "none"
-    if dciodvfy.available():
-        assert dciodvfy.validate_file(path).errors == []
+    assert dciodvfy.validate_file(path).errors == []
 
 
 def test_sr_requires_matching_seg(flair):
@@ -121,7 +120,6 @@ def test_sr_uid_deterministic(flair):
     assert a.SOPInstanceUID != build_sr(res, flair, seg, job_key="k").SOPInstanceUID
 
 
-@pytest.mark.skipif(not dciodvfy.available(), reason="dciodvfy (dicom3tools) not installed")
 def test_sr_dciodvfy_no_errors(flair, tmp_path):
     res = _result(flair, ["periventricular", "juxtacortical", "infratentorial"])
     seg = build_seg(res, flair, job_key="j")

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import RLELossless
 
+from dicom_node.devtools.orthanc import free_port
 from dicom_node.devtools.synthetic import blob_labels, result_from_labels
 from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode.overlay import build_overlay
@@ -23,12 +24,6 @@ from dicom_node.send.outbox import Destination, Outbox
 
 STORESCP = "/usr/bin/storescp"  # dcmtk (a pynetdicom 'storescp' may shadow it on PATH)
 pytestmark = pytest.mark.skipif(not os.access(STORESCP, os.X_OK), reason="dcmtk storescp not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StoreSCP:
@@ -103,7 +98,7 @@ def _uids(datasets) -> list[str]:
 
 
 def test_delivers_each_object_once_with_its_transfer_syntax(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx")
+    scp = scps(free_port(), tmp_path / "rx")
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
     for ds in results:
         ob.enqueue("job1", ds, scp.dest)
@@ -125,7 +120,7 @@ def test_delivers_each_object_once_with_its_transfer_syntax(tmp_path, scps, resu
 
 
 def test_compressed_object_decompressed_for_a_peer_without_rle(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx", accept_all=False)  # uncompressed only
+    scp = scps(free_port(), tmp_path / "rx", accept_all=False)  # uncompressed only
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
     rle = [ds for ds in results if ds.file_meta.TransferSyntaxUID == RLELossless]
     assert rle
@@ -140,7 +135,7 @@ def test_compressed_object_decompressed_for_a_peer_without_rle(tmp_path, scps, r
 
 
 def test_peer_down_backoff_then_delivered_exactly_once(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=5, base_delay_s=2.0)
     for ds in results:
@@ -164,7 +159,7 @@ def test_peer_down_backoff_then_delivered_exactly_once(tmp_path, scps, results):
 
 
 def test_dead_letter_after_max_attempts_and_retry(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=3, base_delay_s=1.0)
     ob.enqueue("j", results[1], dest)
@@ -183,7 +178,7 @@ def test_dead_letter_after_max_attempts_and_retry(tmp_path, scps, results):
 
 
 def test_survives_restart(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", base_delay_s=2.0)
     for ds in results:
@@ -201,7 +196,7 @@ def test_survives_restart(tmp_path, scps, results):
 
 
 def test_sop_class_the_peer_refuses_is_recorded_not_sent(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx")
+    scp = scps(free_port(), tmp_path / "rx")
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=2)
     odd = results[1].copy()
     odd.SOPClassUID = "1.2.826.0.1.3680043.99.999.1"  # not a storage SOP class storescp knows
