@@ -22,10 +22,11 @@ from dicom_node.receive.spool import Spool
 from dicom_node.route.classify import SeriesInfo, classify_series
 from dicom_node.route.completion import CompletionManager
 from dicom_node.route.rules import RuleSet, load_rules
+from dicom_node.send.destinations import make_destination_resolver
 from dicom_node.store.index import Index, IndexWriter
 from dicom_node.store.jobs import JobQueue
 
-__all__ = ["Node", "load_routing", "make_destination_resolver"]
+__all__ = ["Node", "load_routing"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def load_routing(cfg: NodeConfig) -> tuple[RuleSet, Callable[[Sequence[Dataset]]
     Raises
     ------
     ConfigError
-        The rules file is missing or invalid.
+        The rules file is missing or invalid, or names a pipeline or a peer that does not exist
+        (each problem as ``file:line: field: message``).
     """
     if not Path(cfg.routing_file).is_file():
         raise ConfigError(f"{cfg.source}: routing_file: {cfg.routing_file} does not exist")
@@ -46,39 +48,10 @@ def load_routing(cfg: NodeConfig) -> tuple[RuleSet, Callable[[Sequence[Dataset]]
         raise
     except Exception as exc:
         raise ConfigError(str(exc)) from exc
+    unknown = rules.unknown_peers({p.name for p in cfg.peers})  # the two files must agree
+    if unknown:
+        raise ConfigError("\n".join(unknown))
     return rules, classify_series
-
-
-def make_destination_resolver(cfg: NodeConfig) -> Callable[[list[dict], dict], list[dict]]:
-    """Resolve route destinations to ``{ae_title, host, port}`` using ``cfg.peers``.
-
-    ``{"peer": name}`` -> that peer; ``{"sender": True}`` -> the peer whose AE title is the
-    study's calling AE; explicit ``{ae_title, host, port}`` stays. Unresolvable entries keep an
-    ``"error"`` field so the runner can report them.
-    """
-
-    def resolve(dests: list[dict], study: dict) -> list[dict]:
-        out = []
-        for d in dests:
-            d = dict(d)
-            if "peer" in d:
-                p = cfg.peer(d["peer"])
-                if p:
-                    d.update(ae_title=p.ae_title, host=p.host, port=p.port)
-                else:
-                    d["error"] = f"unknown peer {d['peer']!r} (not in node.yaml peers)"
-            elif d.get("sender"):
-                aet = (study.get("calling_ae") or "").strip()
-                p = cfg.peer_by_ae(aet) if aet else None
-                if p:
-                    d.update(peer=p.name, ae_title=p.ae_title, host=p.host, port=p.port)
-                else:
-                    d.update(ae_title=aet or None, host=study.get("calling_host"), port=None,
-                             error=f"sender AE {aet!r} is not in node.yaml peers (port unknown)")
-            out.append(d)
-        return out
-
-    return resolve
 
 
 class Node:

@@ -38,7 +38,7 @@ from dicom_node.run.options import PipelineOptions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineError", "run_ms_lesions", "PIPELINES"]
+__all__ = ["PipelineError", "run_ms_lesions", "PIPELINES", "FOLLOW_UPS", "routable_pipelines"]
 
 _SEGMENTERS: dict[str, Any] = {}
 
@@ -232,5 +232,12 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-#: Pipelines by the name used in routing.yaml ``pipeline:``, and their follow-up steps.
+#: The one pipeline registry: pipelines by the name routing.yaml's ``pipeline:`` uses, and the
+#: follow-up steps a result names (``followup``), which rules cannot name (:data:`FOLLOW_UPS`).
 PIPELINES = {"ms-lesions": run_ms_lesions, "ms-lesions-overlay": run_overlay}
+FOLLOW_UPS = frozenset({"ms-lesions-overlay"})
+
+
+def routable_pipelines() -> list[str]:
+    """Names a routing rule may use: the registry without its follow-up steps."""
+    return [name for name in PIPELINES if name not in FOLLOW_UPS]

@@ -282,7 +282,7 @@ class Runner:
         """Queue result files for every usable destination (idempotent per instance)."""
         from pydicom import dcmread
 
-        from dicom_node.send.outbox import Destination
+        from dicom_node.send.destinations import Destination
 
         dests, _ = self._destinations(job)
         for f in files:

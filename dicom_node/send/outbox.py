@@ -32,6 +32,7 @@ from pynetdicom import AE, build_context
 
 from dicom_node._pynetdicom.reactor import pause_reactor
 from dicom_node.receive.spool import save_dataset
+from dicom_node.send.destinations import Destination
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +74,6 @@ class OutboxState(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     DEAD = "dead"
-
-
-@dataclass(frozen=True)
-class Destination:
-    """A C-STORE peer: called AE title, host, port."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass

@@ -7,7 +7,7 @@ invalid file raises :class:`RulesConfigError` (the CLI exits non-zero with it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,11 @@ def _series_tuple(item: Any) -> tuple[str, Dataset | None, SeriesInfo]:
 class RuleSet:
     """Compiled routing rules; pure functions of headers and :class:`SeriesInfo`."""
 
-    def __init__(self, rules: list[Rule], source: str = "<rules>"):
+    def __init__(self, rules: list[Rule], source: str = "<rules>",
+                 lines: dict[tuple[Any, ...], int] | None = None):
         self.rules = rules
         self.source = source
+        self.lines = lines or {}  # YAML path -> line, for errors found after loading
 
     # -- single series --------------------------------------------------------------------
     def match_series_detail(self, headers: Dataset | Sequence[Dataset] | None, info: SeriesInfo,
@@ -225,6 +227,19 @@ class RuleSet:
                           priority=rule.priority, optional_grace_seconds=rule.optional_grace_seconds,
                           candidates=candidates, explanations=list(notes))
 
+    def unknown_peers(self, known: Collection[str]) -> list[str]:
+        """``file:line: rules[i].destinations[j].peer (rule name): ...`` per destination naming a
+        peer that is not in ``known`` (node.yaml's ``peers``)."""
+        out = []
+        for i, rule in enumerate(self.rules):
+            for j, d in enumerate(rule.destinations):
+                if "peer" in d and d["peer"] not in known:
+                    line = _line_for(self.lines, ("rules", i, "destinations", j, "peer"))
+                    out.append(f"{self.source}:{line if line is not None else '?'}: "
+                               f"rules[{i}].destinations[{j}].peer (rule {rule.name}): unknown peer "
+                               f"{d['peer']!r} (node.yaml peers: {', '.join(sorted(known)) or 'none'})")
+        return out
+
     def peer_names(self) -> set[str]:
         """Peer names used by destinations (for cross-checking with node.yaml)."""
         return {d["peer"] for r in self.rules for d in r.destinations if "peer" in d}
@@ -329,7 +344,7 @@ def loads_rules(text: str, source: str = "<string>") -> RuleSet:
             line = _line_for(lines, tpath)
             msgs.append(f"{source}:{line if line is not None else '?'}: {path}{_rule_name(raw, tpath)}: {msg}")
         raise RulesConfigError(msgs)
-    return RuleSet(rules, source)
+    return RuleSet(rules, source, lines)
 
 
 def _rule_name(raw: Any, loc: Sequence[Any]) -> str:

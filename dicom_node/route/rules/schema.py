@@ -15,13 +15,16 @@ from pydantic import (
     model_validator,
 )
 
-KNOWN_PIPELINES = ("ms-lesions",)
+from dicom_node.run.pipeline import routable_pipelines
+
+
 class RulesConfigError(ValueError):
     """Invalid routing file; ``str()`` lists every problem as ``file:line: field: message``."""
 
     def __init__(self, messages: list[str]):
         self.messages = messages
         super().__init__("\n".join(messages))
+
 
 # ============================================================================================
 # pydantic schema of routing.yaml
@@ -91,8 +94,9 @@ class RuleModel(BaseModel):
     @field_validator("pipeline")
     @classmethod
     def _known_pipeline(cls, v: str) -> str:
-        if v not in KNOWN_PIPELINES:
-            raise ValueError(f"unknown pipeline {v!r} (known: {', '.join(KNOWN_PIPELINES)})")
+        known = routable_pipelines()  # the runner's registry
+        if v not in known:
+            raise ValueError(f"unknown pipeline {v!r} (known: {', '.join(known)})")
         return v
 
     @field_validator("inputs")
