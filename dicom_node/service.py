@@ -23,8 +23,9 @@ from dicom_node.route.classify import SeriesInfo, classify_series
 from dicom_node.route.completion import CompletionManager
 from dicom_node.route.rules import RuleSet, load_rules
 from dicom_node.send.destinations import make_destination_resolver
-from dicom_node.store.index import Index, IndexWriter
+from dicom_node.store.index import Index
 from dicom_node.store.jobs import JobQueue
+from dicom_node.store.writer import IndexWriter
 
 __all__ = ["Node", "load_routing"]
 

@@ -6,7 +6,7 @@
 * Each instance is written as the encoded bytes received (file meta + dataset as sent, no
   decode/re-encode) atomically and durably *before* the success status goes back. A write error
   (disk full, I/O error) answers ``0xA700`` and leaves nothing partial.
-* Index rows are queued to :class:`dicom_node.store.index.IndexWriter` (batched, off the hot path).
+* Index rows are queued to :class:`dicom_node.store.writer.IndexWriter` (batched, off the hot path).
 * Associations are gated: allow-list of calling AE titles / source addresses and a free-disk
   threshold; a refused association gets an A-ASSOCIATE-RJ and a log line.
 * ``TCP_NODELAY`` on the listening and accepted sockets.
@@ -39,7 +39,8 @@ from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_re
 from dicom_node.ops import metrics
 from dicom_node.receive.headerscan import scan_header
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
-from dicom_node.store.index import IndexWriter, InstanceRecord, extract_header
+from dicom_node.store.index import InstanceRecord, extract_header
+from dicom_node.store.writer import IndexWriter
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
            "STATUS_CANNOT_UNDERSTAND"]
