@@ -119,6 +119,31 @@ def test_delivers_each_object_once_with_its_transfer_syntax(tmp_path, scps, resu
     assert len(scp.received()) == len(results)
 
 
+def test_a_result_file_is_queued_as_written_and_delivered(tmp_path, scps, results):
+    """enqueue_file: the outbox holds the pipeline's bytes (no read and re-encode), once."""
+    scp = scps(free_port(), tmp_path / "rx")
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
+    sources = {}
+    for i, ds in enumerate(results):
+        src = tmp_path / f"result_{i}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        sources[str(ds.SOPInstanceUID)] = src
+        for _ in range(2):  # idempotent, as enqueue
+            ob.enqueue_file("job1", src, scp.dest, sop_instance_uid=str(ds.SOPInstanceUID),
+                            sop_class_uid=str(ds.SOPClassUID),
+                            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID))
+    items = ob.items("job1")
+    assert len(items) == len(results)
+    for it in items:
+        assert it.path.read_bytes() == sources[it.sop_instance_uid].read_bytes()
+    assert ob.send_due() == len(results)
+    got = scp.received()
+    assert _uids(got) == _uids(results)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in got}
+    for ds in results:
+        assert by_uid[ds.SOPInstanceUID].file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+
+
 def test_compressed_object_decompressed_for_a_peer_without_rle(tmp_path, scps, results):
     scp = scps(free_port(), tmp_path / "rx", accept_all=False)  # uncompressed only
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")

@@ -21,10 +21,13 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
     "encode_file_meta",
@@ -253,11 +256,26 @@ def save_dataset(ds, path: Path, *, durable: bool) -> Path:
     ``durable``: fsync the file before the rename and the directory after it (the object
     survives a power cut once this returns); without it the write is atomic only.
     """
+    return _write_atomic(path, lambda fh: ds.save_as(fh, enforce_file_format=True), durable)
+
+
+def copy_file(src: Path, path: Path, *, durable: bool) -> Path:
+    """Copy the file ``src`` to ``path`` atomically, byte for byte (``durable`` as in
+    :func:`save_dataset`): what was written once is not parsed and encoded again."""
+
+    def write(fh: BinaryIO) -> None:
+        with open(src, "rb") as fi:
+            shutil.copyfileobj(fi, fh, 1 << 20)
+
+    return _write_atomic(path, write, durable)
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object], durable: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
+            write(fh)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -222,8 +222,10 @@ def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entry(kind: str, path: Path, ds: Any, overlay: bool = False) -> dict[str, Any]:
+    """A result file with the UIDs the outbox needs (so that it copies the file, unread)."""
     return {"kind": kind, "overlay": overlay, "path": str(path),
-            "sop_instance_uid": str(ds.SOPInstanceUID)}
+            "sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
+            "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)}
 
 
 def _write_json(obj: dict[str, Any], path: Path) -> None:

@@ -286,12 +286,21 @@ class Runner:
 
         dests, _ = self._destinations(job)
         for f in files:
-            ds = dcmread(f["path"])
+            # The pipeline names each file's UIDs: the file is queued as written. A result without
+            # them (written by an older version, kept across the upgrade) is read once here.
+            known = all(f.get(k) for k in ("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid"))
+            ds = None if known else dcmread(f["path"])
             for d in dests:
                 if f.get("overlay") and d.get("overlay") is False:
                     continue
-                self.outbox.enqueue(job.id, ds, Destination(d["ae_title"], d["host"],
-                                                            int(d["port"])))
+                dest = Destination(d["ae_title"], d["host"], int(d["port"]))
+                if ds is None:
+                    self.outbox.enqueue_file(job.id, Path(f["path"]), dest,
+                                             sop_instance_uid=f["sop_instance_uid"],
+                                             sop_class_uid=f["sop_class_uid"],
+                                             transfer_syntax_uid=f["transfer_syntax_uid"])
+                else:
+                    self.outbox.enqueue(job.id, ds, dest)
 
     def _complete(self, job: Job, result: dict[str, Any], seconds: float,
                   note: str | None = None) -> None:

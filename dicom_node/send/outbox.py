@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,7 +32,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
 
 from dicom_node._pynetdicom.reactor import pause_reactor
-from dicom_node.receive.spool import save_dataset
+from dicom_node.receive.spool import copy_file, save_dataset
 from dicom_node.send.destinations import Destination
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,20 @@ class Outbox:
 
         A ``dead`` item for the same (instance, destination) is revived (attempts reset).
         """
-        sop_uid = str(ds.SOPInstanceUID)
-        sop_class = str(ds.SOPClassUID)
         meta = getattr(ds, "file_meta", None)
         ts = str(getattr(meta, "TransferSyntaxUID", "") or ExplicitVRLittleEndian)
+        self._enqueue(job_id, str(ds.SOPInstanceUID), str(ds.SOPClassUID), ts, dest,
+                      lambda path: save_dataset(ds, path, durable=True))
+
+    def enqueue_file(self, job_id: str, src: Path, dest: Destination, *, sop_instance_uid: str,
+                     sop_class_uid: str, transfer_syntax_uid: str) -> None:
+        """Like :meth:`enqueue` for a Part-10 file whose UIDs the caller knows: the file is copied
+        byte for byte, not read and encoded again."""
+        self._enqueue(job_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid, dest,
+                      lambda path: copy_file(src, path, durable=True))
+
+    def _enqueue(self, job_id: str, sop_uid: str, sop_class: str, ts: str, dest: Destination,
+                 write: Callable[[Path], Path]) -> None:
         key = (sop_uid, dest.ae_title, dest.host, int(dest.port))
         with self._lock:
             row = self._db.execute(
@@ -186,7 +197,7 @@ class Outbox:
                 log.debug("outbox: %s -> %s already %s", sop_uid, dest, row["state"])
                 return
             path = self._path_for(sop_uid, dest)
-            save_dataset(ds, path, durable=True)
+            write(path)
             now = time.time()
             if row is None:
                 self._db.execute(
