@@ -29,18 +29,24 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dicom_node.receive.spool import save_dataset
 from dicom_node.run.options import PipelineOptions
 
+if TYPE_CHECKING:
+    from dicom_node.run.volume import Volume
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PipelineError", "run_ms_lesions", "PIPELINES", "FOLLOW_UPS", "routable_pipelines"]
 
 _SEGMENTERS: dict[str, Any] = {}
+# The FLAIR of this worker's last job, kept for its overlay step (same worker process as a rule:
+# the step then does not read and decode the series again; another process reloads it).
+_LAST_FLAIR: dict[str, Volume] = {}
 
 
 class PipelineError(RuntimeError):
@@ -129,6 +135,9 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         flair = load_series([Path(p) for p in inputs["flair"]])
     except VolumeError as exc:
         raise PipelineError(f"FLAIR series refused: {exc}") from exc
+    _LAST_FLAIR.clear()
+    if opts.overlay:
+        _LAST_FLAIR[job["job_id"]] = flair
     t1_vol = None
     if inputs.get("t1"):
         try:
@@ -203,7 +212,7 @@ def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out_dir = Path(job["out_dir"])
     res = json.loads((out_dir / "result.json").read_text())
-    flair = load_series([Path(p) for p in job["inputs"]["flair"]])
+    flair = _LAST_FLAIR.pop(job["job_id"], None) or load_series([Path(p) for p in job["inputs"]["flair"]])
     labels = np.load(out_dir / "labels.npz")["labels"]
     result = SegmentationResult(
         labels=labels, probability=np.zeros(labels.shape, np.float32),
