@@ -17,11 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from dicom_factory import make_mr_series, write_series
 from orthanc_harness import ORTHANC_BIN, OrthancServer, dicom_env, free_port
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 LUA = REPO / "orthanc" / "autoroute.lua"
@@ -88,29 +87,16 @@ class _StoreSCP:
 def make_series(out: Path, *, modality: str = "MR", sop_class: str = MR_STORAGE, n: int = 3,
                 description: str = "AX FLAIR", study_uid: str | None = None,
                 manufacturer: str = "ACME") -> tuple[str, list[str]]:
-    """Write a small synthetic series; returns (SeriesInstanceUID, SOP Instance UIDs)."""
-    out.mkdir(parents=True, exist_ok=True)
-    study_uid = study_uid or generate_uid()
-    series_uid = generate_uid()
-    sops = []
-    for i in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
+    """Write a small synthetic series (the tests' one builder, relabelled); returns
+    (SeriesInstanceUID, SOP Instance UIDs)."""
+    series = make_mr_series(n, 8, 8, study_uid=study_uid, description=description,
+                            patient_id="AUTOROUTE1", patient_name="Autoroute^Test",
+                            extra={"Modality": modality, "SOPClassUID": sop_class,
+                                   "Manufacturer": manufacturer})
+    for ds in series:
         ds.file_meta.MediaStorageSOPClassUID = sop_class
-        ds.file_meta.MediaStorageSOPInstanceUID = sop = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop
-        ds.PatientName, ds.PatientID = "Autoroute^Test", "AUTOROUTE1"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.Modality, ds.SeriesDescription, ds.Manufacturer = modality, description, manufacturer
-        ds.SeriesNumber, ds.InstanceNumber = 1, i + 1
-        ds.Rows = ds.Columns = 8
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = np.full((8, 8), 10 * i, np.uint16).tobytes()
-        ds.save_as(out / f"{i:03d}.dcm", enforce_file_format=True)
-        sops.append(sop)
-    return series_uid, sops
+    write_series(series, out)
+    return str(series[0].SeriesInstanceUID), [str(ds.SOPInstanceUID) for ds in series]
 
 
 def _wait(pred, timeout: float, what: str) -> None:
