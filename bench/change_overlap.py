@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             sp = flair.GetSpacing()[::-1]
             cl, nc = components(change_on_flair(patient, study, flair), sp)
             row = f"{patient.name + '/' + study:24s} {nc:6d} "
-            for n, seg in zip(names, segs):
+            for n, seg in zip(names, segs, strict=False):
                 t0 = time.perf_counter()
                 res = seg.segment(flair, t1)
                 dt = time.perf_counter() - t0

@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicom_node.demo import SHARED_CASE, _node_config, build_study  # noqa: E402
-from dicom_node.pacs import OrthancServer, dicom_env  # noqa: E402
+from dicom_node.devtools.demo import SHARED_CASE, _node_config, build_study  # noqa: E402
+from dicom_node.devtools.orthanc import OrthancServer, dicom_env  # noqa: E402
 
 
 def _status(cfg_path: Path) -> dict:

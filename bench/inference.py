@@ -126,7 +126,8 @@ def main() -> int:
                     for tta in (True, False):
                         configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=False,
                                             tta=tta))
-    print(f"{'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} {'infer s':>8} {'post s':>7} {'total s':>8} "
+    print(f"{'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} {'infer s':>8} {'post s':>7} "
+          f"{'total s':>8} "
           f"{'peak RSS MB':>11}  grid")
     for cfg in configs:
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dicom_node.run.options import PipelineOptions, Precision
+
 __all__ = [
     "ConfigError",
     "NodeConfig",
@@ -83,7 +85,7 @@ class ScpConfig(_Strict):
     """Network tuning of the Storage SCP."""
 
     # the maximum PDU length we advertise and the bound of every P-DATA-TF read (0: advertise
-    # unlimited, read at most dicom_node.gate.HARD_MAX_PDU = 64 MiB)
+    # unlimited, read at most dicom_node.receive.limits.HARD_MAX_PDU = 64 MiB)
     max_pdu: int = Field(default=16 * 2**20, ge=0, le=64 * 2**20)
     max_associations: int = Field(default=16, ge=1)
     max_connections_per_address: int = Field(default=8, ge=1)  # refused at accept beyond
@@ -93,7 +95,7 @@ class ScpConfig(_Strict):
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
     poll_interval_ms: float = Field(default=0.2, ge=0.0, le=1.0)  # pynetdicom reactor poll (lib: 1)
-    fast_dimse: bool = True  # C-STORE fast paths through pynetdicom (dicom_node.fastdimse)
+    fast_dimse: bool = True  # C-STORE fast paths through pynetdicom (dicom_node._pynetdicom.fastdimse)
 
 
 class TlsConfig(_Strict):
@@ -111,24 +113,28 @@ class TlsConfig(_Strict):
         return self
 
 
+_DEFAULT = PipelineOptions()
+
+
 class RunnerConfig(_Strict):
     enabled: bool = True  # false: jobs are queued but not run by this process
     concurrency: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threshold: float = Field(default=0.5, gt=0, lt=1)  # lesion probability cut-off
-    min_voxels: int = Field(default=3, ge=1)  # smaller components are dropped...
-    min_volume_mm3: float = Field(default=10.0, ge=0)  # ...and so are smaller volumes
-    fractional_seg: bool = False  # also send the probability map as a FRACTIONAL SEG
+    # pipeline options: defaults and meaning in dicom_node.run.options.PipelineOptions
+    threshold: float = Field(default=_DEFAULT.threshold, gt=0, lt=1)
+    min_voxels: int = Field(default=_DEFAULT.min_voxels, ge=1)
+    min_volume_mm3: float = Field(default=_DEFAULT.min_volume_mm3, ge=0)
+    fractional_seg: bool = _DEFAULT.fractional
     weights: Path | None = None  # None: the shipped model (ai/weights/ms_unet.pt)
-    tta: bool = True  # average with the left-right mirror image (2x model cost, fewer false positives)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # CPU: auto = bf16 where the CPU has it natively
+    tta: bool = _DEFAULT.tta
+    precision: Precision = _DEFAULT.precision
 
-    def pipeline_options(self) -> dict[str, Any]:
+    def pipeline_options(self) -> PipelineOptions:
         """Options handed to the pipeline of every job."""
-        return {"threshold": self.threshold, "min_voxels": self.min_voxels,
-                "min_volume_mm3": self.min_volume_mm3, "fractional": self.fractional_seg,
-                "weights": str(self.weights) if self.weights else None,
-                "tta": self.tta, "precision": self.precision}
+        return PipelineOptions(threshold=self.threshold, min_voxels=self.min_voxels,
+                               min_volume_mm3=self.min_volume_mm3, fractional=self.fractional_seg,
+                               weights=str(self.weights) if self.weights else None,
+                               tta=self.tta, precision=self.precision)
 
 
 class OutboxConfig(_Strict):
@@ -142,7 +148,7 @@ class OutboxConfig(_Strict):
     timeout_s: float = Field(default=30.0, gt=0)  # connection/ACSE/DIMSE timeout of a send
 
     def outbox_options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`dicom_node.sender.Outbox`."""
+        """Keyword arguments of :class:`dicom_node.send.outbox.Outbox`."""
         return {"max_attempts": self.max_attempts, "base_delay_s": self.base_delay_s,
                 "max_delay_s": self.max_delay_s, "retry_for_s": self.retry_for_hours * 3600.0,
                 "echo_interval_s": self.echo_interval_s, "timeout_s": self.timeout_s}

@@ -10,80 +10,49 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from .completion import CompletionManager
-from .config import ConfigError, NodeConfig
-from .index import Index, IndexWriter
-from .jobs import JobQueue
-from .scp import StorageSCP
-from .spool import Spool
+from pydicom.dataset import Dataset
 
-__all__ = ["Node", "load_routing", "make_destination_resolver"]
+from dicom_node.config import ConfigError, NodeConfig
+from dicom_node.receive.scp import StorageSCP
+from dicom_node.receive.spool import Spool
+from dicom_node.route.classify import SeriesInfo, classify_series
+from dicom_node.route.completion import CompletionManager
+from dicom_node.route.rules import RuleSet, load_rules
+from dicom_node.send.destinations import make_destination_resolver
+from dicom_node.store.index import Index
+from dicom_node.store.jobs import JobQueue
+from dicom_node.store.writer import IndexWriter
+
+__all__ = ["Node", "load_routing"]
 
 log = logging.getLogger(__name__)
 
 
-def load_routing(cfg: NodeConfig) -> tuple[Any, Callable | None]:
+def load_routing(cfg: NodeConfig) -> tuple[RuleSet, Callable[[Sequence[Dataset]], SeriesInfo]]:
     """Return ``(rules, classify_series)``.
 
     Raises
     ------
     ConfigError
-        The routing modules exist but the rules file is missing or invalid.
+        The rules file is missing or invalid, or names a pipeline or a peer that does not exist
+        (each problem as ``file:line: field: message``).
     """
-    try:
-        from .classify import classify_series  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.warning("series classification unavailable (%s): series complete, no jobs", exc)
-        return None, None
-    try:
-        from .rules import load_rules  # type: ignore[attr-defined]
-    except ImportError as exc:
-        log.warning("routing rules unavailable (%s): series are classified, no jobs", exc)
-        return None, classify_series
     if not Path(cfg.routing_file).is_file():
         raise ConfigError(f"{cfg.source}: routing_file: {cfg.routing_file} does not exist")
     try:
         rules = load_rules(cfg.routing_file)
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the rules loader's own error type
+    except Exception as exc:
         raise ConfigError(str(exc)) from exc
+    unknown = rules.unknown_peers({p.name for p in cfg.peers})  # the two files must agree
+    if unknown:
+        raise ConfigError("\n".join(unknown))
     return rules, classify_series
-
-
-def make_destination_resolver(cfg: NodeConfig) -> Callable[[list[dict], dict], list[dict]]:
-    """Resolve route destinations to ``{ae_title, host, port}`` using ``cfg.peers``.
-
-    ``{"peer": name}`` -> that peer; ``{"sender": True}`` -> the peer whose AE title is the
-    study's calling AE; explicit ``{ae_title, host, port}`` stays. Unresolvable entries keep an
-    ``"error"`` field so the runner can report them.
-    """
-
-    def resolve(dests: list[dict], study: dict) -> list[dict]:
-        out = []
-        for d in dests:
-            d = dict(d)
-            if "peer" in d:
-                p = cfg.peer(d["peer"])
-                if p:
-                    d.update(ae_title=p.ae_title, host=p.host, port=p.port)
-                else:
-                    d["error"] = f"unknown peer {d['peer']!r} (not in node.yaml peers)"
-            elif d.get("sender"):
-                aet = (study.get("calling_ae") or "").strip()
-                p = cfg.peer_by_ae(aet) if aet else None
-                if p:
-                    d.update(peer=p.name, ae_title=p.ae_title, host=p.host, port=p.port)
-                else:
-                    d.update(ae_title=aet or None, host=study.get("calling_host"), port=None,
-                             error=f"sender AE {aet!r} is not in node.yaml peers (port unknown)")
-            out.append(d)
-        return out
-
-    return resolve
 
 
 class Node:
@@ -120,18 +89,15 @@ class Node:
         self.scp.on_release = self.completion.on_association_released
         self.runner: Any = None
         if cfg.runner.enabled:
-            from .runner import Runner
+            from dicom_node.run.runner import Runner
 
-            try:
-                self.runner = Runner(cfg, self.index, self.jobs)
-            except ImportError as exc:  # a checkout without the results side
-                log.warning("job runner unavailable (%s): jobs are queued, not run", exc)
+            self.runner = Runner(cfg, self.index, self.jobs)
         self._stop = threading.Event()
         self._http: Any = None
 
     def _series_done(self, row: dict) -> None:
         try:
-            from . import metrics
+            from dicom_node.ops import metrics
 
             metrics.SERIES_COMPLETED.inc()
             metrics.observe_stage("completion_wait", float(row.get("complete_delay_s") or 0))
@@ -158,11 +124,11 @@ class Node:
         self.scp.start()
         if self.cfg.http.port:
             try:
-                from . import metrics
+                from dicom_node.ops import metrics
 
                 self._http = metrics.start_http(
                     self.cfg.http.port, self.cfg.http.host, spool_dir=self.cfg.data_dir,
-                    min_free_bytes=self.cfg.min_free_disk_mb * 2**20,
+                    min_free_bytes=int(self.cfg.min_free_disk_mb * 2**20),
                     jobs_source=self._job_counts,
                 )
                 if self.runner is not None:

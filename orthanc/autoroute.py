@@ -40,7 +40,7 @@ def _load_settings() -> dict:
     try:
         config = json.loads(orthanc.GetConfiguration())
         settings.update(config.get("AiNodeAutoroute") or {})
-    except Exception as exc:  # never break Orthanc start-up
+    except Exception as exc:  # noqa: BLE001 - never break Orthanc start-up
         orthanc.LogWarning(f"ai-node autoroute: cannot read configuration: {exc}")
     return settings
 
@@ -61,11 +61,11 @@ def _upper_list(values) -> list[str]:
 def _target_aet(target: str) -> str | None:
     try:
         return _get_json(f"/modalities/{target}/configuration").get("AET")
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort: any failure gives the fallback
         try:
             m = json.loads(orthanc.GetConfiguration()).get("DicomModalities", {}).get(target)
             return m[0] if isinstance(m, list) else (m or {}).get("AET")
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort: any failure gives the fallback
             return None
 
 
@@ -89,7 +89,7 @@ def skip_reason(series_id: str) -> str | None:
         try:
             sender = orthanc.RestApiGet(f"/instances/{instances[0]}/metadata/RemoteAET")
             sender = sender.decode() if isinstance(sender, bytes) else str(sender)
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort: any failure gives the fallback
             sender = ""
         if sender:
             node = (_target_aet(SETTINGS["Target"]) or "").upper()
@@ -119,7 +119,7 @@ def _worker() -> None:
             _store(series_id)
             orthanc.LogWarning(f"ai-node autoroute: forwarded series {series_id} to "
                                f"{SETTINGS['Target']} (attempt {attempt + 1})")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort: any failure gives the fallback
             if attempt < len(delays):
                 orthanc.LogWarning(f"ai-node autoroute: forwarding series {series_id} failed "
                                    f"({exc}); retry in {delays[attempt]:.0f} s")
@@ -138,7 +138,7 @@ def on_change(change_type, level, resource_id) -> None:
         return
     try:
         reason = skip_reason(resource_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - best effort: any failure gives the fallback
         orthanc.LogError(f"ai-node autoroute: cannot inspect series {resource_id}: {exc}")
         return
     if reason:

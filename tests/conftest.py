@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from orthanc_harness import ORTHANC_BIN, OrthancServer  # noqa: E402
+from orthanc_harness import ORTHANC_BIN, OrthancServer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

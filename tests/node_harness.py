@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from orthanc_harness import dicom_env, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,8 @@ def _head(shape, rng):
     """A bright ellipsoid 'head' with noise, so that foreground/normalisation have work to do."""
     z, y, x = np.indices(shape, dtype=np.float32)
     c = [s / 2 for s in shape]
-    r = ((z - c[0]) / (0.4 * shape[0])) ** 2 + ((y - c[1]) / (0.4 * shape[1])) ** 2 + ((x - c[2]) / (0.4 * shape[2])) ** 2
+    r = (((z - c[0]) / (0.4 * shape[0])) ** 2 + ((y - c[1]) / (0.4 * shape[1])) ** 2
+         + ((x - c[2]) / (0.4 * shape[2])) ** 2)
     return (100.0 * (r < 1) + rng.normal(0, 3, shape)).clip(0).astype(np.float32)
 
 
@@ -112,7 +113,7 @@ def test_numpy_back_orientation_equals_dicomorient(perm, signs):
     """The back-mapping's numpy permutation/flip gives exactly what DICOMOrient gives, for
     permuted, flipped and slightly oblique directions on an anisotropic grid."""
     d = np.zeros((3, 3))
-    for i, (p, s) in enumerate(zip(perm, signs)):
+    for i, (p, s) in enumerate(zip(perm, signs, strict=False)):
         d[p, i] = s
     rot = np.array(sitk.Euler3DTransform((0, 0, 0), 0.05, -0.08, 0.1).GetMatrix()).reshape(3, 3)
     img = sitk.GetImageFromArray(np.random.default_rng(1).random((7, 9, 11)).astype(np.float32))

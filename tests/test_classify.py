@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from dicom_node.classify import SeriesInfo, classify_series, split_acquisitions
+from dicom_node.route.classify import SeriesInfo, classify_series, split_acquisitions
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 ENH_MR = "1.2.840.10008.5.1.4.1.1.4.1"

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import yaml
+from dicom_factory import make_mr_series
 from pydicom.uid import generate_uid
 
-from dicom_factory import make_mr_series
 from dicom_node.config import load_config
-from dicom_node.index import Index
-from dicom_node.jobs import JobQueue
-from dicom_node.sender import Destination, Outbox
+from dicom_node.send.outbox import Destination, Outbox
+from dicom_node.store.index import Index
+from dicom_node.store.jobs import JobQueue
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from dicom_factory import make_mr_series, write_series
 from node_harness import STORESCU
 

@@ -78,3 +78,37 @@ def test_shipped_config_states_the_safe_defaults():
     assert cfg.scp == default.scp and cfg.scp.max_pdu > 0
     assert cfg.outbox == default.outbox and cfg.outbox.retry_for_hours >= 24
     assert cfg.completion.release_grace_seconds == default.completion.release_grace_seconds
+
+
+def _serve_rc(tmp_path: Path, routing: str) -> subprocess.CompletedProcess[str]:
+    rules = tmp_path / "routing.yaml"
+    rules.write_text(routing)
+    node = tmp_path / "node.yaml"
+    node.write_text(f"data_dir: {tmp_path / 'data'}\nrouting_file: {rules}\nport: 0\n"
+                    "peers:\n  - {name: pacs, ae_title: PACS, host: 127.0.0.1, port: 11112}\n")
+    return subprocess.run([sys.executable, "-m", "dicom_node.cli", "serve", "--config", str(node)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+RULE = """version: 1
+rules:
+  - name: brain
+    pipeline: {pipeline}
+    inputs: {{flair: {{required: true, when: {{contrast: FLAIR}}}}}}
+    destinations:
+      - peer: pacs
+      - peer: {peer}
+"""
+
+
+def test_serve_refuses_a_destination_naming_a_peer_node_yaml_lacks(tmp_path):
+    r = _serve_rc(tmp_path, RULE.format(pipeline="ms-lesions", peer="research-pacs"))
+    assert r.returncode == 2, r.stderr
+    assert (f"{tmp_path / 'routing.yaml'}:8: rules[0].destinations[1].peer (rule brain): "
+            "unknown peer 'research-pacs' (node.yaml peers: pacs)") in r.stderr
+
+
+def test_serve_refuses_a_rule_naming_a_pipeline_the_runner_lacks(tmp_path):
+    r = _serve_rc(tmp_path, RULE.format(pipeline="ms-lesion", peer="pacs"))
+    assert r.returncode == 2, r.stderr
+    assert f"{tmp_path / 'routing.yaml'}:4: rules[0].pipeline (rule brain): unknown pipeline 'ms-lesion'" in r.stderr

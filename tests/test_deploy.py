@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import yaml
 
 from dicom_node.cli import build_parser
 from dicom_node.config import load_config
+from dicom_node.devtools.orthanc import free_port
+from dicom_node.route.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -129,12 +130,6 @@ def _dockerignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- example configs
 @pytest.mark.parametrize("path", [DEPLOY / "examples" / "node.yaml", DOCKER_EXAMPLES / "node.yaml"],
                          ids=["bare-metal", "docker"])
@@ -148,9 +143,8 @@ def test_example_node_configs_load_with_the_real_schema(path: Path):
 @pytest.mark.parametrize("path", [DEPLOY / "examples" / "node.yaml", DOCKER_EXAMPLES / "node.yaml"],
                          ids=["bare-metal", "docker"])
 def test_example_routing_rules_load_and_name_known_peers(path: Path):
-    rules_mod = pytest.importorskip("dicom_node.rules", reason="routing rules module not built yet")
     cfg = load_config(path)
-    rules_mod.load_rules(cfg.routing_file)  # raises with file/line/field on any error
+    load_rules(cfg.routing_file)  # raises with file/line/field on any error
     text = yaml.safe_load(cfg.routing_file.read_text())
     names = {p.name for p in cfg.peers}
     peers_used = set(re.findall(r"'peer': '([^']+)'", repr(text)))
@@ -284,7 +278,7 @@ def test_docker_example_config_serves_and_container_healthcheck_passes(tmp_path:
     the compose healthcheck command (with that port) succeeds, ``status`` works, SIGTERM stops."""
     data = yaml.safe_load((DOCKER_EXAMPLES / "node.yaml").read_text())
     orig_http_port = data["http"]["port"]
-    dicom_port, http_port = _free_port(), _free_port()
+    dicom_port, http_port = free_port(), free_port()
     data.update(data_dir=str(tmp_path / "data"), port=dicom_port)
     data["http"].update(port=http_port, host="127.0.0.1")
     cfg_path = tmp_path / "node.yaml"

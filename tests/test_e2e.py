@@ -23,7 +23,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.pacs import ORTHANC_BIN, OrthancServer
+from dicom_node.devtools.orthanc import ORTHANC_BIN, OrthancServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CASE = REPO.parent / "shared" / "data" / "ms" / "cross_sectional" / "patient19"
@@ -36,7 +36,7 @@ RESULT_TIMEOUT = 600.0
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The FLAIR + T1 study as DICOM files (real case when present, else a phantom)."""
-    from dicom_node.demo import build_study
+    from dicom_node.devtools.demo import build_study
 
     work = tmp_path_factory.mktemp("e2e-study")
     wrapped, origin = build_study(work, SHARED_CASE if SHARED_CASE.is_dir() else None)
@@ -217,7 +217,7 @@ def test_node_killed_during_inference_results_arrive_once(pacs, node_factory, st
     st = node.status()
     done = [j for j in st["jobs"] if j["state"] == "done"]
     assert len(done) == 1 and done[0]["attempts"] >= 2, st["jobs"]
-    from dicom_node.runner import load_result
+    from dicom_node.run.runner import load_result
 
     res = load_result(Path(node.cfg["data_dir"]), done[0]["id"])
     n_overlay = sum(1 for f in res["files"] if f["kind"] == "OVERLAY")

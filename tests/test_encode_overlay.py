@@ -6,11 +6,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.overlay import LESION_RGB, build_overlay
-from dicom_node.encode.testing import blob_labels, result_from_labels
-from dicom_node.volume import load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.run.volume import load_series
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,6 @@ def test_uids_deterministic(case):
     assert a == b and len(set(a)) == len(a)
 
 
-@pytest.mark.skipif(not dciodvfy.available(), reason="dciodvfy (dicom3tools) not installed")
 def test_dciodvfy_no_errors(case):
     vol, res = case
     out = build_overlay(res, vol, job_key="j")

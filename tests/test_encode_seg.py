@@ -10,15 +10,14 @@ import pytest
 import SimpleITK as sitk
 
 from ai.types import LOCATIONS
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.seg import build_seg, seg_masks_on_volume, segment_plan
-from dicom_node.encode.testing import blob_labels, result_from_labels
-from dicom_node.volume import load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.run.volume import load_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-needs_dciodvfy = pytest.mark.skipif(not dciodvfy.available(), reason="dciodvfy (dicom3tools) not installed")
 
 
 def _flair(tmp_path, shape=(20, 48, 40), direction=None):
@@ -91,7 +90,7 @@ def test_single_segment_and_per_lesion(tmp_path):
     seg4 = _roundtrip(build_seg(res4, vol, job_key="j", per_lesion=True), tmp_path)
     assert seg4.number_of_segments == 4
     got = seg_masks_on_volume(seg4, vol)
-    for n, les in enumerate(sorted(res4.lesions, key=lambda l: l.id)):
+    for n, les in enumerate(sorted(res4.lesions, key=lambda les: les.id)):
         assert np.array_equal(got[..., n], (res4.labels == les.id).astype(np.uint8))
 
 
@@ -132,7 +131,6 @@ def test_result_not_on_flair_grid_is_refused(tmp_path):
         build_seg(res, vol, job_key="j")
 
 
-@needs_dciodvfy
 @pytest.mark.parametrize("kw", [{}, {"per_lesion": True}, {"fractional": True}])
 def test_dciodvfy_no_errors(tmp_path, kw):
     vol = _flair(tmp_path)
@@ -157,15 +155,14 @@ def test_seg_on_enhanced_multiframe_source(tmp_path):
         src = fr.DerivationImageSequence[0].SourceImageSequence[0]
         k = vol.slice_refs.index((src.ReferencedSOPInstanceUID, int(src.ReferencedFrameNumber)))
         assert res.labels[k].any()
-    if dciodvfy.available():
-        rep = dciodvfy.validate_file(tmp_path / "seg.dcm")
-        assert rep.errors == [], rep.text
+    rep = dciodvfy.validate_file(tmp_path / "seg.dcm")
+    assert rep.errors == [], rep.text
 
 
 @pytest.mark.shared
 def test_seg_on_flair_stored_as_several_enhanced_objects(tmp_path):
-    from dicom_node.encode.testing import split_enhanced
-    from dicom_node.volume import load_datasets
+    from dicom_node.devtools.synthetic import split_enhanced
+    from dicom_node.run.volume import load_datasets
 
     folder = SHARED / "dicom" / "dcm_qa_xa30" / "siemens_prisma_xa30_enh_T1w_tfl3d"
     if not folder.is_dir():
@@ -181,5 +178,4 @@ def test_seg_on_flair_stored_as_several_enhanced_objects(tmp_path):
     refs = {fr.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
             for fr in seg.PerFrameFunctionalGroupsSequence}
     assert refs == {ds.SOPInstanceUID for ds in vol.datasets}
-    if dciodvfy.available():
-        assert dciodvfy.validate_file(tmp_path / "seg.dcm").errors == []
+    assert dciodvfy.validate_file(tmp_path / "seg.dcm").errors == []

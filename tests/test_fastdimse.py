@@ -1,4 +1,4 @@
-"""dicom_node.fastdimse: byte-for-byte the same as pynetdicom, and the same C-STOREs end to end."""
+"""dicom_node._pynetdicom.fastdimse: byte-for-byte the same as pynetdicom, and the same C-STOREs end to end."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from io import BytesIO
 
 import pytest
+from dicom_factory import make_mr_series
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom import dimse_messages as dm
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
@@ -15,8 +16,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
-from dicom_factory import make_mr_series
-from dicom_node import fastdimse
+from dicom_node._pynetdicom import fastdimse
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -287,7 +287,7 @@ def test_chunked_to_file_mode_stays_stock(monkeypatch):
 
 def test_idle_waits_end_when_work_arrives():
     """The reactors' sleep is the thread's wait; a queued primitive wakes the DUL at once."""
-    from dicom_node.net import _PollClock
+    from dicom_node._pynetdicom.net import _PollClock
 
     clock = _PollClock(0.001)
     woke = threading.Event()
@@ -309,7 +309,7 @@ def test_idle_waits_end_when_work_arrives():
     q = fastdimse._WakingQueue(wake)
 
     class Dul:
-        class socket:  # noqa: N801 - stands in for AssociationSocket
+        class socket:
             socket = wake.r  # readable only when woken
 
     threading.Timer(0.02, q.put, args=("primitive",)).start()
@@ -323,7 +323,7 @@ def test_idle_waits_end_when_work_arrives():
 def test_internals_that_differ_leave_pynetdicom_stock(monkeypatch, caplog):
     monkeypatch.setattr(fastdimse, "_AVAILABLE", None)
     monkeypatch.setattr(fastdimse, "_self_check", lambda: "C-STORE-RSP encoding differs")
-    with caplog.at_level("WARNING", logger="dicom_node.fastdimse"):
+    with caplog.at_level("WARNING", logger="dicom_node._pynetdicom.fastdimse"):
         assert not fastdimse.available()
     assert "fast DIMSE paths off" in caplog.text and "encoding differs" in caplog.text
     rx = Receiver(True)

@@ -1,4 +1,4 @@
-"""dicom_node.headerscan: the SCP's raw header scan gives pydicom's values, or declines."""
+"""dicom_node.receive.headerscan: the SCP's raw header scan gives pydicom's values, or declines."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import io
 from pathlib import Path
 
 import pytest
+from dicom_factory import make_mr_series
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from dicom_factory import make_mr_series
-from dicom_node.headerscan import WANTED, scan_header
-from dicom_node.scp import _after_instance_number
+from dicom_node.receive.headerscan import WANTED, scan_header
+from dicom_node.receive.scp import _after_instance_number
 
 
 def pydicom_values(raw: bytes, implicit: bool, little: bool = True) -> dict:
@@ -134,7 +134,7 @@ def test_pixel_data_length_short_cuts_the_truncation_search(shared_dicom):
     no search, and its answer is the same as with the search."""
     import struct
 
-    from dicom_node.scp import _PIXEL_EXPLICIT_LE, _truncated_pixel_data
+    from dicom_node.receive.scp import _PIXEL_EXPLICIT_LE, _truncated_pixel_data
 
     n = hits = 0
     for f in sorted(p for p in shared_dicom.rglob("*") if p.is_file()):

@@ -18,7 +18,6 @@ import time
 
 import pytest
 import requests
-
 from node_harness import association_rq
 from orthanc_harness import free_port
 

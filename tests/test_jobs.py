@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from dicom_node.index import Index
-from dicom_node.jobs import JobQueue, make_job_key
+from dicom_node.store.index import Index
+from dicom_node.store.jobs import JobQueue, make_job_key
 
 
 def _q(tmp_path):
@@ -44,7 +44,8 @@ def test_failed_requeue_and_restart_recovery(tmp_path):
     assert q.get(a).state == "failed" and q.get(a).reason == "volume: slices not parallel"
     q.requeue(a)
     assert q.get(a).state == "queued"
-    q.claim_next(); q.claim_next()  # both running now
+    q.claim_next()
+    q.claim_next()  # both running now
     q2 = JobQueue(tmp_path / "index.sqlite3")  # "restart"
     assert q2.requeue_running() == 2
     assert {j.state for j in q2.list()} == {"queued"}

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from dicom_factory import make_mr_series, write_series
 from node_harness import STORESCU, NodeProcess, association_rq
 

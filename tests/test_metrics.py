@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from dicom_node import metrics  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from dicom_node.devtools.orthanc import free_port
+from dicom_node.ops import metrics
 
 
 def _get(url: str) -> tuple[int, str, str]:
@@ -43,7 +35,7 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 def server(tmp_path: Path):
     jobs = {"queued": 2, "running": 1}
     srv = metrics.start_http(
-        _free_port(), "127.0.0.1", spool_dir=tmp_path, min_free_bytes=0,
+        free_port(), "127.0.0.1", spool_dir=tmp_path, min_free_bytes=0,
         jobs_source=lambda: jobs, info={"version": "test", "ae_title": "AINODE"},
     )
     yield srv, jobs
@@ -120,7 +112,7 @@ def test_healthz_ok_then_degraded(server):
 
 def test_healthz_degraded_when_spool_below_threshold(tmp_path):
     free = shutil.disk_usage(tmp_path).free
-    srv = metrics.start_http(_free_port(), "127.0.0.1", spool_dir=tmp_path,
+    srv = metrics.start_http(free_port(), "127.0.0.1", spool_dir=tmp_path,
                              min_free_bytes=free * 4)
     try:
         code, _, text = _get(srv.url + "/healthz")
@@ -156,5 +148,5 @@ def test_live_snapshot_reads_a_running_endpoint(server):
 
 
 def test_live_snapshot_none_when_nothing_listens():
-    assert metrics.live_snapshot(_free_port()) is None
+    assert metrics.live_snapshot(free_port()) is None
     assert metrics.live_snapshot(0) is None

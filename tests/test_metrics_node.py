@@ -7,11 +7,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from dicom_factory import make_mr_series, write_series
 from node_harness import STORESCU
 from orthanc_harness import free_port
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.skipif(not Path(STORESCU).exists(), reason="Debian package dcmtk missing")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dicom_factory import make_mr_series, write_series
 from test_scp import content, dataset_bytes, spooled
 
@@ -101,6 +100,6 @@ def test_orthanc_to_node_dataset_bytes_identical(orthanc, node_factory, tmp_path
     ids = [orthanc.upload(p) for p in write_series(ser, tmp_path / "s")]
     orthanc.store_to("ainode", ids)
     stored = spooled(node)
-    for iid, ds in zip(ids, ser):
+    for iid, ds in zip(ids, ser, strict=False):
         raw = orthanc.instance_file(iid)
         assert dataset_bytes(stored[ds.SOPInstanceUID]) == dataset_bytes(_tmp_file(raw))

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import requests
 import SimpleITK as sitk
-
 from node_harness import fast_routing
 from orthanc_harness import free_port
 
@@ -32,7 +31,7 @@ def _metric(port: int, name: str) -> float:
 
 
 def _flair_study(out: Path) -> list[Path]:
-    from dicom_node.wrap import write_mr_series
+    from dicom_node.devtools.wrap import write_mr_series
 
     arr = np.full((12, 48, 48), 200.0, np.float32)
     arr[4:8, 20:28, 20:28] = 900.0

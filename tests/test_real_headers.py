@@ -43,9 +43,9 @@ def _study_objects(pacs, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
 
 
 def test_every_real_flair_series_gets_its_results(orthanc, node_factory, shared_dicom, tmp_path):
-    from dicom_node.encode.sr import read_report
-
     from node_harness import fast_routing
+
+    from dicom_node.encode.sr import read_report
 
     routing = fast_routing(tmp_path)
     folders = _flair_folders(shared_dicom)
@@ -98,12 +98,12 @@ def test_real_flair_headers_encode_valid_seg_sr_overlay(shared_dicom):
     that carry the source's patient and study attributes."""
     import SimpleITK as sitk
 
+    from dicom_node.devtools.synthetic import blob_labels, result_from_labels
     from dicom_node.encode import dciodvfy
     from dicom_node.encode.overlay import build_overlay
     from dicom_node.encode.seg import build_seg, seg_masks_on_volume
     from dicom_node.encode.sr import build_sr
-    from dicom_node.encode.testing import blob_labels, result_from_labels
-    from dicom_node.volume import load_series
+    from dicom_node.run.volume import load_series
 
     for folder in _flair_folders(shared_dicom):
         files = sorted(p for p in folder.iterdir() if p.is_file())

@@ -16,10 +16,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from node_harness import fast_routing
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
-
-from node_harness import fast_routing
 
 ENHANCED_T1 = "dcm_qa_xa30/siemens_prisma_xa30_enh_T1w_tfl3d"
 
@@ -63,7 +62,7 @@ def test_raw_data_beside_enhanced_mr_is_classified_from_the_image(node_factory, 
 
 
 def _series(arr: np.ndarray, out: Path, study: str, number: int, contrast: str) -> list[Path]:
-    from dicom_node.wrap import write_mr_series
+    from dicom_node.devtools.wrap import write_mr_series
 
     img = sitk.GetImageFromArray(arr.astype(np.float32))
     img.SetSpacing((1.0, 1.0, 3.0))
@@ -91,8 +90,8 @@ def test_t1_that_does_not_decode_is_dropped_and_the_job_runs_flair_only(orthanc,
     t1 = _series(arr, tmp_path / "t1", study, 4, "T1")
     for p in t1:
         _cut_j2k(p)
-    with pytest.raises(Exception):
-        pydicom.dcmread(t1[0]).pixel_array  # the T1 really does not decode
+    with pytest.raises(RuntimeError):
+        _ = pydicom.dcmread(t1[0]).pixel_array  # the T1 really does not decode
     node = node_factory(
         routing_file=str(fast_routing(tmp_path)),
         peers=[{"name": "orthanc", "ae_title": orthanc.aet, "host": "127.0.0.1",

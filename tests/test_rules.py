@@ -9,8 +9,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_node.classify import SeriesInfo, classify_series
-from dicom_node.rules import RulesConfigError, load_rules, loads_rules
+from dicom_node.route.classify import SeriesInfo, classify_series
+from dicom_node.route.rules import RulesConfigError, load_rules, loads_rules
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "config" / "routing.yaml"
@@ -93,7 +93,7 @@ def test_default_rules_never_stack_a_mixed_series(default_rules):
     uid = generate_uid()
     hs = []
     for iop in ([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1]):
-        for k in range(10):
+        for _k in range(10):
             h = header(**FLAIR_2D)
             h.SeriesInstanceUID = uid
             h.ImageOrientationPatient = iop

@@ -7,19 +7,19 @@ The pipeline is replaced by small stand-ins (the real one is exercised end to en
 from __future__ import annotations
 
 import concurrent.futures as cf
-from concurrent.futures.process import BrokenProcessPool
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
-
 from dicom_factory import make_mr_series, write_series
-from dicom_node import pipeline
+
 from dicom_node.config import NodeConfig
-from dicom_node.index import Index
-from dicom_node.jobs import JobQueue
-from dicom_node.runner import Runner
-from dicom_node.sender import Outbox
+from dicom_node.run import pipeline
+from dicom_node.run.runner import Runner
+from dicom_node.send.outbox import Outbox
+from dicom_node.store.index import Index
+from dicom_node.store.jobs import JobQueue
 
 PACS = {"ae_title": "PACS", "host": "127.0.0.1", "port": 11113}
 VIEWER = {"ae_title": "VIEWER", "host": "127.0.0.1", "port": 11114, "overlay": False}

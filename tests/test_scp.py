@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from dicom_factory import make_mr_series, write_series
 from node_harness import ECHOSCU, STORESCU
 from orthanc_harness import dicom_env
@@ -147,11 +146,10 @@ def test_truncated_dataset_is_refused_by_the_node():
     from io import BytesIO
 
     from pydicom.filereader import read_preamble
+    from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom.dsutils import decode
 
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    from dicom_node.scp import _truncated_last_element, _truncated_pixel_data
+    from dicom_node.receive.scp import _truncated_last_element, _truncated_pixel_data
 
     here = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dicom" / "edge"
     f = here / "pydicom_MR_truncated" / "MR_truncated.dcm"

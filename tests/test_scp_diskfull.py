@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from dicom_factory import make_mr_series, write_series
 from node_harness import STORESCU
 
@@ -50,7 +49,7 @@ def test_full_disk_answers_out_of_resources_and_leaves_nothing_partial(tiny_fs, 
     assert not [p for p in spool.rglob(".tmp-*")], "temporary files left behind"
     stored = sorted(spool.rglob("*.dcm"))
     assert len(stored) == n_ok
-    by_uid = {ds.SOPInstanceUID: f for ds, f in zip(ser, files)}
+    by_uid = {ds.SOPInstanceUID: f for ds, f in zip(ser, files, strict=False)}
     for p in stored:  # every stored file is complete and intact
         got = pydicom.dcmread(p)
         assert got.PixelData == pydicom.dcmread(by_uid[p.stem]).PixelData

@@ -14,22 +14,17 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import RLELossless
 
+from dicom_node.devtools.orthanc import free_port
+from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode.overlay import build_overlay
 from dicom_node.encode.seg import build_seg
 from dicom_node.encode.sr import build_sr
-from dicom_node.encode.testing import blob_labels, result_from_labels
-from dicom_node.sender import Destination, Outbox
-from dicom_node.volume import load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.run.volume import load_series
+from dicom_node.send.outbox import Destination, Outbox
 
 STORESCP = "/usr/bin/storescp"  # dcmtk (a pynetdicom 'storescp' may shadow it on PATH)
 pytestmark = pytest.mark.skipif(not os.access(STORESCP, os.X_OK), reason="dcmtk storescp not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StoreSCP:
@@ -104,7 +99,7 @@ def _uids(datasets) -> list[str]:
 
 
 def test_delivers_each_object_once_with_its_transfer_syntax(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx")
+    scp = scps(free_port(), tmp_path / "rx")
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
     for ds in results:
         ob.enqueue("job1", ds, scp.dest)
@@ -125,8 +120,33 @@ def test_delivers_each_object_once_with_its_transfer_syntax(tmp_path, scps, resu
     assert len(scp.received()) == len(results)
 
 
+def test_a_result_file_is_queued_as_written_and_delivered(tmp_path, scps, results):
+    """enqueue_file: the outbox holds the pipeline's bytes (no read and re-encode), once."""
+    scp = scps(free_port(), tmp_path / "rx")
+    ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
+    sources = {}
+    for i, ds in enumerate(results):
+        src = tmp_path / f"result_{i}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        sources[str(ds.SOPInstanceUID)] = src
+        for _ in range(2):  # idempotent, as enqueue
+            ob.enqueue_file("job1", src, scp.dest, sop_instance_uid=str(ds.SOPInstanceUID),
+                            sop_class_uid=str(ds.SOPClassUID),
+                            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID))
+    items = ob.items("job1")
+    assert len(items) == len(results)
+    for it in items:
+        assert it.path.read_bytes() == sources[it.sop_instance_uid].read_bytes()
+    assert ob.send_due() == len(results)
+    got = scp.received()
+    assert _uids(got) == _uids(results)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in got}
+    for ds in results:
+        assert by_uid[ds.SOPInstanceUID].file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+
+
 def test_compressed_object_decompressed_for_a_peer_without_rle(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx", accept_all=False)  # uncompressed only
+    scp = scps(free_port(), tmp_path / "rx", accept_all=False)  # uncompressed only
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files")
     rle = [ds for ds in results if ds.file_meta.TransferSyntaxUID == RLELossless]
     assert rle
@@ -141,7 +161,7 @@ def test_compressed_object_decompressed_for_a_peer_without_rle(tmp_path, scps, r
 
 
 def test_peer_down_backoff_then_delivered_exactly_once(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=5, base_delay_s=2.0)
     for ds in results:
@@ -165,7 +185,7 @@ def test_peer_down_backoff_then_delivered_exactly_once(tmp_path, scps, results):
 
 
 def test_dead_letter_after_max_attempts_and_retry(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=3, base_delay_s=1.0)
     ob.enqueue("j", results[1], dest)
@@ -184,7 +204,7 @@ def test_dead_letter_after_max_attempts_and_retry(tmp_path, scps, results):
 
 
 def test_survives_restart(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", base_delay_s=2.0)
     for ds in results:
@@ -202,7 +222,7 @@ def test_survives_restart(tmp_path, scps, results):
 
 
 def test_sop_class_the_peer_refuses_is_recorded_not_sent(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx")
+    scp = scps(free_port(), tmp_path / "rx")
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=2)
     odd = results[1].copy()
     odd.SOPClassUID = "1.2.826.0.1.3680043.99.999.1"  # not a storage SOP class storescp knows
@@ -224,7 +244,7 @@ def test_default_policy_keeps_trying_for_a_day_then_delivers_when_the_pacs_retur
     from dicom_node.config import NodeConfig
 
     opts = NodeConfig().outbox.outbox_options()
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", **opts)
     ob.enqueue("j", results[0], dest)
@@ -254,7 +274,7 @@ def test_default_policy_keeps_trying_for_a_day_then_delivers_when_the_pacs_retur
 
 
 def test_dead_letters_go_out_when_the_destination_answers_echo_again(tmp_path, scps, results):
-    port = _free_port()
+    port = free_port()
     dest = Destination("STORESCP", "127.0.0.1", port)
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=0, base_delay_s=1.0,
                 max_delay_s=4.0, retry_for_s=20.0, echo_interval_s=5.0)
@@ -274,7 +294,7 @@ def test_dead_letters_go_out_when_the_destination_answers_echo_again(tmp_path, s
 
 
 def test_echo_does_not_revive_what_the_pacs_refused(tmp_path, scps, results):
-    scp = scps(_free_port(), tmp_path / "rx")
+    scp = scps(free_port(), tmp_path / "rx")
     ob = Outbox(tmp_path / "ob.sqlite3", tmp_path / "files", max_attempts=1, echo_interval_s=1.0)
     odd = copy.deepcopy(results[2])  # Dataset.copy() shares the elements
     odd.SOPClassUID = "1.2.826.0.1.3680043.99.999.1"  # not a storage SOP class storescp knows

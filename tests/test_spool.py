@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dicom_node.spool import InvalidUID, Spool, check_uid, is_valid_uid
+from dicom_node.receive.spool import InvalidUID, Spool, check_uid, is_valid_uid
 
 
 @pytest.mark.parametrize("uid", ["1.2.3", "1.2.840.10008.5.1.4.1.1.4", "0", "1." + "2" * 62])
@@ -109,7 +109,7 @@ def test_index_is_reconciled_from_the_spool(tmp_path):
     """Acknowledged instances whose index rows were never committed (crash) are re-indexed."""
     from dicom_factory import make_mr_series
 
-    from dicom_node.index import Index
+    from dicom_node.store.index import Index
 
     sp = Spool(tmp_path / "spool")
     ser = make_mr_series(3, 8, 8, contrast="FLAIR", images_in_acquisition=True)
@@ -133,7 +133,7 @@ def test_file_meta_encoder_matches_pydicom():
 
     from pydicom.filereader import _read_file_meta_info, read_preamble
 
-    from dicom_node.spool import encode_file_meta
+    from dicom_node.receive.spool import encode_file_meta
 
     b = encode_file_meta("1.2.840.10008.5.1.4.1.1.4", "1.2.3.45", "1.2.840.10008.1.2.4.70",
                          "ORTHANC")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from orthanc_harness import ORTHANC_BIN, OrthancServer
 
 WEBVIEWER = Path("/usr/share/orthanc/plugins/libOrthancWebViewer.so")
@@ -78,11 +77,11 @@ def _flair_and_overlay(tmp_path: Path) -> tuple[list[Path], list[Path], tuple[in
 
     The lesion is a disc through every slice, so whichever slice the viewer opens shows it.
     """
-    overlay = pytest.importorskip("dicom_node.encode.overlay",
-                                  reason="overlay encoder (dicom_node/encode/overlay.py) missing")
     from dicom_factory import make_mr_series, write_series
-    from dicom_node.encode.testing import result_from_labels
-    from dicom_node.volume import load_series
+
+    from dicom_node.devtools.synthetic import result_from_labels
+    from dicom_node.encode import overlay
+    from dicom_node.run.volume import load_series
 
     n, rows, cols = 6, 64, 64
     flair_files = write_series(make_mr_series(n, rows, cols, contrast="FLAIR",

@@ -9,8 +9,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from dicom_node.volume import VolumeError, load_series
-from dicom_node.wrap import write_mr_series
+from dicom_node.devtools.wrap import write_mr_series
+from dicom_node.run.volume import VolumeError, load_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DICOM = SHARED / "dicom"
@@ -50,7 +50,7 @@ def test_order_comes_from_geometry_not_instance_number(series, tmp_path):
     numbers = list(range(1, len(files) + 1))
     random.Random(1).shuffle(numbers)
     out = []
-    for p, n in zip(files, numbers):
+    for p, n in zip(files, numbers, strict=False):
         ds = pydicom.dcmread(p)
         ds.InstanceNumber = n
         q = tmp_path / f"x{n:03d}.dcm"
@@ -246,8 +246,8 @@ def test_real_series_refused_with_reason(folder, reason):
 
 @pytest.mark.shared
 def test_enhanced_series_in_several_objects_equals_one_object():
-    from dicom_node.encode.testing import split_enhanced
-    from dicom_node.volume import load_datasets
+    from dicom_node.devtools.synthetic import split_enhanced
+    from dicom_node.run.volume import load_datasets
 
     files = _series("dcm_qa_xa30/siemens_prisma_xa30_enh_T1w_tfl3d")
     whole = load_series(files)

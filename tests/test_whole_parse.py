@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import UID
-
 from node_harness import ECHOSCU
 from orthanc_harness import dicom_env
+from pydicom.uid import UID
 
 FILES = [
     "dcm_qa_decubitus/siemens_prismafit_t1_fl2d_sag_HFS",  # classic, big Siemens private tags
@@ -159,11 +158,11 @@ def test_native_pixels_on_a_jpeg_context_are_refused(node_factory, shared_dicom,
 
 
 def test_every_dimse_request_is_answered(node_factory):
+    from dicom_factory import make_mr_series
     from pynetdicom import AE, build_context
     from pynetdicom.dimse_primitives import N_ACTION
 
-    from dicom_factory import make_mr_series
-    from dicom_node.sender import _pause_reactor
+    from dicom_node._pynetdicom.reactor import pause_reactor as _pause_reactor
 
     node = node_factory(runner={"enabled": False})
     ds = make_mr_series(1, 8, 8)[0]

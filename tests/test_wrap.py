@@ -8,9 +8,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from dicom_node.devtools.wrap import nifti_case_to_study, write_mr_series
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import load_series
-from dicom_node.wrap import nifti_case_to_study, write_mr_series
+from dicom_node.run.volume import load_series
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -9,8 +9,8 @@ Scheme Identification Sequence.
 """
 from __future__ import annotations
 
-from highdicom.sr import CodedConcept
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
 PRIVATE_SCHEME = "99MSNODE"

@@ -31,7 +31,7 @@ from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
 from dicom_node.encode.header import copy_patient_study, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import Volume
+from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,12 @@ TEXT_DIM_RGB = (190, 190, 190)
 
 
 @functools.lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans shipped with matplotlib (found without importing it), else PIL's default."""
     try:
         spec = importlib.util.find_spec("matplotlib")
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError("matplotlib")
         path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         return ImageFont.truetype(str(path), size)
     except Exception:  # noqa: BLE001 - fall back to PIL's bitmap font
@@ -90,6 +92,7 @@ def render_slices(
     s = _scale_for((ny, nx), min_size)
     out = np.empty((nz, ny * s, nx * s, 3), np.uint8)
     font = _font(max(10, 6 * s))
+    font_px = font.size if isinstance(font, ImageFont.FreeTypeFont) else 11  # bitmap fallback: 11 px
     by_slice: dict[int, list[int]] = {}
     for les in result.lesions:
         for k in range(int(les.bbox_index[0]), int(les.bbox_index[3])):
@@ -98,7 +101,7 @@ def render_slices(
     for k in range(nz):
         g = Image.fromarray(grey[k])
         if s > 1:
-            g = g.resize((nx * s, ny * s), Image.BILINEAR)
+            g = g.resize((nx * s, ny * s), Image.Resampling.BILINEAR)
         rgb = np.repeat(np.asarray(g)[..., None], 3, axis=2).astype(np.float32)
         m = mask[k]
         if m.any():
@@ -113,12 +116,12 @@ def render_slices(
             pil = Image.fromarray(img)
             d = ImageDraw.Draw(pil)
             d.text((4, 2), RESEARCH_NOTE, fill=TEXT_RGB, font=font)
-            d.text((4, ny * s - font.size - 6), f"{k + 1}/{nz}", fill=TEXT_DIM_RGB, font=font)
+            d.text((4, ny * s - font_px - 6), f"{k + 1}/{nz}", fill=TEXT_DIM_RGB, font=font)
             if k in by_slice:
                 txt = "Lesions " + ", ".join(str(i) for i in by_slice[k][:8])
                 if len(by_slice[k]) > 8:
                     txt += ", ..."
-                d.text((4, 4 + font.size + 2), txt, fill=TEXT_DIM_RGB, font=font)
+                d.text((4, 4 + font_px + 2), txt, fill=TEXT_DIM_RGB, font=font)
             img = np.asarray(pil)
         out[k] = img
     return out
@@ -161,17 +164,17 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     cols = [20, 110, 330, 480, 650, 800]
     max_rows = min(max_rows, max(0, (height - 60 - y - 22) // 20 - 1))
     heads = ["#", "Location", "Volume mm3", "Slices", "Mean/max prob.", "Size"]
-    for x, h in zip(cols, heads):
+    for x, h in zip(cols, heads, strict=False):
         d.text((x, y), h, fill=(255, 200, 0), font=small)
     y += 22
-    lesions = sorted(result.lesions, key=lambda l: -l.volume_mm3)
+    lesions = sorted(result.lesions, key=lambda les: -les.volume_mm3)
     if not lesions:
         d.text((20, y), "No lesions detected.", fill=TEXT_RGB, font=mid)
     for les in lesions[:max_rows]:
         row = [str(les.id), LOCATION_LABELS.get(les.location, les.location),
                f"{les.volume_mm3:.1f}", f"{les.bbox_index[0] + 1}-{les.bbox_index[3]}",
                f"{les.mean_probability:.2f} / {les.max_probability:.2f}", les.size_class]
-        for x, v in zip(cols, row):
+        for x, v in zip(cols, row, strict=False):
             d.text((x, y), v, fill=TEXT_RGB, font=small)
         y += 20
         if y > height - 60:

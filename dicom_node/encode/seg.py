@@ -26,7 +26,7 @@ from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import Volume
+from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def segment_plan(result: SegmentationResult, *, per_lesion: bool = False,
         return [
             SegmentPlan(n, f"Lesion {les.id} {LOCATION_LABELS[les.location]}"[:64],
                         les.location, (les.id,))
-            for n, les in enumerate(sorted(result.lesions, key=lambda l: l.id), start=1)
+            for n, les in enumerate(sorted(result.lesions, key=lambda les: les.id), start=1)
         ]
-    plans = []
+    plans: list[SegmentPlan] = []
     for loc in LOCATIONS:
         ids = tuple(les.id for les in result.lesions if les.location == loc)
         if ids:
@@ -148,6 +148,7 @@ def _source_arrangement(flair: Volume, stack: np.ndarray) -> dict:
             raise ValueError(f"source has {n} frames but the volume has {len(refs)} slices")
         out = np.zeros((n,) + stack.shape[1:], stack.dtype)
         for k, (_, frame) in enumerate(refs):
+            assert frame is not None  # multi-frame source: every slice has its frame number
             out[frame - 1] = stack[k]
         return dict(source_images=[_multiframe_header(flair.datasets[0])], pixel_array=out)
     # several multi-frame objects: give the plane positions explicitly
@@ -332,6 +333,7 @@ def seg_masks_on_volume(seg: Dataset, flair: Volume) -> np.ndarray:
     else:
         parts = []
         for uid, frame in refs:
+            assert frame is not None  # multi-frame source: every slice has its frame number
             parts.append(seg.get_pixels_by_source_frame(
                 source_sop_instance_uid=uid, source_frame_numbers=[frame], segment_numbers=numbers,
                 dtype=np.float32 if fractional else np.uint8, assert_missing_frames_are_empty=True,

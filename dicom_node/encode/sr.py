@@ -22,6 +22,7 @@ With no lesions, the report holds the summary group only (0 lesions, 0 mm3).
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -33,7 +34,7 @@ from dicom_node.encode import codes as C
 from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
 from dicom_node.encode.uids import derive_uid
-from dicom_node.volume import Volume
+from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def build_sr(
     """
     if result.lesions and seg is None:
         raise ValueError("lesions present but no SEG given")
-    seg_of = _segment_of_lesion(result, seg) if result.lesions else {}
+    seg_of = _segment_of_lesion(result, seg) if result.lesions and seg is not None else {}
     fill_type2(flair.datasets)  # real headers often lack Type 2 patient/study attributes
     ensure_frame_of_reference(flair.datasets)
 
@@ -120,7 +121,8 @@ def build_sr(
     )
 
     groups: list = []
-    for les in sorted(result.lesions, key=lambda l: l.id):
+    for les in sorted(result.lesions, key=lambda les: les.id):
+        assert seg is not None  # lesions without a SEG were refused above
         k = min(max(int(round(les.centroid_index[0])), 0), flair.n_slices - 1)
         ref = hd.sr.ReferencedSegment(  # built directly: from_segmentation() fails on 1-segment SEGs
             sop_class_uid=str(seg.SOPClassUID),
@@ -235,14 +237,15 @@ def read_report(sr: Dataset) -> dict:
             "mean_probability": float(pmean[0]) if pmean else None,
             "max_probability": float(pmax[0]) if pmax else None,
             "location": sites[0] if sites else None,
-            "segment_number": int(ref.referenced_segment_numbers[0]) if ref else None,
+            "segment_number": (int(ref.referenced_segment_numbers[0])
+                               if ref and ref.referenced_segment_numbers else None),
             "seg_sop_instance_uid": str(ref.referenced_sop_instance_uid) if ref else None,
         })
     summary: dict = {"counts_by_location": {}, "volume_by_location_mm3": {}}
-    for g in report.get_image_measurement_groups(tracking_uid=None):
-        if str(g.tracking_identifier) != SUMMARY_TRACKING_ID:
+    for summary_group in report.get_image_measurement_groups(tracking_uid=None):
+        if str(summary_group.tracking_identifier) != SUMMARY_TRACKING_ID:
             continue
-        for m in g.get_measurements():
+        for m in summary_group.get_measurements():
             sites = [loc_by_code.get(fs.value.value) for fs in (m.finding_sites or [])]
             is_count = m.name.value == C.NUMBER_OF_LESIONS.value
             if m.name.value == C.LOW_CONFIDENCE_COUNT.value:
@@ -256,9 +259,10 @@ def read_report(sr: Dataset) -> dict:
                 summary["lesion_count"] = int(m.value)
             else:
                 summary["total_volume_mm3"] = float(m.value)
-        for q in g.get_qualitative_evaluations():
+        for q in summary_group.get_qualitative_evaluations():
+            answer = cast(hd.sr.CodedConcept, q.value)
             if q.name.value == C.LOAD_CATEGORY.value:
-                summary["load_category"] = load_by_code.get(q.value.value, q.value.meaning)
+                summary["load_category"] = load_by_code.get(answer.value, answer.meaning)
             elif q.name.value == C.DIS_MET.value:
-                summary["dis_met"] = q.value.value == C.YES.value
+                summary["dis_met"] = answer.value == C.YES.value
     return {"lesions": lesions, "summary": summary}

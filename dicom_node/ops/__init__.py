@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, the health endpoint and logging set-up."""

@@ -1,0 +1,1 @@
+"""Route stage: series and study completion, series classification and the routing rules."""

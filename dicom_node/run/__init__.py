@@ -1,0 +1,1 @@
+"""Run stage: the supervised worker process, the pipelines it runs and the volume loader."""

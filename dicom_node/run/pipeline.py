@@ -1,0 +1,258 @@
+"""The ``ms-lesions`` pipeline: spool files in, DICOM result files out.
+
+This module runs inside the runner's worker process (see :mod:`dicom_node.run.runner`), which is the
+only place where the node touches torch: :mod:`ai` is imported lazily here, so the receiving side
+of the node never loads it. Input and output are plain data (paths and dicts) so they cross the
+process boundary cheaply.
+
+Steps and the timings they record (seconds, in ``result["timings_s"]``):
+
+``load``
+    FLAIR (and T1) volumes from the spooled instances (:func:`dicom_node.run.volume.load_series`).
+``preprocess``, ``inference``, ``postprocess``
+    As reported by :class:`ai.infer.Segmenter`.
+``encode``
+    DICOM-SEG and TID 1500 SR (:mod:`dicom_node.encode`).
+``overlay``
+    The overlay series, built by the follow-up step :func:`run_overlay` once SEG and SR are
+    queued for sending (they are what the radiologist waits for).
+
+All output UIDs derive from ``job_key`` (input study, series and instance set, plus the model
+version), so running the same job twice writes the same SOP Instance UIDs: the outbox and the
+PACS then see one object, not two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dicom_node.receive.spool import save_dataset
+from dicom_node.run.options import PipelineOptions
+
+if TYPE_CHECKING:
+    from dicom_node.run.volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelineError", "run_ms_lesions", "PIPELINES", "FOLLOW_UPS", "routable_pipelines"]
+
+_SEGMENTERS: dict[str, Any] = {}
+# The FLAIR of this worker's last job, kept for its overlay step (same worker process as a rule:
+# the step then does not read and decode the series again; another process reloads it).
+_LAST_FLAIR: dict[str, Volume] = {}
+
+
+class PipelineError(RuntimeError):
+    """A job cannot produce a result; the message is the reason shown to users."""
+
+
+def _segmenter(device: str, opts: PipelineOptions) -> Any:
+    """One model per worker process, device and inference setting, loaded on first use.
+
+    ``precision``: ``auto`` (CPU bf16 where the CPU has it natively, else fp32; CUDA fp16),
+    ``fp32`` or ``bf16``."""
+    weights, tta, precision = opts.weights, opts.tta, opts.precision
+    key = f"{device}:{weights}:{tta}:{precision}"
+    if key not in _SEGMENTERS:
+        from ai.infer import Segmenter, bf16_for
+
+        _SEGMENTERS[key] = Segmenter(weights=weights, device=device, tta=tta, bf16=bf16_for(precision))
+    return _SEGMENTERS[key]
+
+
+def warm_up(device: str, opts: PipelineOptions) -> str:
+    """Load the model and exercise the encoders once (highdicom loads its code tables on first
+    use, ~0.7 s), so the first study pays neither; return the model version."""
+    import tempfile
+
+    import SimpleITK as sitk
+
+    from dicom_node.devtools.synthetic import blob_labels, result_from_labels
+    from dicom_node.devtools.wrap import write_mr_series
+    from dicom_node.encode.seg import build_seg
+    from dicom_node.encode.sr import build_sr
+    from dicom_node.run.volume import load_series
+
+    version = str(_segmenter(device, opts).model_version)
+    img = sitk.GetImageFromArray(np.full((4, 16, 16), 100.0, np.float32))
+    with tempfile.TemporaryDirectory(prefix="dicom-node-warmup-") as tmp:
+        vol = load_series(write_mr_series(img, Path(tmp), study_uid="2.25.1", series_number=1,
+                                          series_description="warm-up", contrast="FLAIR"))
+        res = result_from_labels(blob_labels((4, 16, 16), [((2, 8, 8), 2.0)]), vol.image)
+        seg = build_seg(res, vol, job_key="warm-up")
+        build_sr(res, vol, seg, job_key="warm-up")
+    return version
+
+
+def _write_dataset(ds: Any, path: Path) -> Path:
+    # Atomic, not fsync-ed: the runner copies every result into the durable outbox before the
+    # job is marked done; a crash before that re-runs the job, which rewrites these files.
+    return save_dataset(ds, path, durable=False)
+
+
+def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
+    """Run the MS lesion pipeline for one job.
+
+    Parameters
+    ----------
+    job : dict
+        ``job_id``, ``job_key``, ``inputs`` (``{role: [paths]}``, role ``flair`` required,
+        ``t1`` optional), ``out_dir``, ``device`` (auto|cpu|cuda), and optional ``options``
+        (:meth:`PipelineOptions.as_dict <dicom_node.run.options.PipelineOptions.as_dict>`;
+        absent keys take the defaults).
+
+    Returns
+    -------
+    dict
+        ``files``: ``[{"path", "kind", "sop_instance_uid", "overlay"}]``; ``summary`` (study
+        summary), ``lesions`` (list of dicts), ``model``, ``timings_s``, and ``followup``
+        (the name of the step that builds the overlay) when the overlay is wanted.
+
+    Raises
+    ------
+    PipelineError
+        With a user-facing reason (missing FLAIR, volume refused, ...).
+    """
+    from dicom_node.run.volume import VolumeError, load_series
+
+    opts = PipelineOptions.from_dict(job.get("options"))
+    out_dir = Path(job["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    inputs: dict[str, list[str]] = job["inputs"]
+    if not inputs.get("flair"):
+        raise PipelineError("no FLAIR series among the job's inputs")
+
+    t0 = time.perf_counter()
+    try:
+        flair = load_series([Path(p) for p in inputs["flair"]])
+    except VolumeError as exc:
+        raise PipelineError(f"FLAIR series refused: {exc}") from exc
+    _LAST_FLAIR.clear()
+    if opts.overlay:
+        _LAST_FLAIR[job["job_id"]] = flair
+    t1_vol = None
+    notes: list[str] = []
+    if inputs.get("t1"):
+        try:
+            t1_vol = load_series([Path(p) for p in inputs["t1"]])
+        except VolumeError as exc:
+            # T1 is optional (e.g. its pixels do not decode): go on FLAIR-only and say so,
+            # in the log, the job's reason and the SR.
+            log.warning("job %s: T1 series refused (%s); running FLAIR-only", job["job_id"], exc)
+            notes.append(f"T1 series not used ({str(exc)[:200]}); FLAIR-only analysis")
+    timings["load"] = time.perf_counter() - t0
+
+    seg = _segmenter(job.get("device", "auto"), opts)
+    result = seg.segment(
+        flair.image,
+        t1_vol.image if t1_vol is not None else None,
+        threshold=opts.threshold,
+        min_voxels=opts.min_voxels,
+        min_volume_mm3=opts.min_volume_mm3,
+    )
+    for k, v in (result.timings_s or {}).items():
+        timings[k] = float(v)
+
+    t0 = time.perf_counter()
+    from dicom_node.encode.seg import build_seg
+    from dicom_node.encode.sr import build_sr
+
+    # Same input + same model -> same UIDs (exactly once in the PACS); a new model -> new ones.
+    key = f'{job["job_key"]}:{result.model_version}'
+    files: list[dict[str, Any]] = []
+    seg_ds = None
+    if result.lesions:  # a SEG without segments is invalid: none is written for 0 lesions
+        seg_ds = build_seg(result, flair, job_key=key)
+        files.append(_entry("SEG", _write_dataset(seg_ds, out_dir / "seg.dcm"), seg_ds))
+        if opts.fractional:  # the probability map as an extra SEG (own UIDs)
+            frac = build_seg(result, flair, job_key=key, fractional=True)
+            files.append(_entry("SEG", _write_dataset(frac, out_dir / "seg_fractional.dcm"),
+                                frac))
+    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes)
+    files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
+    timings["encode"] = time.perf_counter() - t0
+
+    out = {
+        "job_id": job["job_id"],
+        "job_key": key,
+        "study_uid": flair.study_uid,
+        "flair_series_uid": flair.series_uid,
+        "t1_series_uid": t1_vol.series_uid if t1_vol is not None else None,
+        "model": {"name": result.model_name, "version": result.model_version},
+        "spacing_mm": list(result.spacing_mm),
+        "summary": result.summary.to_dict(),
+        "lesions": [les.to_dict() for les in result.lesions],
+        "files": files,
+        "timings_s": timings,
+        "notes": notes,
+        "seg_sr_written_at": time.time(),  # wall clock, for end-to-end timing
+    }
+    if opts.overlay:
+        # The overlay series is built in a second step, after SEG + SR are on their way.
+        np.savez_compressed(out_dir / "labels.npz", labels=result.labels)
+        out["followup"] = "ms-lesions-overlay"
+    _write_json(out, out_dir / "result.json")
+    return out
+
+
+def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
+    """Second step of ``ms-lesions``: the overlay series from the saved lesion labels.
+
+    Returns the updated result (``files`` gains the overlay images, ``timings_s`` gains
+    ``overlay``).
+    """
+    from ai.types import Lesion, SegmentationResult, StudySummary
+    from dicom_node.encode.overlay import build_overlay
+    from dicom_node.run.volume import load_series
+
+    t0 = time.perf_counter()
+    out_dir = Path(job["out_dir"])
+    res = json.loads((out_dir / "result.json").read_text())
+    flair = _LAST_FLAIR.pop(job["job_id"], None) or load_series([Path(p) for p in job["inputs"]["flair"]])
+    labels = np.load(out_dir / "labels.npz")["labels"]
+    result = SegmentationResult(
+        labels=labels, probability=np.zeros(labels.shape, np.float32),
+        lesions=[Lesion(**les) for les in res["lesions"]],
+        summary=StudySummary(**res["summary"]), model_name=res["model"]["name"],
+        model_version=res["model"]["version"], spacing_mm=tuple(res["spacing_mm"]))
+    files = [f for f in res["files"] if f["kind"] != "OVERLAY"]
+    for i, ds in enumerate(build_overlay(result, flair, job_key=res["job_key"])):
+        files.append(_entry("OVERLAY", _write_dataset(ds, out_dir / f"overlay_{i:04d}.dcm"), ds,
+                            overlay=True))
+    res["files"] = files
+    res["timings_s"]["overlay"] = time.perf_counter() - t0
+    res.pop("followup", None)
+    _write_json(res, out_dir / "result.json")
+    return res
+
+
+def _entry(kind: str, path: Path, ds: Any, overlay: bool = False) -> dict[str, Any]:
+    """A result file with the UIDs the outbox needs (so that it copies the file, unread)."""
+    return {"kind": kind, "overlay": overlay, "path": str(path),
+            "sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
+            "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID)}
+
+
+def _write_json(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+#: The one pipeline registry: pipelines by the name routing.yaml's ``pipeline:`` uses, and the
+#: follow-up steps a result names (``followup``), which rules cannot name (:data:`FOLLOW_UPS`).
+PIPELINES = {"ms-lesions": run_ms_lesions, "ms-lesions-overlay": run_overlay}
+FOLLOW_UPS = frozenset({"ms-lesions-overlay"})
+
+
+def routable_pipelines() -> list[str]:
+    """Names a routing rule may use: the registry without its follow-up steps."""
+    return [name for name in PIPELINES if name not in FOLLOW_UPS]

@@ -1,0 +1,1 @@
+"""Store stage: the SQLite index of what was received and the study job queue."""
