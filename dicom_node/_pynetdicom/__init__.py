@@ -7,9 +7,10 @@ verified with 3.0.4). Public hooks are used where pynetdicom has them: event han
 hook exists:
 
 1. :mod:`.gate`: ``ACSE._negotiate_as_acceptor`` is wrapped so that the node's association gate
-   (allowed peers by AE title *and* host, low disk) rejects with the right A-ASSOCIATE-RJ reason
-   before negotiation. ``AE.require_calling_aet`` knows AE titles only, not hosts, and cannot
-   refuse for a transient reason such as low disk.
+   (called AE title, allowed peers by AE title *and* host, association count, low disk) rejects
+   with the right A-ASSOCIATE-RJ reason, logged and counted, before negotiation.
+   ``AE.require_calling_aet`` knows AE titles only, not hosts, ``AE.require_called_aet`` rejects
+   silently, and neither can refuse for a transient reason such as low disk.
 2. :mod:`.net`: the ``time`` module global of ``pynetdicom.association`` and ``pynetdicom.dul``
    is swapped for a clock whose ``sleep`` is capped (:func:`.net.set_reactor_poll`): the reactor
    threads' 1 ms poll interval is fixed in code.
