@@ -461,7 +461,7 @@ class StorageSCP:
         if done:
             try:
                 self.on_release(done)
-            except Exception:
+            except Exception:  # completion falls back to the quiet period
                 log.exception("association-release completion hook failed")
 
     def _released_late(self, assoc: Any, c: dict[str, Any]) -> None:
