@@ -494,6 +494,16 @@ def _refuse(dul: Any, guard: Any, reason: str, key: str) -> None:
     dul.socket.close()
 
 
+def _read_failed(dul: Any, guard: Any, exc: OSError) -> None:
+    """A PDU read ended early: past its deadline a refusal, else a lost connection (Evt17)."""
+    if guard is not None and isinstance(exc, TimeoutError):
+        _refuse(dul, guard, guard.timeout_reason(), "timeout")
+        return
+    _DUL_LOG.error("Connection closed before the entire PDU was received")
+    _DUL_LOG.exception(exc)
+    dul.event_queue.put("Evt17")
+
+
 def _read_pdu_data(dul: Any, fast: bool = True) -> None:
     """``DULServiceProvider._read_pdu_data`` with the P-DATA-TF fast path (same events and log
     messages as pynetdicom 3.0 for every outcome), bounded by the association's
@@ -507,12 +517,7 @@ def _read_pdu_data(dul: Any, fast: bool = True) -> None:
     try:
         head = _recv_exact(dul.socket, 6, deadline)
     except (OSError, TimeoutError) as exc:
-        if guard is not None and isinstance(exc, TimeoutError):
-            _refuse(dul, guard, guard.timeout_reason(), "timeout")
-            return
-        _DUL_LOG.error("Connection closed before the entire PDU was received")
-        _DUL_LOG.exception(exc)
-        dul.event_queue.put("Evt17")
+        _read_failed(dul, guard, exc)
         return
     if len(head) != 6:
         dul.event_queue.put("Evt17")
@@ -531,12 +536,7 @@ def _read_pdu_data(dul: Any, fast: bool = True) -> None:
     try:
         body = _recv_exact(dul.socket, pdu_length, deadline)
     except (OSError, TimeoutError) as exc:
-        if guard is not None and isinstance(exc, TimeoutError):
-            _refuse(dul, guard, guard.timeout_reason(), "timeout")
-            return
-        _DUL_LOG.error("Connection closed before the entire PDU was received")
-        _DUL_LOG.exception(exc)
-        dul.event_queue.put("Evt17")
+        _read_failed(dul, guard, exc)
         return
     if len(body) != pdu_length:
         _DUL_LOG.error(f"The received PDU is shorter than expected ({6 + len(body)} of "
