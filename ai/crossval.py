@@ -100,7 +100,7 @@ def confidence_table(pred_lesions: list) -> dict:
     than true (cumulative PPV under 0.5), the basis of :data:`ai.lesions.LOW_CONFIDENCE`."""
     a = np.array([[p[0], float(p[2])] for p in pred_lesions]) if pred_lesions else np.zeros((0, 2))
     rows = []
-    for lo, hi in zip(CONF_EDGES[:-1], CONF_EDGES[1:]):
+    for lo, hi in zip(CONF_EDGES[:-1], CONF_EDGES[1:], strict=False):
         sel = (a[:, 0] >= lo) & (a[:, 0] < hi)
         n, tp = int(sel.sum()), int(a[sel, 1].sum())
         rows.append({"mean_probability": [lo, min(hi, 1.0)], "n": n, "true": tp, "ppv": tp / n if n else None})
@@ -125,7 +125,8 @@ def print_report(res: dict) -> None:
         ppv = "-" if r["ppv"] is None else f"{r['ppv']:.2f}"
         print(f"  predicted lesions with mean probability {lo:.1f}-{hi:.1f}: {r['n']:4d}, true {r['true']:4d}, "
               f"PPV {ppv}")
-    print(f"  low-confidence cut (cumulative PPV < 0.5 below it): {res['confidence']['cut_below_which_most_are_false']}")
+    cut = res["confidence"]["cut_below_which_most_are_false"]
+    print(f"  low-confidence cut (cumulative PPV < 0.5 below it): {cut}")
     for s, u in res["by_site"].items():
         b = res["baseline_by_site"][s]
         print(f"{s}: {u['n_cases']} cases, mean dice {u['dice']:.3f}, lesion F1 {u['lesion_f1']:.3f}, "

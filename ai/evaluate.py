@@ -327,7 +327,7 @@ def _overlay(path: Path, img: np.ndarray, ref: np.ndarray, pred: np.ndarray, ana
                     + [int(v) for v in np.linspace(img.shape[0] * 0.25, img.shape[0] * 0.75, 2)]))
     fig, ax = plt.subplots(1, len(zs), figsize=(4.2 * len(zs), 4.6))
     vmax = np.percentile(img, 99.5)
-    for a, z in zip(np.atleast_1d(ax), zs):
+    for a, z in zip(np.atleast_1d(ax), zs, strict=False):
         a.imshow(img[z], cmap="gray", vmin=0, vmax=vmax)
         for m, c in ((anatomy.get("brain"), "c"), (anatomy.get("ventricles"), "b"), (anatomy.get("cortex"), "y"),
                      (anatomy.get("infratentorial"), "m"), (ref, "lime"), (pred, "r")):

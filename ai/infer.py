@@ -30,7 +30,7 @@ def cpu_has_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (oneDNN's own check, else the CPU flags)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # private helper moved: read the flags
+    except Exception:  # noqa: BLE001 - private helper moved or failed: read the flags
         try:
             flags = Path("/proc/cpuinfo").read_text()
         except OSError:

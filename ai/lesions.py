@@ -124,7 +124,8 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
     for i, bb in enumerate(objs, start=1):
         if bb is None:
             continue
-        big = tuple(slice(max(0, b.start - m), min(sz, b.stop + m)) for b, m, sz in zip(bb, margin, labels.shape))
+        big = tuple(slice(max(0, b.start - m), min(sz, b.stop + m))
+                    for b, m, sz in zip(bb, margin, labels.shape, strict=True))
         comp = labels[big] == i
         idx = np.argwhere(comp)
         nvox = int(len(idx))

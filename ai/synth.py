@@ -48,7 +48,7 @@ def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
     """Smooth random field in [0, 1] (computed at 1/4 resolution for speed)."""
     small = tuple(max(4, s // 4) for s in shape)
     n = ndi.gaussian_filter(rng.standard_normal(small), sigma / 4.0)
-    n = ndi.zoom(n, [s / t for s, t in zip(shape, small)], order=1)[: shape[0], : shape[1], : shape[2]]
+    n = ndi.zoom(n, [s / t for s, t in zip(shape, small, strict=False)], order=1)[: shape[0], : shape[1], : shape[2]]
     n = (n - n.min()) / (np.ptp(n) + 1e-6)
     return n.astype(np.float32)
 
@@ -111,7 +111,7 @@ def make_phantom(seed: int, shape=(150, 200, 168), n_lesions: int | None = None,
     vents = np.zeros(shape, bool)
     deep_gm = np.zeros(shape, bool)
     for side in (-1, 1):
-        for k, (dy, rz, ry, rx, dz) in enumerate([(-10, 9, 24, 6, 6), (18, 7, 14, 5, 2)]):
+        for dy, rz, ry, rx, dz in [(-10, 9, 24, 6, 6), (18, 7, 14, 5, 2)]:
             vc = c + np.array([dz, dy, side * (6 + 2 * vs)])
             vents |= _ellipsoid(zz, yy, xx, vc, np.array([rz * vs ** 0.5, ry, rx * vs])) < 1.0
         dc = c + np.array([-4, 2, side * (20 + 2 * vs)])
@@ -185,7 +185,8 @@ def make_phantom(seed: int, shape=(150, 200, 168), n_lesions: int | None = None,
         put(marrow, rng.uniform(0.5, 1.0), rng.uniform(0.8, 1.2))
         put(e_in < 1.0, f_csf, t_csf)  # CSF around the brain
         # face / neck tissue below the brain
-        neck = (zz < c[0] - rb[0] * 0.9) & (_ellipsoid(zz, yy, xx, c - np.array([60, -10, 0]), np.array([50, 60, 45])) < 1)
+        neck_c, neck_r = c - np.array([60, -10, 0]), np.array([50, 60, 45])
+        neck = (zz < c[0] - rb[0] * 0.9) & (_ellipsoid(zz, yy, xx, neck_c, neck_r) < 1)
         put(neck, rng.uniform(0.5, 0.9), rng.uniform(0.6, 1.0))
     put(brain, f_gm, t_gm)
     put(wm | cb_wm | stem, wmv, 1.0)

@@ -133,7 +133,7 @@ class Sampler:
         return np.clip(out, 0, 4).astype(np.float32)
 
     def batch(self, n: int):
-        xs, ys, vs = zip(*(self._one() for _ in range(n)))
+        xs, ys, vs = zip(*(self._one() for _ in range(n)), strict=False)
         x = torch.from_numpy(np.ascontiguousarray(np.stack(xs)))
         y = torch.from_numpy(np.ascontiguousarray(np.stack(ys)))
         v = torch.from_numpy(np.stack(vs))

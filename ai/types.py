@@ -7,7 +7,7 @@ given to the segmenter, so slice ``k`` of every array is slice ``k`` of the sour
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
