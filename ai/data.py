@@ -158,11 +158,12 @@ def clinical_volume(case_dir: Path) -> Volume:
     t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
     prep = pp.prepare(flair, t1, register=False)
     lesion = _on_grid(case_dir / "lesion_mask.nii.gz", prep.grid)
-    vent = _on_grid(case_dir / "ventricle_mask.nii.gz", prep.grid) if (case_dir / "ventricle_mask.nii.gz").exists() \
-        else np.zeros_like(lesion)
+    vent_path = case_dir / "ventricle_mask.nii.gz"
+    has_vent = vent_path.exists()
     zeros = np.zeros_like(lesion)
+    vent = _on_grid(vent_path, prep.grid) if has_vent else zeros
     labels = np.stack([lesion, zeros, vent, zeros, zeros]).astype(np.uint8)
-    valid = np.array([1, 0, float((case_dir / "ventricle_mask.nii.gz").exists()), 0, 0], np.float32)
+    valid = np.array([1, 0, float(has_vent), 0, 0], np.float32)
     return Volume(case_dir.name, prep.flair, prep.t1, labels, valid, np.ones(lesion.shape, bool),
                   slice_mm=float(prep.grid.GetSpacing()[2]), stripped=False, grid=prep.grid)
 
