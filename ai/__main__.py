@@ -1,4 +1,4 @@
-"""Command line: ``python -m ai train|export|evaluate|crossval|synth ...``."""
+"""Command line: ``python -m ai train|export|evaluate|evaluate-change|crossval|synth ...``."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,29 @@ def _crossval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_change(a: argparse.Namespace) -> int:
+    from ai.change import evaluate_pairs
+    from ai.infer import bf16_for
+
+    res = evaluate_pairs(Path(a.pairs), weights=a.weights, device=a.device, tta=not a.no_tta,
+                         bf16=bf16_for(a.precision), self_pairs=not a.no_self_pairs,
+                         plots=Path(a.plots) if a.plots else None)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=2))
+    for name, m in res["pairs"].items():
+        if not m["comparable"]:
+            print(f"  {name}: no comparable prior ({m['reason']})")
+            continue
+        extra = (f" | self-pair new {m['self_pair_new']}, moved-pair new {m['moved_pair_new']}"
+                 if "self_pair_new" in m else "")
+        print(f"  {name}: change regions found {m['tp_ref']}/{m['n_ref']}, predicted change regions true "
+              f"{m['tp_pred']}/{m['n_pred']}, F1 {m['lesion_f1']:.3f}; new {m['n_new']} (false {m['false_new']}), "
+              f"enlarging {m['n_enlarging']}{extra}")
+    o = res["overall"]
+    print(f"pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} sens={o['sensitivity']:.3f} ppv={o['ppv']:.3f}")
+    return 0
+
+
 def _synth(a: argparse.Namespace) -> int:
     from ai.synth import make_phantom, write_case
 
@@ -156,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-tta", action="store_true")
     c.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     c.set_defaults(fn=_crossval)
+    g = sub.add_parser("evaluate-change", help="new / enlarging / shrinking lesions on prior + follow-up pairs")
+    g.add_argument("pairs", help="folder of <patient>/study1_FLAIR.nii.gz, study2_FLAIR.nii.gz, change_mask.nii.gz ...")
+    g.add_argument("--json", required=True)
+    g.add_argument("--plots", default=None)
+    g.add_argument("--weights", default=None)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--no-tta", action="store_true")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    g.add_argument("--no-self-pairs", action="store_true", help="skip the follow-up-against-itself checks")
+    g.set_defaults(fn=_evaluate_change)
     s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
     s.add_argument("out")
     s.add_argument("--n", type=int, default=4)

@@ -24,18 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ai.change import change_on_flair  # noqa: E402
 from ai.data import SHARED  # noqa: E402
 
 LONGITUDINAL = SHARED / "ms" / "longitudinal"
-
-
-def change_on_flair(patient: Path, study: str, flair):
-    """The expert change mask resampled (nearest neighbour) onto the study's FLAIR grid."""
-    import SimpleITK as sitk
-
-    cm = sitk.ReadImage(str(patient / "change_mask.nii.gz"))
-    to_common = sitk.ReadTransform(str(patient / f"{study}_FLAIR_to_common_space.txt"))
-    return sitk.GetArrayFromImage(sitk.Resample(cm, flair, to_common.GetInverse(), sitk.sitkNearestNeighbor, 0)) > 0
 
 
 def main(argv: list[str] | None = None) -> int:

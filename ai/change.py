@@ -1,0 +1,323 @@
+"""Lesion change between a prior and a follow-up FLAIR of one patient (image maths only).
+
+``python -m ai evaluate-change PAIRS_DIR --json OUT [--plots DIR]``
+
+1. **Comparability** (:func:`comparable`): same orientation class of the slices (axial, sagittal
+   or coronal) and slice thicknesses within a factor 2; otherwise no comparison is made.
+2. **Registration** (:func:`register`): rigid (Euler 3D), prior onto follow-up, Mattes mutual
+   information on 2 mm copies, geometry-centred start. Quality check: the head masks (Otsu
+   foreground, holes filled) must overlap with Dice >= :data:`QC_MIN_HEAD_DICE` after
+   registration, else the pair counts as not comparable (a failed registration must never turn
+   into "new lesions").
+3. **Matching** (:func:`compare`): both studies are segmented by the same model; the prior's
+   lesion labels are carried onto the follow-up grid (nearest neighbour). A follow-up lesion that
+   touches no prior lesion is **new** when it spans >= :data:`NEW_MIN_INPLANE_MM` in-plane (and
+   passes the node's minimum volume, as every lesion does); one that touches prior lesions is
+   **enlarging** when its volume is >= :data:`ENLARGE_RATIO` x theirs AND it grew by >=
+   :data:`ENLARGE_MIN_MM3`, else **stable**. A prior lesion that touches no follow-up lesion has
+   **vanished**; one whose follow-up volume is <= 1 / :data:`ENLARGE_RATIO` of its own (and lost
+   >= :data:`ENLARGE_MIN_MM3`) is **shrinking**. The ratio 1.5 sits above the 24-45 % volume
+   measurement variability reported for small lesions (Arch Neurol 1992); 15 mm3 is the minimum
+   change piece of the SAMSEG longitudinal rule.
+
+The change map on the follow-up grid: 1 new, 2 enlarging part (follow-up lesion voxels outside
+the prior lesion), 3 stable lesion, 4 shrinking or vanished part (prior lesion voxels no longer
+lesion).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from ai import preprocess as pp
+
+log = logging.getLogger(__name__)
+
+ENLARGE_RATIO = 1.5
+ENLARGE_MIN_MM3 = 15.0
+NEW_MIN_INPLANE_MM = 3.0
+QC_MIN_HEAD_DICE = 0.85
+NEW_MAX_PRIOR_PROBABILITY = 0.2
+NEW, ENLARGING, STABLE, SHRINKING = 1, 2, 3, 4
+
+
+def orientation_class(img: sitk.Image) -> str:
+    """axial / coronal / sagittal: the patient axis closest to the slice normal."""
+    normal = np.array(img.GetDirection()).reshape(3, 3)[:, 2]
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
+def comparable(prior: sitk.Image, follow: sitk.Image) -> str | None:
+    """None when the two FLAIRs can be compared, else the reason why not."""
+    a, b = orientation_class(prior), orientation_class(follow)
+    if a != b:
+        return f"different slice orientation ({a} prior, {b} follow-up)"
+    ta, tb = prior.GetSpacing()[2], follow.GetSpacing()[2]
+    if max(ta, tb) > 2.0 * min(ta, tb):
+        return f"slice thickness differs by more than a factor 2 ({ta:.1f} vs {tb:.1f} mm)"
+    return None
+
+
+def _head(img: sitk.Image) -> np.ndarray:
+    from ai.infer import fill_holes_per_slice
+
+    return fill_holes_per_slice(pp.foreground_mask(sitk.GetArrayFromImage(img)))
+
+
+@dataclass
+class Registration:
+    transform: sitk.Transform  #: maps follow-up points to prior points (sitk.Resample convention)
+    head_dice: float
+    ok: bool
+    reason: str = ""
+
+
+def register(prior: sitk.Image, follow: sitk.Image, iterations: int = 100) -> Registration:
+    """Rigid registration of the prior FLAIR onto the follow-up FLAIR, with its quality check."""
+    fixed = sitk.Cast(follow, sitk.sitkFloat32)
+    moving = sitk.Cast(prior, sitk.sitkFloat32)
+    f2, m2 = pp._downsample(fixed, 2.0), pp._downsample(moving, 2.0)
+    init = sitk.CenteredTransformInitializer(f2, m2, sitk.Euler3DTransform(),
+                                             sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.2, 1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, iterations, relaxationFactor=0.6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    reg.SetInitialTransform(init, inPlace=False)
+    tx = reg.Execute(f2, m2)
+    head_f = _head(fixed)
+    head_m = sitk.GetArrayFromImage(sitk.Resample(_as_image(_head(moving), moving), fixed, tx,
+                                                  sitk.sitkNearestNeighbor, 0)) > 0
+    s = head_f.sum() + head_m.sum()
+    d = float(2 * (head_f & head_m).sum() / s) if s else 0.0
+    ok = d >= QC_MIN_HEAD_DICE
+    return Registration(tx, d, ok, "" if ok else f"registration quality check failed (head Dice {d:.2f} < "
+                                                 f"{QC_MIN_HEAD_DICE})")
+
+
+def _as_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.CopyInformation(ref)
+    return img
+
+
+@dataclass
+class Change:
+    """The comparison on the follow-up grid (arrays (z, y, x) like the follow-up FLAIR)."""
+
+    change_map: np.ndarray  #: uint8, see the module docstring
+    follow_status: dict[int, str] = field(default_factory=dict)  #: follow-up lesion id -> status
+    prior_status: dict[int, str] = field(default_factory=dict)  #: prior lesion id -> stable/shrinking/vanished
+    prior_volume_of: dict[int, float] = field(default_factory=dict)  #: follow-up id -> matched prior mm3
+    n_new: int = 0
+    n_enlarging: int = 0
+    activity: bool = False  #: new or enlarging lesions
+
+
+def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.ndarray, follow_img: sitk.Image,
+            transform: sitk.Transform, prior_probability: np.ndarray | None = None) -> Change:
+    """Match the lesions of two labelled studies (labels on each study's own grid).
+
+    With ``prior_probability`` (the prior's lesion probability on its grid), a follow-up lesion is
+    new only where the prior's probability stayed below :data:`NEW_MAX_PRIOR_PROBABILITY`
+    everywhere inside it: a lesion the model half-saw in the prior is not new, it is stable."""
+    pv = float(np.prod(prior_img.GetSpacing()))
+    fv = float(np.prod(follow_img.GetSpacing()))
+    lab_img = sitk.GetImageFromArray(prior_labels.astype(np.uint32))
+    lab_img.CopyInformation(prior_img)
+    prior_on_f = sitk.GetArrayFromImage(sitk.Resample(lab_img, follow_img, transform, sitk.sitkNearestNeighbor, 0))
+    prior_p = None
+    if prior_probability is not None:
+        p_img = sitk.GetImageFromArray(prior_probability.astype(np.float32))
+        p_img.CopyInformation(prior_img)
+        prior_p = sitk.GetArrayFromImage(sitk.Resample(p_img, follow_img, transform, sitk.sitkLinear, 0.0))
+    prior_vol = np.bincount(prior_labels.ravel().astype(np.int64)) * pv
+    follow_vol = np.bincount(follow_labels.ravel().astype(np.int64)) * fv
+    sy, sx = follow_img.GetSpacing()[1], follow_img.GetSpacing()[0]
+    out = Change(np.zeros(follow_labels.shape, np.uint8))
+    touched_prior: dict[int, list[int]] = {}
+    for j, bb in enumerate(ndi.find_objects(follow_labels.astype(np.int64)), start=1):
+        if bb is None:
+            continue
+        m = follow_labels[bb] == j
+        hits = np.unique(prior_on_f[bb][m])
+        hits = [int(h) for h in hits if h > 0]
+        if not hits:
+            extent = max((bb[1].stop - bb[1].start) * sy, (bb[2].stop - bb[2].start) * sx)
+            seen_before = prior_p is not None and float(prior_p[bb][m].max()) >= NEW_MAX_PRIOR_PROBABILITY
+            status = "new" if extent >= NEW_MIN_INPLANE_MM and not seen_before else "stable"
+            if status == "stable":
+                log.debug("lesion %d: not in the prior but under %.0f mm in-plane: not called new", j,
+                          NEW_MIN_INPLANE_MM)
+        else:
+            before = float(sum(prior_vol[h] for h in hits if h < len(prior_vol)))
+            now = float(follow_vol[j])
+            out.prior_volume_of[j] = before
+            status = "enlarging" if (now >= ENLARGE_RATIO * before and now - before >= ENLARGE_MIN_MM3) else "stable"
+            for h in hits:
+                touched_prior.setdefault(h, []).append(j)
+        out.follow_status[j] = status
+        region = out.change_map[bb]
+        if status == "new":
+            region[m] = NEW
+        elif status == "enlarging":
+            region[m & (prior_on_f[bb] == 0)] = ENLARGING
+            region[m & (prior_on_f[bb] > 0)] = STABLE
+        else:
+            region[m] = STABLE
+    for i in range(1, len(prior_vol)):
+        if prior_vol[i] == 0:
+            continue
+        js = touched_prior.get(i)
+        if not js:
+            out.prior_status[i] = "vanished"
+        else:
+            now = float(sum(follow_vol[j] for j in js))
+            lost = prior_vol[i] - now
+            out.prior_status[i] = ("shrinking" if now <= prior_vol[i] / ENLARGE_RATIO and lost >= ENLARGE_MIN_MM3
+                                   else "stable")
+        if out.prior_status[i] != "stable":
+            gone = (prior_on_f == i) & (follow_labels == 0)
+            out.change_map[gone] = SHRINKING
+    out.n_new = sum(s == "new" for s in out.follow_status.values())
+    out.n_enlarging = sum(s == "enlarging" for s in out.follow_status.values())
+    out.activity = bool(out.n_new or out.n_enlarging)
+    return out
+
+
+def change_on_flair(patient: Path, study: str, flair: sitk.Image) -> np.ndarray:
+    """The dataset's expert change mask (common space) resampled onto one study's FLAIR grid."""
+    cm = sitk.ReadImage(str(patient / "change_mask.nii.gz"))
+    to_common = sitk.ReadTransform(str(patient / f"{study}_FLAIR_to_common_space.txt"))
+    return sitk.GetArrayFromImage(sitk.Resample(cm, flair, to_common.GetInverse(), sitk.sitkNearestNeighbor, 0)) > 0
+
+
+def moved_copy(img: sitk.Image, degrees: float = 3.0, shift_mm=(2.0, -1.5, 1.0)) -> sitk.Image:
+    """The same image rigidly moved (a rotation about the slice axis and a shift) and resampled
+    onto its own grid: a pair of it with the original must give no new lesions."""
+    c = img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in img.GetSize()])
+    tx = sitk.Euler3DTransform(c, 0.0, 0.0, np.deg2rad(degrees), shift_mm)
+    return sitk.Resample(img, img, tx, sitk.sitkLinear, 0.0)
+
+
+def _detection(pred: np.ndarray, ref: np.ndarray, spacing_zyx) -> dict:
+    """Change-region detection: a reference region is found when a predicted change region
+    overlaps it, and a predicted region is true when it overlaps a reference region (both:
+    26-connected components >= 10 mm3)."""
+    from ai.evaluate import lesion_match
+    from ai.lesions import components
+
+    pl, npred = components(pred, spacing_zyx)
+    rl, nref = components(ref, spacing_zyx)
+    return lesion_match(pl, npred, rl, nref)
+
+
+def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: bool = True, bf16: bool | None = None,
+                   self_pairs: bool = True, plots: Path | None = None) -> dict:
+    """Run the comparison on every ``PAIRS_DIR/<patient>/`` holding ``study1_FLAIR.nii.gz`` (prior),
+    ``study2_FLAIR.nii.gz`` (follow-up), optional ``studyK_T1W.nii.gz``, ``change_mask.nii.gz`` and
+    ``studyK_FLAIR_to_common_space.txt`` (the layout of ``../shared/data/ms/longitudinal``).
+
+    Per pair: detection sensitivity / PPV / F1 of the expert change regions by the predicted change
+    (new, enlarging parts, shrinking or vanished parts; the expert masks mark change in both
+    directions), the number of new lesions and of false new lesions (overlapping no change
+    region); with ``self_pairs``, the new lesions found between the follow-up and itself and
+    between it and a rigidly moved copy of itself (zero is the only right answer).
+    """
+    from ai.infer import Segmenter
+
+    seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
+    pairs = sorted(p for p in Path(pairs_dir).iterdir() if (p / "study1_FLAIR.nii.gz").exists()
+                   and (p / "study2_FLAIR.nii.gz").exists() and (p / "change_mask.nii.gz").exists())
+    if not pairs:
+        raise SystemExit(f"no pairs (study1_FLAIR, study2_FLAIR, change_mask) under {pairs_dir}")
+    res: dict = {}
+    for p in pairs:
+        img = {k: sitk.ReadImage(str(p / f"{k}_FLAIR.nii.gz"), sitk.sitkFloat32) for k in ("study1", "study2")}
+        t1 = {k: sitk.ReadImage(str(p / f"{k}_T1W.nii.gz"), sitk.sitkFloat32)
+              if (p / f"{k}_T1W.nii.gz").exists() else None for k in ("study1", "study2")}
+        prior, follow = img["study1"], img["study2"]
+        m: dict = {"comparable": True}
+        why = comparable(prior, follow)
+        reg = register(prior, follow) if why is None else None
+        if why is None and reg is not None and not reg.ok:
+            why = reg.reason
+        sp = follow.GetSpacing()[::-1]
+        rf = seg.segment(follow, t1["study2"])
+        if why is not None:
+            m.update(comparable=False, reason=why)
+            res[p.name] = m
+            log.info("%s: no comparable prior: %s", p.name, why)
+            continue
+        rp = seg.segment(prior, t1["study1"])
+        ch = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability)
+        ref = change_on_flair(p, "study2", follow)
+        pred = np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING))
+        m.update(_detection(pred, ref, sp))
+        new_ids = [j for j, s in ch.follow_status.items() if s == "new"]
+        m["head_dice"] = reg.head_dice
+        m["n_new"], m["n_enlarging"] = ch.n_new, ch.n_enlarging
+        m["n_shrinking_or_vanished"] = sum(s != "stable" for s in ch.prior_status.values())
+        m["false_new"] = int(sum(not (ref & (rf.labels == j)).any() for j in new_ids))
+        if self_pairs:
+            same = compare(rf.labels, follow, rf.labels, follow, sitk.Transform(3, sitk.sitkIdentity), rf.probability)
+            moved = moved_copy(follow)
+            rm = seg.segment(moved, None)
+            reg_m = register(moved, follow)
+            moved_ch = compare(rm.labels, moved, rf.labels, follow, reg_m.transform, rm.probability)
+            m["self_pair_new"] = same.n_new
+            m["moved_pair_new"] = moved_ch.n_new
+            m["moved_pair_enlarging"] = moved_ch.n_enlarging
+        res[p.name] = m
+        if plots:
+            _plot(Path(plots) / f"change_{p.name}.png", sitk.GetArrayFromImage(follow), ref, ch.change_map, p.name)
+        log.info("%s: change F1 %.3f, %d new (%d false), %d enlarging", p.name, m["lesion_f1"], ch.n_new,
+                 m["false_new"], ch.n_enlarging)
+    done = [c for c in res if res[c]["comparable"]]
+    pooled = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
+    s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
+    q = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
+    overall = {"n_pairs": len(done), "pooled": pooled, "sensitivity": s, "ppv": q,
+               "f1": 2 * s * q / (s + q) if s + q else 0.0,
+               "mean_f1": float(np.mean([res[c]["lesion_f1"] for c in done])) if done else None}
+    if self_pairs and done:
+        overall["self_pair_new"] = int(sum(res[c]["self_pair_new"] for c in done))
+        overall["moved_pair_new"] = int(sum(res[c]["moved_pair_new"] for c in done))
+    return {"overall": overall, "pairs": res, "model_version": seg.model_version,
+            "rules": {"enlarge_ratio": ENLARGE_RATIO, "enlarge_min_mm3": ENLARGE_MIN_MM3,
+                      "new_min_inplane_mm": NEW_MIN_INPLANE_MM, "qc_min_head_dice": QC_MIN_HEAD_DICE}}
+
+
+def _plot(path: Path, img: np.ndarray, ref: np.ndarray, cmap: np.ndarray, name: str) -> None:
+    """Four follow-up slices with the most change: expert change (green), new (red), enlarging
+    parts (orange), shrinking or vanished parts (blue)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = np.argsort((ref | (cmap > 0)).sum((1, 2)))[::-1][:4]
+    fig, ax = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4.6))
+    for a, z in zip(np.atleast_1d(ax), sorted(order), strict=False):
+        a.imshow(img[z], cmap="gray", vmax=np.percentile(img, 99.5))
+        for mask, c in ((ref, "lime"), (cmap == NEW, "red"), (cmap == ENLARGING, "orange"),
+                        (cmap == SHRINKING, "deepskyblue")):
+            if mask[z].any():
+                a.contour(mask[z].astype(float), [0.5], colors=c, linewidths=0.8)
+        a.set_title(f"{name} slice {z}", fontsize=9)
+        a.axis("off")
+    fig.suptitle("green: expert change; red: new, orange: enlarging part, blue: shrinking/vanished part", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
