@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ai.data import CLINICAL2D, REAL_CASE
-from ai.evaluate import _mean_over, evaluate_cases
+from ai.evaluate import _mean_over, evaluate_cases, trained_cases
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ def trained_on(weights: Path) -> set[str]:
     import torch
 
     cfg = torch.load(weights, map_location="cpu", weights_only=False).get("meta", {}).get("train_config", {})
-    names = set(cfg.get("trained_on") or [])
-    if not names and cfg.get("real_case"):
-        names = {Path(cfg["real_case"]).name}
-    return names
+    return trained_cases(cfg)
 
 
 def train_command(fold: str, out: str, extra: str = "") -> str:

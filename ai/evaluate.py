@@ -99,6 +99,15 @@ def _curves(prob, ref, brain, spacing_zyx, region=None) -> dict:
     return {"roc": roc, "froc": froc}
 
 
+def trained_cases(train_config: dict) -> set[str]:
+    """The real case names a training config says the weights were trained on (weights from
+    before ``trained_on`` was recorded: their one real case)."""
+    names = set(train_config.get("trained_on") or [])
+    if not names and train_config.get("real_case"):
+        names = {Path(train_config["real_case"]).name}
+    return names
+
+
 def baseline_probability(flair: np.ndarray, spacing_zyx, sd: float = BASELINE_SD,
                          erode_mm: float = BASELINE_ERODE_MM) -> np.ndarray:
     """The trivial FLAIR-threshold answer (``--baseline``), as a 0/1 map on the FLAIR's grid.
@@ -167,9 +176,7 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
     seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
     cfg = seg.meta.get("train_config", {})
     hold = cfg.get("holdout")
-    trained_on = set(cfg.get("trained_on") or [])
-    if not trained_on and cfg.get("real_case"):  # weights from before `trained_on` was recorded
-        trained_on = {Path(cfg["real_case"]).name}
+    trained_on = trained_cases(cfg)
     results: dict = {}
     curves: dict = {}
     confusion = np.zeros((len(LOCATIONS), len(LOCATIONS) + 1), int)  # last column: missed
