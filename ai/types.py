@@ -83,3 +83,72 @@ class SegmentationResult:
         """Boolean (z, y, x) mask of all lesions of one location class."""
         ids = [les.id for les in self.lesions if les.location == location]
         return np.isin(self.labels, ids) if ids else np.zeros(self.labels.shape, bool)
+
+
+#: Lesion change statuses. A follow-up lesion is new, enlarging or stable; a prior lesion that
+#: no follow-up lesion continues is vanished, one that lost volume beyond the rule is shrinking.
+CHANGE_STATUSES: tuple[str, ...] = ("new", "enlarging", "stable", "shrinking", "vanished")
+
+#: Values of :attr:`ChangeReport.change_map` (follow-up grid); also the DICOM-SEG segment
+#: numbers of the change SEG for the segments present.
+CHANGE_NEW, CHANGE_ENLARGING, CHANGE_STABLE, CHANGE_SHRINKING = 1, 2, 3, 4
+CHANGE_LABELS: dict[int, str] = {CHANGE_NEW: "New", CHANGE_ENLARGING: "Enlarging",
+                                 CHANGE_STABLE: "Stable", CHANGE_SHRINKING: "Shrinking"}
+
+
+@dataclass
+class LesionChange:
+    """One lesion's change between the prior and the follow-up study.
+
+    Follow-up lesions (``timepoint == "follow-up"``, ``lesion_id`` = :attr:`Lesion.id` of the
+    follow-up result) are new, enlarging or stable; prior lesions with no continuing follow-up
+    lesion or that shrank (``timepoint == "prior"``, ``lesion_id`` = the prior's lesion id) are
+    vanished or shrinking."""
+
+    lesion_id: int
+    timepoint: str  #: "follow-up" or "prior"
+    status: str  #: one of :data:`CHANGE_STATUSES`
+    volume_now_mm3: float  #: follow-up volume (0 for a vanished prior lesion)
+    volume_prior_mm3: float | None  #: matched prior volume (None for a new lesion)
+    #: Tracking UID of the same lesion in the prior's report (reused so that viewers and
+    #: registries link the two time points); None: a new lesion, which gets its own UID.
+    tracking_uid: str | None = None
+    tracking_id: str | None = None  #: the prior report's tracking identifier, e.g. "Lesion 3"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ChangeReport:
+    """The comparison of a follow-up study with the patient's prior study.
+
+    ``comparable`` False: no change is reported, only ``reason`` (no prior found, another slice
+    orientation, slice thickness beyond a factor 2, a registration that failed its check, ...);
+    the single-study result stands alone."""
+
+    comparable: bool
+    reason: str = ""
+    prior_study_uid: str = ""
+    prior_study_date: str = ""  #: DICOM DA (YYYYMMDD), "" when unknown
+    prior_accession: str = ""
+    interval_days: int | None = None
+    n_new: int = 0
+    n_enlarging: int = 0
+    n_shrinking: int = 0
+    n_vanished: int = 0
+    total_volume_prior_mm3: float = 0.0
+    total_volume_now_mm3: float = 0.0
+    activity: bool = False  #: new disease activity: >= 1 new or enlarging lesion
+    registration_head_dice: float | None = None
+    prior_reused: bool = False  #: the prior's lesions came from the node's own earlier result
+    lesions: list[LesionChange] = field(default_factory=list)
+    #: uint8 (z, y, x) on the follow-up FLAIR grid: CHANGE_NEW / _ENLARGING (growth outside the
+    #: prior lesion) / _STABLE / _SHRINKING (prior lesion voxels no longer lesion); None when
+    #: not comparable.
+    change_map: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("change_map")
+        return d
