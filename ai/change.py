@@ -35,6 +35,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from ai import preprocess as pp
+from ai.types import ChangeReport, LesionChange
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ class Change:
     follow_status: dict[int, str] = field(default_factory=dict)  #: follow-up lesion id -> status
     prior_status: dict[int, str] = field(default_factory=dict)  #: prior lesion id -> stable/shrinking/vanished
     prior_volume_of: dict[int, float] = field(default_factory=dict)  #: follow-up id -> matched prior mm3
+    matches: dict[int, list[int]] = field(default_factory=dict)  #: follow-up id -> prior ids it touches
+    continued_by: dict[int, list[int]] = field(default_factory=dict)  #: prior id -> follow-up ids
     n_new: int = 0
     n_enlarging: int = 0
     activity: bool = False  #: new or enlarging lesions
@@ -163,6 +166,7 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
             before = float(sum(prior_vol[h] for h in hits if h < len(prior_vol)))
             now = float(follow_vol[j])
             out.prior_volume_of[j] = before
+            out.matches[j] = hits
             status = "enlarging" if (now >= ENLARGE_RATIO * before and now - before >= ENLARGE_MIN_MM3) else "stable"
             for h in hits:
                 touched_prior.setdefault(h, []).append(j)
@@ -189,10 +193,65 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
         if out.prior_status[i] != "stable":
             gone = (prior_on_f == i) & (follow_labels == 0)
             out.change_map[gone] = SHRINKING
+    out.continued_by = touched_prior
     out.n_new = sum(s == "new" for s in out.follow_status.values())
     out.n_enlarging = sum(s == "enlarging" for s in out.follow_status.values())
     out.activity = bool(out.n_new or out.n_enlarging)
     return out
+
+
+def change_report(ch: Change, follow_lesions: list, prior_lesions: list, *,
+                  prior_tracking: dict[int, tuple[str, str]] | None = None,
+                  prior_study_uid: str = "", prior_study_date: str = "", follow_study_date: str = "",
+                  prior_accession: str = "", head_dice: float | None = None,
+                  prior_reused: bool = False) -> ChangeReport:
+    """The comparison as the encoders' :class:`ai.types.ChangeReport`.
+
+    ``follow_lesions`` / ``prior_lesions``: :class:`ai.types.Lesion` lists of the two results
+    (ids = label values); ``prior_tracking``: prior lesion id -> (tracking UID, identifier) of
+    the prior's report. A continuing follow-up lesion takes the tracking UID of the largest prior
+    lesion it touches."""
+    prior_tracking = prior_tracking or {}
+    pvol = {les.id: float(les.volume_mm3) for les in prior_lesions}
+    fvol = {les.id: float(les.volume_mm3) for les in follow_lesions}
+    out: list[LesionChange] = []
+    for les in sorted(follow_lesions, key=lambda x: x.id):
+        status = ch.follow_status.get(les.id, "stable")
+        hits = ch.matches.get(les.id, [])
+        uid, ident = None, None
+        if hits:
+            main = max(hits, key=lambda h: pvol.get(h, 0.0))
+            uid, ident = prior_tracking.get(main, (None, None))
+        out.append(LesionChange(les.id, "follow-up", status, round(fvol[les.id], 3),
+                                round(ch.prior_volume_of[les.id], 3) if les.id in ch.prior_volume_of
+                                else None, uid, ident))
+    for pid, status in sorted(ch.prior_status.items()):
+        if status == "stable":
+            continue
+        now = sum(fvol.get(j, 0.0) for j in ch.continued_by.get(pid, []))
+        uid, ident = prior_tracking.get(pid, (None, None))
+        out.append(LesionChange(pid, "prior", status, round(now, 3), round(pvol.get(pid, 0.0), 3),
+                                uid, ident))
+    a, b = _as_date(prior_study_date), _as_date(follow_study_date)
+    return ChangeReport(
+        comparable=True, prior_study_uid=prior_study_uid, prior_study_date=prior_study_date,
+        prior_accession=prior_accession, interval_days=(b - a).days if a and b else None,
+        n_new=ch.n_new, n_enlarging=ch.n_enlarging,
+        n_shrinking=sum(s == "shrinking" for s in ch.prior_status.values()),
+        n_vanished=sum(s == "vanished" for s in ch.prior_status.values()),
+        total_volume_prior_mm3=round(sum(pvol.values()), 3),
+        total_volume_now_mm3=round(sum(fvol.values()), 3), activity=ch.activity,
+        registration_head_dice=None if head_dice is None else round(float(head_dice), 4),
+        prior_reused=prior_reused, lesions=out, change_map=ch.change_map)
+
+
+def _as_date(text: str):
+    import datetime as dt
+
+    try:
+        return dt.datetime.strptime((text or "")[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
 
 
 def change_on_flair(patient: Path, study: str, flair: sitk.Image) -> np.ndarray:

@@ -25,6 +25,7 @@ from dicom_node.route.rules import RuleSet, load_rules
 from dicom_node.send.destinations import make_destination_resolver
 from dicom_node.store.index import Index
 from dicom_node.store.jobs import JobQueue
+from dicom_node.store.priors import PriorRegistry
 from dicom_node.store.writer import IndexWriter
 
 __all__ = ["Node", "load_routing"]
@@ -77,21 +78,27 @@ class Node:
                            fsync=cfg.ingest.fsync)
         self.index = Index(cfg.index_path)
         self.jobs = JobQueue(self.index)
+        self.priors = PriorRegistry(self.index)
         self.completion = CompletionManager(
             self.index, self.jobs, cfg.completion.quiet_seconds, early=cfg.completion.early,
             rules=rules, classify=classify,
             resolve_destinations=make_destination_resolver(cfg),
             on_series_complete=self._series_done,
             release_grace_seconds=cfg.completion.release_grace_seconds,
+            is_prior=self.priors.is_prior,
         )
         self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
         self.scp = StorageSCP(cfg, self.spool, self.writer)
         self.scp.on_release = self.completion.on_association_released
         self.runner: Any = None
         if cfg.runner.enabled:
+            from dicom_node.retrieve.prior import PriorFetcher
             from dicom_node.run.runner import Runner
 
-            self.runner = Runner(cfg, self.index, self.jobs)
+            fetcher = (PriorFetcher(cfg, self.index, self.jobs, rules, classify, self.priors)
+                       if rules is not None and any(getattr(r, "prior", None)
+                                                    for r in getattr(rules, "rules", [])) else None)
+            self.runner = Runner(cfg, self.index, self.jobs, prior_fetcher=fetcher)
         self._stop = threading.Event()
         self._http: Any = None
 

@@ -42,7 +42,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from dicom_node.store.index import Index, SeriesState, SeriesTouch
 from dicom_node.store.jobs import JobQueue, make_job_key
 
-__all__ = ["CompletionManager", "load_headers"]
+__all__ = ["CompletionManager", "load_headers", "series_tuple"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,46 @@ def _info_to_dict(info: Any) -> dict[str, Any]:
     return dict(getattr(info, "__dict__", {}))
 
 
+def _info_from_json(text: str) -> Any:
+    try:
+        from dicom_node.route.classify import SeriesInfo
+
+        d = json.loads(text)
+        return SeriesInfo(**d)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def series_tuple(index: Index, classify: Callable[[list[Any]], Any] | None, s: dict[str, Any], *,
+                 whole: bool = False) -> tuple[str, Any, Any] | None:
+    """``(series_uid, first header, SeriesInfo)`` of an indexed series, for routing.
+
+    A complete series uses the classification stored at completion (or classifies all its
+    headers); one still receiving is classified on its first header, unless ``whole`` (a
+    series known to be whole, e.g. a finished retrieval). None when it cannot be read."""
+    import pydicom
+
+    paths = index.instance_paths(s["series_uid"])
+    if not paths:
+        return None
+    try:
+        first = pydicom.dcmread(paths[0], stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001
+        return None
+    complete = whole or s["state"] == SeriesState.COMPLETE
+    info = None
+    if s["state"] == SeriesState.COMPLETE and s.get("info_json"):
+        info = _info_from_json(s["info_json"])
+    if info is None and classify is not None:
+        try:
+            info = classify(load_headers(paths) if complete else [first])
+        except Exception:  # noqa: BLE001
+            info = None
+    if info is None:
+        return None
+    return (s["series_uid"], first, info)
+
+
 class CompletionManager:
     """Arms per-series quiet timers, completes series, routes studies into jobs.
 
@@ -90,6 +130,9 @@ class CompletionManager:
         ``f(destinations, study_row) -> list[dict]`` applied before enqueueing.
     on_series_complete : callable or None
         Hook ``f(series_row)`` (metrics, tests).
+    is_prior : callable or None
+        ``f(study_uid) -> bool``: the study was retrieved as a prior of another study
+        (:class:`dicom_node.store.priors.PriorRegistry`); such a study is never routed.
     """
 
     def __init__(
@@ -103,7 +146,9 @@ class CompletionManager:
         resolve_destinations: Callable[[list[dict], dict], list[dict]] | None = None,
         on_series_complete: Callable[[dict[str, Any]], None] | None = None,
         release_grace_seconds: float = 0.0,
+        is_prior: Callable[[str], bool] | None = None,
     ) -> None:
+        self.is_prior = is_prior
         self.index = index
         self.jobs = jobs
         self.quiet = float(quiet_seconds)
@@ -244,38 +289,12 @@ class CompletionManager:
                 return []
 
     def _series_tuple(self, s: dict[str, Any]) -> tuple[str, Any, Any] | None:
-        import pydicom
-
-        paths = self.index.instance_paths(s["series_uid"])
-        if not paths:
-            return None
-        try:
-            first = pydicom.dcmread(paths[0], stop_before_pixels=True, force=True)
-        except Exception:  # noqa: BLE001
-            return None
-        info = None
-        if s["state"] == SeriesState.COMPLETE and s.get("info_json"):
-            info = self._info_from_json(s["info_json"])
-        if info is None and self.classify is not None:
-            try:
-                hdrs = load_headers(paths) if s["state"] == SeriesState.COMPLETE else [first]
-                info = self.classify(hdrs)
-            except Exception:  # noqa: BLE001
-                info = None
-        if info is None:
-            return None
-        return (s["series_uid"], first, info)
-
-    def _info_from_json(self, text: str) -> Any:
-        try:
-            from dicom_node.route.classify import SeriesInfo
-
-            d = json.loads(text)
-            return SeriesInfo(**d)
-        except Exception:  # noqa: BLE001
-            return None
+        return series_tuple(self.index, self.classify, s)
 
     def _evaluate_study(self, study_uid: str) -> list[str]:
+        if self.is_prior is not None and self.is_prior(study_uid):
+            log.info("study %s: retrieved as a prior for comparison: not routed", study_uid)
+            return []
         series = self.index.series_of_study(study_uid)
         study = self.index.study(study_uid) or {"study_uid": study_uid}
         complete = [s for s in series if s["state"] == SeriesState.COMPLETE]

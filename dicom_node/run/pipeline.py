@@ -11,8 +11,17 @@ Steps and the timings they record (seconds, in ``result["timings_s"]``):
     FLAIR (and T1) volumes from the spooled instances (:func:`dicom_node.run.volume.load_series`).
 ``preprocess``, ``inference``, ``postprocess``
     As reported by :class:`ai.infer.Segmenter`.
+``prior``
+    With ``job["prior"]`` (a prior study found and retrieved by
+    :class:`dicom_node.retrieve.prior.PriorFetcher`): loading the prior FLAIR, the comparability
+    check, rigid registration with its quality check, the prior's lesions (reused from the
+    node's own earlier result of that study when its model and FLAIR are the same, else
+    segmented now with the same model) and lesion matching (:mod:`ai.change`). The result is a
+    :class:`ai.types.ChangeReport`; without a comparable prior it says why, and only the
+    single-study result is reported.
 ``encode``
-    DICOM-SEG and TID 1500 SR (:mod:`dicom_node.encode`).
+    DICOM-SEG and TID 1500 SR (:mod:`dicom_node.encode`); with a comparable prior also the
+    change SEG (New / Enlarging / Stable / Shrinking), and the SR carries the comparison.
 ``overlay``
     The overlay series, built by the follow-up step :func:`run_overlay` once SEG and SR are
     queued for sending (they are what the radiologist waits for).
@@ -160,13 +169,27 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     )
     for k, v in (result.timings_s or {}).items():
         timings[k] = float(v)
+    # Same input + same model -> same UIDs (exactly once in the PACS); a new model -> new ones.
+    key = f'{job["job_key"]}:{result.model_version}'
+
+    change = None
+    if job.get("prior") is not None:
+        t0 = time.perf_counter()
+        change = _compare_with_prior(job, flair, result, seg, opts)
+        timings["prior"] = time.perf_counter() - t0
+        if change.comparable:
+            log.info("job %s: compared with prior %s (%s, %s days): %d new, %d enlarging, "
+                     "activity %s%s", job["job_id"], change.prior_study_uid, change.prior_study_date,
+                     change.interval_days, change.n_new, change.n_enlarging,
+                     "yes" if change.activity else "no",
+                     " (prior lesions reused)" if change.prior_reused else "")
+        else:
+            log.info("job %s: no comparable prior: %s", job["job_id"], change.reason)
+    tracking = _tracking(result, change, key)
 
     t0 = time.perf_counter()
     from dicom_node.encode.seg import build_seg
     from dicom_node.encode.sr import build_sr
-
-    # Same input + same model -> same UIDs (exactly once in the PACS); a new model -> new ones.
-    key = f'{job["job_key"]}:{result.model_version}'
     files: list[dict[str, Any]] = []
     seg_ds = None
     if result.lesions:  # a SEG without segments is invalid: none is written for 0 lesions
@@ -176,7 +199,16 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
             frac = build_seg(result, flair, job_key=key, fractional=True)
             files.append(_entry("SEG", _write_dataset(frac, out_dir / "seg_fractional.dcm"),
                                 frac))
-    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes)
+    change_seg = None
+    if change is not None and change.comparable:
+        from dicom_node.encode.change import build_change_seg
+
+        change_seg = build_change_seg(change, flair, job_key=key)
+        if change_seg is not None:
+            files.append(_entry("SEG", _write_dataset(change_seg, out_dir / "seg_change.dcm"),
+                                change_seg))
+    with_change = {"change": change, "change_seg": change_seg} if change is not None else {}
+    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, **with_change)
     files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
     timings["encode"] = time.perf_counter() - t0
 
@@ -194,13 +226,109 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         "timings_s": timings,
         "notes": notes,
         "seg_sr_written_at": time.time(),  # wall clock, for end-to-end timing
+        # lesion id -> (tracking UID, identifier) as the SR carries them: a later study of the
+        # patient reuses them (and the labels and probabilities below) when it compares.
+        "tracking": {str(k): list(v) for k, v in tracking.items()},
     }
+    if change is not None:
+        out["change"] = change.to_dict()
+        if change.change_map is not None:
+            np.savez_compressed(out_dir / "change.npz", change_map=change.change_map)
+    np.savez_compressed(out_dir / "labels.npz", labels=result.labels)
+    np.savez_compressed(out_dir / "probability.npz",
+                        probability=np.round(np.clip(result.probability, 0, 1) * 255).astype(np.uint8))
     if opts.overlay:
         # The overlay series is built in a second step, after SEG + SR are on their way.
-        np.savez_compressed(out_dir / "labels.npz", labels=result.labels)
         out["followup"] = "ms-lesions-overlay"
     _write_json(out, out_dir / "result.json")
     return out
+
+
+def _tracking(result: Any, change: Any, key: str) -> dict[int, tuple[str, str]]:
+    """Lesion id -> (tracking UID, identifier) of the SR: the prior report's for a continuing
+    lesion (when the prior's report came from the node), else the UID derived from ``key``."""
+    from dicom_node.encode.uids import derive_uid
+
+    out = {les.id: (derive_uid(key, "lesion", str(les.id)), f"Lesion {les.id}")
+           for les in result.lesions}
+    if change is not None and change.comparable:
+        for lc in change.lesions:
+            if lc.timepoint == "follow-up" and lc.tracking_uid and lc.lesion_id in out:
+                out[lc.lesion_id] = (lc.tracking_uid, lc.tracking_id or out[lc.lesion_id][1])
+    return out
+
+
+def _reused_prior(prior: dict[str, Any], model_version: str) -> dict[str, Any] | None:
+    """The node's own earlier result of the prior study, when it can stand for segmenting the
+    prior again: same model version, same FLAIR series, labels and probabilities kept."""
+    d = prior.get("reuse_result_dir")
+    if not d:
+        return None
+    d = Path(d)
+    try:
+        res = json.loads((d / "result.json").read_text())
+        if (res.get("model", {}).get("version") != model_version
+                or res.get("flair_series_uid") != (prior.get("series") or {}).get("flair")):
+            return None
+        labels = np.load(d / "labels.npz")["labels"]
+        prob = np.load(d / "probability.npz")["probability"].astype(np.float32) / 255.0
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("prior result in %s not reusable: %s", d, exc)
+        return None
+    from ai.types import Lesion
+    from dicom_node.encode.uids import derive_uid
+
+    lesions = [Lesion(**les) for les in res.get("lesions", [])]
+    tracking = {int(k): (str(v[0]), str(v[1])) for k, v in (res.get("tracking") or {}).items()}
+    for les in lesions:  # results written before "tracking" was kept: the SR's derived UIDs
+        tracking.setdefault(les.id, (derive_uid(res["job_key"], "lesion", str(les.id)),
+                                     f"Lesion {les.id}"))
+    return {"labels": labels, "probability": prob, "lesions": lesions, "tracking": tracking}
+
+
+def _compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any,
+                        opts: PipelineOptions) -> Any:
+    """The follow-up compared with ``job["prior"]`` (:class:`ai.types.ChangeReport`)."""
+    from ai.change import change_report, comparable, compare, register
+    from ai.types import ChangeReport
+    from dicom_node.run.volume import VolumeError, load_series
+
+    prior = job["prior"]
+    meta = {"prior_study_uid": prior.get("study_uid", ""),
+            "prior_study_date": prior.get("study_date", ""),
+            "prior_accession": prior.get("accession", "")}
+    if prior.get("reason"):
+        return ChangeReport(False, reason=prior["reason"], **meta)
+    try:
+        pflair = load_series([Path(p) for p in prior["inputs"]["flair"]])
+    except (VolumeError, KeyError) as exc:
+        return ChangeReport(False, reason=f"prior FLAIR refused: {exc}", **meta)
+    why = comparable(pflair.image, flair.image)
+    if why:
+        return ChangeReport(False, reason=why, **meta)
+    reg = register(pflair.image, flair.image)
+    if not reg.ok:
+        return ChangeReport(False, reason=reg.reason, registration_head_dice=round(reg.head_dice, 4),
+                            **meta)
+    reused = _reused_prior(prior, result.model_version)
+    if reused is None:
+        pt1 = None
+        if prior["inputs"].get("t1"):
+            try:
+                pt1 = load_series([Path(p) for p in prior["inputs"]["t1"]]).image
+            except VolumeError as exc:
+                log.warning("job %s: prior T1 refused (%s); prior segmented FLAIR-only",
+                            job["job_id"], exc)
+        pres = seg.segment(pflair.image, pt1, threshold=opts.threshold, min_voxels=opts.min_voxels,
+                           min_volume_mm3=opts.min_volume_mm3)
+        reused = {"labels": pres.labels, "probability": pres.probability, "lesions": pres.lesions,
+                  "tracking": {}, "fresh": True}
+    ch = compare(reused["labels"], pflair.image, result.labels, flair.image, reg.transform,
+                 prior_probability=reused["probability"])
+    follow_date = str(flair.datasets[0].get("StudyDate", "") or "")
+    return change_report(ch, result.lesions, reused["lesions"], prior_tracking=reused["tracking"],
+                         follow_study_date=follow_date, head_dice=reg.head_dice,
+                         prior_reused=not reused.get("fresh", False), **meta)
 
 
 def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +352,17 @@ def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
         summary=StudySummary(**res["summary"]), model_name=res["model"]["name"],
         model_version=res["model"]["version"], spacing_mm=tuple(res["spacing_mm"]))
     files = [f for f in res["files"] if f["kind"] != "OVERLAY"]
-    for i, ds in enumerate(build_overlay(result, flair, job_key=res["job_key"])):
+    change = None
+    if res.get("change"):
+        from ai.types import ChangeReport, LesionChange
+
+        d = dict(res["change"])
+        d["lesions"] = [LesionChange(**x) for x in d.get("lesions", [])]
+        cm = out_dir / "change.npz"
+        d["change_map"] = np.load(cm)["change_map"] if cm.exists() else None
+        change = ChangeReport(**d)
+    with_change = {"change": change} if change is not None else {}
+    for i, ds in enumerate(build_overlay(result, flair, job_key=res["job_key"], **with_change)):
         files.append(_entry("OVERLAY", _write_dataset(ds, out_dir / f"overlay_{i:04d}.dcm"), ds,
                             overlay=True))
     res["files"] = files

@@ -105,13 +105,20 @@ class Runner:
         Pipeline options; default: those of ``cfg.runner``.
     executor_factory : callable, optional
         Builds the executor (tests may pass a thread pool).
+    prior_fetcher : PriorFetcher, optional
+        Finds and retrieves the prior study of jobs whose rule has a ``prior:`` block
+        (:class:`dicom_node.retrieve.prior.PriorFetcher`); it runs in a thread of this process
+        before the job's pipeline, which then gets ``payload["prior"]``.
     """
 
     def __init__(self, cfg: Any, index: Any, jobs: JobQueue, outbox: Any = None, *,
                  options: PipelineOptions | Mapping[str, Any] | None = None,
                  executor_factory: Callable[[int], cf.Executor] | None = None,
-                 poll_s: float = 0.5, send_interval_s: float = 1.0) -> None:
+                 poll_s: float = 0.5, send_interval_s: float = 1.0,
+                 prior_fetcher: Any = None) -> None:
         self.cfg = cfg
+        self.prior_fetcher = prior_fetcher
+        self._prior_pool: cf.ThreadPoolExecutor | None = None
         self.index = index
         self.jobs = jobs
         if outbox is None:
@@ -174,6 +181,9 @@ class Runner:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self._prior_pool is not None:
+            self._prior_pool.shutdown(wait=False, cancel_futures=True)
+            self._prior_pool = None
 
     # -- jobs --------------------------------------------------------------------------
     def _job_loop(self) -> None:
@@ -216,14 +226,28 @@ class Runner:
             log.warning("job %s: destination skipped: %s", job.id, msg)
         log.info("job %s: start (study %s, rule %s, pipeline %s, attempt %d)", job.id,
                  job.study_uid, job.rule, job.pipeline, job.attempts)
+        if self.prior_fetcher is not None and self.prior_fetcher.settings(job) is not None:
+            # The prior is found and retrieved here, in a thread: DICOM networking stays in
+            # the node process; the worker then compares.
+            if self._prior_pool is None:
+                self._prior_pool = cf.ThreadPoolExecutor(max_workers=self.concurrency,
+                                                         thread_name_prefix="prior")
+            fut = self._prior_pool.submit(self.prior_fetcher.fetch, job)
+            self._running[job.id] = _Running(job, fut, time.time(), step="prior")
+            return
+        self._submit_main(job, time.time(), None)
+
+    def _submit_main(self, job: Job, started: float, prior: dict[str, Any] | None) -> None:
+        payload = self.payload(job)
+        if prior is not None:
+            payload["prior"] = prior
         try:
-            fut = self._ensure_executor().submit(_worker_run, job.pipeline or "ms-lesions",
-                                                 self.payload(job))
+            fut = self._ensure_executor().submit(_worker_run, job.pipeline or "ms-lesions", payload)
         except Exception as exc:  # noqa: BLE001 - e.g. a broken pool
             self._executor = None
             self._fail(job, f"could not start the job: {exc}")
             return
-        self._running[job.id] = _Running(job, fut, time.time())
+        self._running[job.id] = _Running(job, fut, started)
 
     def _reap(self) -> None:
         for job_id, run in list(self._running.items()):
@@ -231,6 +255,11 @@ class Runner:
                 continue
             del self._running[job_id]
             exc = run.future.exception()
+            if run.step == "prior":  # fetch() answers a reason rather than raising
+                prior = (run.future.result() if exc is None
+                         else {"reason": f"prior search failed: {exc}"})
+                self._submit_main(run.job, run.started, prior)
+                continue
             if exc is None:
                 self._step_done(run, run.future.result())
                 continue

@@ -80,6 +80,7 @@ class Rule:
     priority: int
     optional_grace_seconds: float
     stop: bool
+    prior: dict[str, Any] | None = None  #: the ``prior:`` block (PriorModel.as_dict), if any
 
 
 def _series_tuple(item: Any) -> tuple[str, Dataset | None, SeriesInfo]:
@@ -180,6 +181,20 @@ class RuleSet:
                     break
         return routes
 
+    def rule(self, name: str) -> Rule | None:
+        """The rule called ``name`` (None when the rule set has none)."""
+        return next((r for r in self.rules if r.name == name), None)
+
+    def route_with_rule(self, name: str, series: Iterable[Any],
+                        context: dict[str, Any] | None = None) -> StudyRoute | None:
+        """Route a study with one named rule only (e.g. a prior study, whose inputs are chosen
+        as the follow-up's were); None when that rule does not route it."""
+        rule = self.rule(name)
+        if rule is None:
+            return None
+        items = [_series_tuple(s) for s in series]
+        return self._route_one(rule, items, dict(context or {}))
+
     def explain_study(self, series: Iterable[Any], context: dict[str, Any] | None = None) -> dict[str, list[str]]:
         """Why each rule did or did not route the study (for ``rules test``)."""
         items = [_series_tuple(s) for s in series]
@@ -238,11 +253,18 @@ class RuleSet:
                     out.append(f"{self.source}:{line if line is not None else '?'}: "
                                f"rules[{i}].destinations[{j}].peer (rule {rule.name}): unknown peer "
                                f"{d['peer']!r} (node.yaml peers: {', '.join(sorted(known)) or 'none'})")
+            if rule.prior and rule.prior.get("enabled", True) and rule.prior.get("peer") not in known:
+                line = _line_for(self.lines, ("rules", i, "prior", "peer"))
+                out.append(f"{self.source}:{line if line is not None else '?'}: "
+                           f"rules[{i}].prior.peer (rule {rule.name}): unknown peer "
+                           f"{rule.prior.get('peer')!r} (node.yaml peers: "
+                           f"{', '.join(sorted(known)) or 'none'})")
         return out
 
     def peer_names(self) -> set[str]:
         """Peer names used by destinations (for cross-checking with node.yaml)."""
-        return {d["peer"] for r in self.rules for d in r.destinations if "peer" in d}
+        return ({d["peer"] for r in self.rules for d in r.destinations if "peer" in d}
+                | {r.prior["peer"] for r in self.rules if r.prior and r.prior.get("enabled", True)})
 
 
 def _rank(cands: list[Any], prefer: list[tuple[str, Any]]) -> list[Any]:
@@ -307,7 +329,8 @@ def _compile_rules(model: RulesFileModel, raw: dict[str, Any]) -> tuple[list[Rul
         rules.append(Rule(name=r.name, description=r.description, enabled=r.enabled, pipeline=r.pipeline,
                           study=comp(r.study, f"{base}.study"), series=comp(r.series, f"{base}.series"),
                           roles=roles, destinations=[d.as_dict() for d in r.destinations], priority=r.priority,
-                          optional_grace_seconds=r.optional_grace_seconds, stop=r.stop))
+                          optional_grace_seconds=r.optional_grace_seconds, stop=r.stop,
+                          prior=r.prior.as_dict() if r.prior is not None else None))
     return rules, errors
 
 

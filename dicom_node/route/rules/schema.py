@@ -74,6 +74,26 @@ class RoleModel(BaseModel):
     prefer: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class PriorModel(BaseModel):
+    """A rule's ``prior:`` block: compare each study with the patient's prior study.
+
+    The node asks ``peer`` (a peer of node.yaml that answers C-FIND and C-MOVE, Study Root) for
+    the same patient's earlier studies of ``modality`` within ``lookback_days`` before the
+    study, retrieves the most recent one's series to itself (C-MOVE to the node's own AE title:
+    the PACS must know the node as a DICOM modality) and selects its inputs with this rule's
+    ``inputs``."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    peer: str = Field(min_length=1)
+    lookback_days: int = Field(default=1825, ge=1, le=36500)
+    modality: str = Field(default="MR", min_length=1, max_length=16)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
 class RuleModel(BaseModel):
     """One routing rule."""
 
@@ -90,6 +110,7 @@ class RuleModel(BaseModel):
     priority: int = Field(default=5, ge=0, le=9)
     optional_grace_seconds: float = Field(default=0.0, ge=0, le=86400)
     stop: bool = True
+    prior: PriorModel | None = None
 
     @field_validator("pipeline")
     @classmethod

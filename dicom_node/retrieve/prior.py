@@ -1,0 +1,212 @@
+"""Find, retrieve and select the prior study a follow-up study is compared with.
+
+For a job whose routing rule has an enabled ``prior:`` block (see
+:class:`dicom_node.route.rules.schema.PriorModel`):
+
+1. The follow-up's PatientID and StudyDate come from the index. Without either, no prior is
+   searched (the job runs as a single study and its report says why).
+2. C-FIND (Study Root, STUDY level) at the rule's ``prior.peer`` for the patient's studies of
+   ``prior.modality`` from ``lookback_days`` before the follow-up up to its date; the most recent
+   study strictly earlier than the follow-up (date, then time) is the prior.
+3. When the node already holds that study's series (it analysed or retrieved it before), nothing
+   is retrieved. Otherwise the prior study is registered (:class:`PriorRegistry`, so that it is
+   never routed as a study of its own), its series of ``prior.modality`` are listed (C-FIND,
+   SERIES level) and moved to the node's own AE title (C-MOVE), and the node waits until its
+   index holds the instances the PACS reported as moved.
+4. The prior's inputs are chosen by the same rule as the follow-up's
+   (:meth:`RuleSet.route_with_rule`), so "the FLAIR" means the same thing at both time points.
+5. When the node analysed the prior study before (a finished job of the same rule), that job's
+   result folder is named so that the pipeline can reuse its lesions and tracking UIDs.
+
+The answer is a plain dict for the pipeline (``job["prior"]``): ``study_uid``, ``study_date``,
+``study_time``, ``accession``, ``inputs`` (role -> spool paths), ``series`` (role -> series UID),
+``reuse_result_dir`` (or None), ``retrieved`` (instances moved; 0 when held already) and
+``retrieve_s``; or ``{"reason": ...}`` (plus what is known of the prior) when there is no prior
+to compare with. Network and PACS errors become such reasons, never exceptions: a follow-up is
+still analysed, as a single study, when its prior cannot be had.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any, Callable
+
+from dicom_node.retrieve.qr import Peer, RetrieveError, find_series, find_studies, move_series
+from dicom_node.route.completion import series_tuple
+from dicom_node.store.priors import PriorRegistry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PriorFetcher"]
+
+#: How long to wait, after the C-MOVE's final response, for the index to hold every moved
+#: instance (the Storage SCP indexes in batches, a fraction of a second behind).
+INDEX_WAIT_S = 30.0
+
+
+def _date(text: str) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(text.strip()[:8], "%Y%m%d").date()
+    except (ValueError, AttributeError):
+        return None
+
+
+class PriorFetcher:
+    """Find and retrieve a job's prior study (runs in the node process, never in the worker).
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+        ``ae_title`` (the C-MOVE destination and calling AE title), ``peers``, ``data_dir``.
+    index, jobs
+        The node's index and job queue.
+    rules : RuleSet
+        The routing rules (the job's rule gives the ``prior:`` block and the input roles).
+    classify : callable
+        ``classify_series(headers) -> SeriesInfo``.
+    registry : PriorRegistry, optional
+    """
+
+    def __init__(self, cfg: Any, index: Any, jobs: Any, rules: Any,
+                 classify: Callable[[list[Any]], Any] | None,
+                 registry: PriorRegistry | None = None) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.jobs = jobs
+        self.rules = rules
+        self.classify = classify
+        self.registry = registry or PriorRegistry(index)
+
+    def settings(self, job: Any) -> dict[str, Any] | None:
+        """The job rule's enabled ``prior:`` block, or None."""
+        rule = self.rules.rule(job.rule) if self.rules is not None and job.rule else None
+        prior = getattr(rule, "prior", None)
+        return prior if prior and prior.get("enabled", True) else None
+
+    def fetch(self, job: Any) -> dict[str, Any] | None:
+        """The prior for ``job`` (see the module docstring); None when its rule wants none."""
+        settings = self.settings(job)
+        if settings is None:
+            return None
+        try:
+            return self._fetch(job, settings)
+        except RetrieveError as exc:
+            log.warning("job %s: prior not retrieved: %s", job.id, exc)
+            return {"reason": f"prior study not retrieved: {exc}"}
+        except Exception as exc:  # a prior never stops the follow-up's analysis
+            log.exception("job %s: prior search failed", job.id)
+            return {"reason": f"prior search failed: {type(exc).__name__}: {exc}"}
+
+    def _peer(self, name: str) -> Peer:
+        p = self.cfg.peer(name)
+        if p is None:
+            raise RetrieveError(f"prior.peer {name!r} is not in node.yaml peers")
+        return Peer(p.ae_title, p.host, int(p.port))
+
+    def _fetch(self, job: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        study = self.index.study(job.study_uid) or {}
+        patient_id = (study.get("patient_id") or "").strip()
+        when = _date(study.get("study_date") or "")
+        if not patient_id:
+            return {"reason": "the study has no Patient ID: no prior study searched"}
+        if when is None:
+            return {"reason": "the study has no Study Date: no prior study searched"}
+        follow_time = self._study_time(job.study_uid)
+        peer = self._peer(settings["peer"])
+        timeout = float(settings.get("timeout_seconds", 300.0))
+        start = when - dt.timedelta(days=int(settings.get("lookback_days", 1825)))
+        modality = str(settings.get("modality", "MR"))
+        t0 = time.perf_counter()
+        matches = find_studies(self.cfg.ae_title, peer, patient_id,
+                               date_range=f"{start:%Y%m%d}-{when:%Y%m%d}", modality=modality,
+                               timeout_s=min(timeout, 60.0))
+        earlier = [m for m in matches if m.study_uid != job.study_uid and _date(m.study_date)
+                   and (m.study_date[:8], m.study_time or "") < (f"{when:%Y%m%d}", follow_time or "")]
+        # the same day counts only with study times that say which came first
+        earlier = [m for m in earlier if m.study_date[:8] != f"{when:%Y%m%d}"
+                   or (m.study_time and follow_time)]
+        if not earlier:
+            log.info("job %s: no prior %s study within %d days at %s", job.id, modality,
+                     int(settings.get("lookback_days", 1825)), peer)
+            return {"reason": f"no earlier {modality} study of the patient within "
+                              f"{int(settings.get('lookback_days', 1825))} days at {peer.ae_title}"}
+        prior = max(earlier, key=lambda m: (m.study_date[:8], m.study_time))
+        base = {"study_uid": prior.study_uid, "study_date": prior.study_date[:8],
+                "study_time": prior.study_time, "accession": prior.accession}
+        log.info("job %s: prior study %s of %s (%d candidate(s)) at %s", job.id, prior.study_uid,
+                 prior.study_date, len(earlier), peer)
+
+        retrieved = 0
+        route = self._route(job.rule, prior.study_uid, whole=True)
+        if route is None:
+            series = [s for s in find_series(self.cfg.ae_title, peer, prior.study_uid,
+                                             timeout_s=min(timeout, 60.0))
+                      if s.modality == modality]
+            if not series:
+                return {**base, "reason": f"the prior study of {prior.study_date} has no "
+                                          f"{modality} series at {peer.ae_title}"}
+            self.registry.register(prior.study_uid, job.id, str(peer))
+            log.info("job %s: retrieving prior study %s: %d series from %s (C-MOVE to %s)",
+                     job.id, prior.study_uid, len(series), peer, self.cfg.ae_title)
+            moved = move_series(self.cfg.ae_title, peer, prior.study_uid,
+                                [s.series_uid for s in series], self.cfg.ae_title, timeout_s=timeout)
+            retrieved = moved.completed
+            self._wait_indexed([s.series_uid for s in series], moved.completed)
+            self.registry.finished(prior.study_uid, moved.completed)
+            route = self._route(job.rule, prior.study_uid, whole=True)
+        retrieve_s = time.perf_counter() - t0
+        if route is None:
+            return {**base, "reason": f"the prior study of {prior.study_date} has no series that "
+                                      f"rule {job.rule} accepts as its required input"}
+        inputs = {role: [str(p) for p in self.index.instance_paths(uid)]
+                  for role, uid in route.inputs.items()}
+        log.info("job %s: prior %s ready in %.1f s (%d instance(s) retrieved): %s", job.id,
+                 prior.study_uid, retrieve_s, retrieved,
+                 ", ".join(f"{r}={u}" for r, u in sorted(route.inputs.items())))
+        return {**base, "inputs": inputs, "series": dict(route.inputs),
+                "reuse_result_dir": self._reuse(job.rule, prior.study_uid),
+                "retrieved": retrieved, "retrieve_s": round(retrieve_s, 3)}
+
+    def _study_time(self, study_uid: str) -> str:
+        """The follow-up's StudyTime from one of its spooled headers ("" when absent)."""
+        import pydicom
+
+        for s in self.index.series_of_study(study_uid):
+            for p in self.index.instance_paths(s["series_uid"])[:1]:
+                try:
+                    ds = pydicom.dcmread(p, stop_before_pixels=True, force=True,
+                                         specific_tags=["StudyTime"])
+                    return str(ds.get("StudyTime", "") or "").strip()
+                except Exception:  # noqa: BLE001
+                    continue
+        return ""
+
+    def _route(self, rule: str, study_uid: str, whole: bool) -> Any:
+        tuples = [t for t in (series_tuple(self.index, self.classify, s, whole=whole)
+                              for s in self.index.series_of_study(study_uid)) if t is not None]
+        if not tuples:
+            return None
+        return self.rules.route_with_rule(rule, tuples)
+
+    def _wait_indexed(self, series_uids: list[str], expected: int) -> None:
+        deadline = time.monotonic() + INDEX_WAIT_S
+        while time.monotonic() < deadline:
+            n = sum(len(self.index.instance_uids(u)) for u in series_uids)
+            if n >= expected:
+                return
+            time.sleep(0.2)
+        raise RetrieveError(f"the PACS reported {expected} instance(s) moved but the node "
+                            f"indexed fewer within {INDEX_WAIT_S:.0f} s")
+
+    def _reuse(self, rule: str, study_uid: str) -> str | None:
+        """Result folder of the newest finished job of ``rule`` on ``study_uid``, if any."""
+        from dicom_node.run.runner import results_dir
+
+        done = [j for j in self.jobs.list(state="done", study_uid=study_uid) if j.rule == rule]
+        for j in sorted(done, key=lambda j: j.updated_at, reverse=True):
+            d = results_dir(self.cfg.data_dir, j.id)
+            if (d / "result.json").is_file():
+                return str(d)
+        return None

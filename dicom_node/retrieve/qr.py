@@ -1,0 +1,206 @@
+"""Study Root Query/Retrieve SCU: C-FIND studies and series, C-MOVE series to an AE title.
+
+Each call opens one association, does its work and releases it. Failures raise
+:class:`RetrieveError` with a message fit for a job's reason (peer, status, what failed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RetrieveError", "Peer", "StudyMatch", "SeriesMatch", "find_studies", "find_series",
+           "move_series", "MoveResult"]
+
+
+class RetrieveError(RuntimeError):
+    """A query or retrieval failed; the message says with whom and why."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A Query/Retrieve SCP: its AE title, host and port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StudyMatch:
+    """One study a C-FIND returned."""
+
+    study_uid: str
+    study_date: str  #: DA (YYYYMMDD), "" when the PACS gave none
+    study_time: str
+    accession: str
+    description: str
+    modalities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SeriesMatch:
+    """One series a C-FIND returned."""
+
+    series_uid: str
+    modality: str
+    series_number: int | None
+    description: str
+    n_instances: int | None
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """Sub-operation counts of a finished C-MOVE."""
+
+    completed: int
+    failed: int
+    warning: int
+
+
+def _associate(own_ae: str, peer: Peer, context: Any, timeout_s: float) -> Any:
+    ae = AE(ae_title=own_ae)
+    ae.add_requested_context(context)
+    ae.acse_timeout = min(30.0, timeout_s)
+    ae.network_timeout = timeout_s
+    ae.dimse_timeout = timeout_s
+    try:
+        assoc = ae.associate(peer.host, int(peer.port), ae_title=peer.ae_title)
+    except Exception as exc:  # socket errors, bad addresses
+        raise RetrieveError(f"cannot associate with {peer}: {exc}") from exc
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
+        raise RetrieveError(f"association with {peer} {why} (is {own_ae} known to it?)")
+    return assoc
+
+
+def _find(own_ae: str, peer: Peer, query: Dataset, timeout_s: float) -> list[Dataset]:
+    assoc = _associate(own_ae, peer, StudyRootQueryRetrieveInformationModelFind, timeout_s)
+    out: list[Dataset] = []
+    try:
+        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            if not status:  # no response within the DIMSE timeout, or an abort
+                raise RetrieveError(f"C-FIND to {peer}: no response (timeout or abort)")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01):
+                if ident is not None:
+                    out.append(ident)
+            elif code != 0x0000:
+                raise RetrieveError(f"C-FIND to {peer} failed with status 0x{code:04X}")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return out
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    v = ds.get(keyword, "")
+    return str(v).strip() if v is not None else ""
+
+
+def find_studies(own_ae: str, peer: Peer, patient_id: str, *, date_range: str = "",
+                 modality: str = "", timeout_s: float = 60.0) -> list[StudyMatch]:
+    """The patient's studies at ``peer`` (Study Root, STUDY level).
+
+    ``date_range``: a DA range such as ``20200101-20261128``; ``modality``: matched against
+    Modalities in Study by the PACS and checked again here (some PACS ignore it)."""
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.PatientID = patient_id
+    q.StudyInstanceUID = ""
+    q.StudyDate = date_range
+    q.StudyTime = ""
+    q.AccessionNumber = ""
+    q.StudyDescription = ""
+    q.ModalitiesInStudy = modality
+    out = []
+    for ds in _find(own_ae, peer, q, timeout_s):
+        mods = ds.get("ModalitiesInStudy")
+        mods_t = (() if mods is None else (str(mods),) if isinstance(mods, str)
+                  else tuple(str(m) for m in mods))
+        mods_t = tuple(m for m in mods_t if m)
+        if _text(ds, "PatientID") not in ("", patient_id):
+            continue  # a PACS that matched loosely
+        if modality and mods_t and modality not in mods_t:
+            continue
+        out.append(StudyMatch(_text(ds, "StudyInstanceUID"), _text(ds, "StudyDate"),
+                              _text(ds, "StudyTime"), _text(ds, "AccessionNumber"),
+                              _text(ds, "StudyDescription"), mods_t))
+    return [s for s in out if s.study_uid]
+
+
+def find_series(own_ae: str, peer: Peer, study_uid: str, *, timeout_s: float = 60.0) -> list[SeriesMatch]:
+    """The series of one study at ``peer`` (Study Root, SERIES level)."""
+    q = Dataset()
+    q.QueryRetrieveLevel = "SERIES"
+    q.StudyInstanceUID = study_uid
+    q.SeriesInstanceUID = ""
+    q.Modality = ""
+    q.SeriesNumber = ""
+    q.SeriesDescription = ""
+    q.NumberOfSeriesRelatedInstances = ""
+    out = []
+    for ds in _find(own_ae, peer, q, timeout_s):
+        try:
+            number = int(ds.get("SeriesNumber")) if _text(ds, "SeriesNumber") else None
+        except (TypeError, ValueError):
+            number = None
+        try:
+            n = int(ds.get("NumberOfSeriesRelatedInstances")) if _text(
+                ds, "NumberOfSeriesRelatedInstances") else None
+        except (TypeError, ValueError):
+            n = None
+        uid = _text(ds, "SeriesInstanceUID")
+        if uid:
+            out.append(SeriesMatch(uid, _text(ds, "Modality"), number,
+                                   _text(ds, "SeriesDescription"), n))
+    return out
+
+
+def move_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str], destination_ae: str,
+                *, timeout_s: float = 300.0) -> MoveResult:
+    """C-MOVE the given series of one study to ``destination_ae`` (one association, one
+    C-MOVE per series); raise :class:`RetrieveError` when a sub-operation or the move fails."""
+    assoc = _associate(own_ae, peer, StudyRootQueryRetrieveInformationModelMove, timeout_s)
+    total = MoveResult(0, 0, 0)
+    try:
+        for uid in series_uids:
+            q = Dataset()
+            q.QueryRetrieveLevel = "SERIES"
+            q.StudyInstanceUID = study_uid
+            q.SeriesInstanceUID = uid
+            final = None
+            for status, _ident in assoc.send_c_move(q, destination_ae,
+                                                    StudyRootQueryRetrieveInformationModelMove):
+                if not status:
+                    raise RetrieveError(f"C-MOVE from {peer}: no response (timeout or abort)")
+                final = status
+            if final is None:
+                raise RetrieveError(f"C-MOVE from {peer}: no final response")
+            code = int(final.Status)
+            done = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
+            failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
+            warn = int(final.get("NumberOfWarningSuboperations", 0) or 0)
+            total = MoveResult(total.completed + done, total.failed + failed, total.warning + warn)
+            if code not in (0x0000, 0xB000) or failed:
+                hint = (" (the PACS does not know this AE title as a DICOM modality)"
+                        if code == 0xA801 else "")
+                raise RetrieveError(f"C-MOVE of series {uid} from {peer} to {destination_ae} "
+                                    f"failed: status 0x{code:04X}, {failed} failed{hint}")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return total

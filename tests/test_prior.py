@@ -1,0 +1,256 @@
+"""Follow-up against the prior study, through a real Orthanc (issue 11).
+
+Two studies of one patient (the longitudinal patient01 of ``../shared``: FLAIR at two time
+points, 3-4 mm axial slices) are uploaded to Orthanc; only the follow-up is sent to the node,
+which must find the prior itself (C-FIND, Study Root), retrieve it (C-MOVE to its own AE title;
+Orthanc knows the node as a modality), compare, and send into the follow-up study a SEG, a change
+SEG and an SR with the comparison. Scenarios:
+
+* the prior is fetched and compared; it is not analysed as a study of its own and nothing is
+  sent into it;
+* the prior was analysed by the node before: its lesions and tracking UIDs are reused (no
+  retrieval, no second segmentation), and a study that repeats the follow-up's images later
+  (the self-pair) has no new lesion and no activity;
+* no prior, and a prior in another slice orientation: the report says "no comparable prior"
+  with the reason, and carries no change figures;
+* kill -9 while the prior is being retrieved: after the restart the job runs again and every
+  result reaches Orthanc exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from dicom_node.devtools.orthanc import ORTHANC_BIN, OrthancServer
+from dicom_node.devtools.wrap import write_mr_series
+from dicom_node.encode.uids import derive_uid
+
+REPO = Path(__file__).resolve().parents[1]
+LONG = REPO.parent / "shared" / "data" / "ms" / "longitudinal" / "patient01"
+
+pytestmark = [pytest.mark.slow, pytest.mark.orthanc]
+
+RESULT_TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="module")
+def flairs():
+    if not (LONG / "study1_FLAIR.nii.gz").is_file():
+        pytest.skip("../shared/data/ms/longitudinal/patient01 is absent (the test needs two "
+                    "real FLAIRs of one patient)")
+    return (sitk.ReadImage(str(LONG / "study1_FLAIR.nii.gz")),
+            sitk.ReadImage(str(LONG / "study2_FLAIR.nii.gz")))
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    if not ORTHANC_BIN.exists():
+        pytest.skip("Debian package orthanc not installed (/usr/sbin/Orthanc)")
+    srv = OrthancServer(tmp_path / "orthanc").start()
+    yield srv
+    srv.stop()
+
+
+def _routing(workdir: Path) -> Path:
+    """The shipped routing.yaml with its prior block switched on (and no 120 s T1 wait)."""
+    text = (REPO / "config" / "routing.yaml").read_text()
+    for old, new in (("optional_grace_seconds: 120", "optional_grace_seconds: 1"),
+                     ("enabled: false                 # true: the PACS", "enabled: true # the PACS"),
+                     ("lookback_days: 1825", "lookback_days: 3650")):
+        assert old in text, f"config/routing.yaml changed: {old!r} not found"
+        text = text.replace(old, new)
+    path = workdir / "routing-prior.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _node(node_factory, pacs: OrthancServer, tmp_path: Path, name: str = "node"):
+    node = node_factory(
+        name,
+        peers=[{"name": "orthanc", "ae_title": pacs.aet, "host": "127.0.0.1",
+                "port": pacs.dicom_port}],
+        routing_file=str(_routing(tmp_path / name)),
+        completion={"quiet_seconds": 2},
+    )
+    pacs.register_modality("ainode", node.ae_title, "127.0.0.1", node.port)
+    return node
+
+
+def _study(tmp: Path, image: sitk.Image, tag: str, date: str, *, patient: str = "MSNODE-FU1",
+           orient: str = "LPS") -> str:
+    """Write one FLAIR study (UIDs derived from ``tag``); return its Study Instance UID."""
+    uid = derive_uid("test-prior", tag)
+    write_mr_series(image, tmp / tag, study_uid=uid, series_number=3,
+                    series_description="AX FLAIR", contrast="FLAIR", patient_id=patient,
+                    study_date=date, orient=orient,
+                    study_description="MR BRAIN follow-up (research test data)")
+    return uid
+
+
+def _upload(pacs: OrthancServer, tmp: Path, tag: str) -> str:
+    pacs.upload_dir(tmp / tag)
+    return pacs.find_study(derive_uid("test-prior", tag)) or ""
+
+
+def _results(pacs: OrthancServer, sid: str, node, *, n_seg: int, timeout: float = RESULT_TIMEOUT):
+    """Series of the study once the SR and ``n_seg`` SEG series are there (and the job done)."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[dict]] = {}
+    while time.monotonic() < deadline:
+        found = {}
+        for s in pacs.get(f"/studies/{sid}/series"):
+            found.setdefault(s["MainDicomTags"].get("Modality", "?"), []).append(s)
+        st = node.status() if node.alive() else {"jobs": []}
+        failed = [j for j in st["jobs"] if j["state"] == "failed"]
+        assert not failed, f"job failed: {failed}\n{node.log_text()[-3000:]}"
+        if len(found.get("SEG", [])) >= n_seg and found.get("SR"):
+            return found
+        time.sleep(1.0)
+    raise AssertionError(f"results did not reach Orthanc in {timeout:.0f} s: "
+                         f"{ {k: len(v) for k, v in found.items()} }\n{node.log_text()[-4000:]}")
+
+
+def _first(pacs: OrthancServer, series: dict) -> pydicom.Dataset:
+    return pydicom.dcmread(BytesIO(pacs.instance_file(series["Instances"][0])))
+
+
+def _report(pacs: OrthancServer, found: dict) -> dict:
+    from dicom_node.encode.sr import read_report
+
+    assert len(found["SR"]) == 1, "one SR series expected"
+    return read_report(_first(pacs, found["SR"][0]))
+
+
+def _job_done(node, study_uid: str, timeout: float = RESULT_TIMEOUT) -> None:
+    node.wait_for(lambda st: any(j["study_uid"] == study_uid and j["state"] == "done"
+                                 for j in st["jobs"]), timeout=timeout, interval=1.0)
+
+
+def test_prior_is_found_retrieved_and_compared(pacs, node_factory, tmp_path, flairs):
+    prior_uid = _study(tmp_path, flairs[0], "p1-prior", "20190305")
+    follow_uid = _study(tmp_path, flairs[1], "p1-follow", "20200611")
+    prior_sid = _upload(pacs, tmp_path, "p1-prior")
+    follow_sid = _upload(pacs, tmp_path, "p1-follow")
+    n_prior = len(pacs.get(f"/studies/{prior_sid}/instances"))
+    node = _node(node_factory, pacs, tmp_path)
+
+    pacs.store_to("ainode", [follow_sid])  # only the follow-up is sent
+    found = _results(pacs, follow_sid, node, n_seg=2)
+
+    log = node.log_text()
+    assert f"retrieving prior study {prior_uid}" in log, log[-3000:]
+    report = _report(pacs, found)
+    change = report["change"]
+    assert change["comparable"] is True, change
+    assert change["prior_study_uid"] == prior_uid
+    assert change["interval_days"] == 464  # 2019-03-05 -> 2020-06-11
+    assert change["activity"] == (change["n_new"] + change["n_enlarging"] > 0)
+    assert change["total_volume_now_mm3"] == pytest.approx(report["summary"]["total_volume_mm3"],
+                                                           rel=1e-3)
+    segs = [_first(pacs, s) for s in found["SEG"]]
+    change_seg = [s for s in segs if "change" in str(s.SeriesDescription).lower()]
+    assert len(change_seg) == 1, [s.SeriesDescription for s in segs]
+    labels = {str(s.SegmentLabel).lower() for s in change_seg[0].SegmentSequence}
+    assert labels <= {"new", "enlarging", "stable", "shrinking"} and labels, labels
+    assert all("RESEARCH" in str(s.SeriesDescription).upper() for s in segs)
+
+    # the prior was retrieved whole, but not analysed by itself, and nothing went into it
+    st = node.status()
+    assert {j["study_uid"] for j in st["jobs"]} == {follow_uid}, st["jobs"]
+    mods = {s["MainDicomTags"].get("Modality") for s in pacs.get(f"/studies/{prior_sid}/series")}
+    assert mods == {"MR"}, mods
+    assert f"({n_prior} instance(s) retrieved)" in log, log[-3000:]
+
+
+def test_reused_prior_tracking_uids_and_the_self_pair(pacs, node_factory, tmp_path, flairs):
+    _study(tmp_path, flairs[0], "p2-prior", "20190305")
+    follow_uid = _study(tmp_path, flairs[1], "p2-follow", "20200611")
+    self_uid = _study(tmp_path, flairs[1], "p2-self", "20200612")  # same images, a day later
+    sids = {t: _upload(pacs, tmp_path, t) for t in ("p2-prior", "p2-follow", "p2-self")}
+    node = _node(node_factory, pacs, tmp_path)
+
+    # the node analyses the prior first (it came in the usual way, so it is analysed)
+    pacs.store_to("ainode", [sids["p2-prior"]])
+    prior_report = _report(pacs, _results(pacs, sids["p2-prior"], node, n_seg=1))
+    prior_uids = {les["tracking_uid"] for les in prior_report["lesions"]}
+    assert prior_uids, "the prior has no lesion to track"
+    assert prior_report.get("change", {}).get("comparable") is not True  # nothing before it
+
+    pacs.store_to("ainode", [sids["p2-follow"]])
+    follow = _report(pacs, _results(pacs, sids["p2-follow"], node, n_seg=2))
+    change = follow["change"]
+    assert change["comparable"] is True
+    continuing = [les for les in change["lesions"]
+                  if les["timepoint"] == "follow-up" and les["status"] in ("stable", "enlarging")
+                  and les["volume_prior_mm3"]]
+    assert continuing, change
+    # the follow-up's SR carries the prior SR's tracking UID for every continuing lesion
+    follow_uids = {les["tracking_uid"] for les in follow["lesions"]}
+    assert {les["tracking_uid"] for les in continuing} <= prior_uids
+    assert {les["tracking_uid"] for les in continuing} <= follow_uids
+    log = node.log_text()
+    assert "(prior lesions reused)" in log, log[-3000:]
+    assert "(0 instance(s) retrieved)" in log  # the node held the prior already
+
+    pacs.store_to("ainode", [sids["p2-self"]])
+    same = _report(pacs, _results(pacs, sids["p2-self"], node, n_seg=1))
+    change = same["change"]
+    assert change["comparable"] is True and change["prior_study_uid"] == follow_uid
+    assert change["n_new"] == 0 and change["n_enlarging"] == 0 and change["activity"] is False
+    assert change["interval_days"] == 1
+    _job_done(node, self_uid)
+
+
+def test_no_prior_and_an_incomparable_prior(pacs, node_factory, tmp_path, flairs):
+    lone_uid = _study(tmp_path, flairs[1], "p3-lone", "20200611", patient="MSNODE-LONE")
+    _study(tmp_path, flairs[0], "p3-sag-prior", "20190305", patient="MSNODE-SAG", orient="PIL")
+    _study(tmp_path, flairs[1], "p3-follow", "20200611", patient="MSNODE-SAG")
+    sids = {t: _upload(pacs, tmp_path, t) for t in ("p3-lone", "p3-sag-prior", "p3-follow")}
+    node = _node(node_factory, pacs, tmp_path)
+
+    pacs.store_to("ainode", [sids["p3-lone"]])
+    lone = _report(pacs, _results(pacs, sids["p3-lone"], node, n_seg=1))
+    assert lone["change"]["comparable"] is False
+    assert "no earlier MR study" in lone["change"]["reason"]
+    assert not lone["change"].get("n_new") and not lone["change"].get("activity")
+    assert lone["summary"]["lesion_count"] >= 0  # the single-study result stands
+    _job_done(node, lone_uid)
+
+    pacs.store_to("ainode", [sids["p3-follow"]])
+    found = _results(pacs, sids["p3-follow"], node, n_seg=1)
+    change = _report(pacs, found)["change"]
+    assert change["comparable"] is False
+    assert "different slice orientation" in change["reason"], change
+    assert len(found["SEG"]) == 1  # the lesion SEG only: no change SEG without a comparison
+
+
+def test_kill_during_prior_retrieval_results_arrive_once(pacs, node_factory, tmp_path, flairs):
+    _study(tmp_path, flairs[0], "p4-prior", "20190305")
+    follow_uid = _study(tmp_path, flairs[1], "p4-follow", "20200611")
+    _upload(pacs, tmp_path, "p4-prior")
+    follow_sid = _upload(pacs, tmp_path, "p4-follow")
+    node = _node(node_factory, pacs, tmp_path)
+
+    pacs.store_to("ainode", [follow_sid])
+    deadline = time.monotonic() + 120
+    while "retrieving prior study" not in node.log_text():
+        assert time.monotonic() < deadline, node.log_text()[-3000:]
+        time.sleep(0.02)
+    node.kill()  # SIGKILL while the C-MOVE runs
+    node.start()
+    found = _results(pacs, follow_sid, node, n_seg=2)
+    _job_done(node, follow_uid)
+    time.sleep(3)  # anything sent twice would show up now
+    found = {}
+    for s in pacs.get(f"/studies/{follow_sid}/series"):
+        found.setdefault(s["MainDicomTags"].get("Modality", "?"), []).append(s)
+    assert len(found["SR"]) == 1 and len(found["SR"][0]["Instances"]) == 1
+    assert len(found["SEG"]) == 2 and all(len(s["Instances"]) == 1 for s in found["SEG"])
+    assert _report(pacs, found)["change"]["comparable"] is True
