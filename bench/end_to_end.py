@@ -16,6 +16,7 @@ Target: <= 10 s on 2 CPU cores with the default config (issue "survive a real ho
 earlier <= 20 s). Run::
 
     .venv/bin/python bench/end_to_end.py [--runs 2] [--quiet 2] [--case DIR]
+    .venv/bin/python bench/end_to_end.py --prior    # follow-up: what the prior comparison adds
 """
 
 from __future__ import annotations
@@ -108,9 +109,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--quiet", type=float, default=2.0, help="completion quiet period (s)")
+    ap.add_argument("--prior", action="store_true", help="follow-up mode: what comparing with "
+                    "the prior adds (bench/end_to_end_prior.py)")
     ap.add_argument("--case", default=None, help="NIfTI case folder (default: patient19 if "
                     "present, else a phantom)")
     a = ap.parse_args()
+    if a.prior:
+        import end_to_end_prior
+
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-prior-") as tmp:
+            return end_to_end_prior.run(Path(tmp))
     case = Path(a.case) if a.case else (SHARED_CASE if SHARED_CASE.is_dir() else None)
     rows = []
     for i in range(a.runs):

@@ -131,3 +131,42 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     # floor = measured pooled change-region F1 (0.222) minus a margin; no false new lesion then
     assert o["f1"] >= 0.15 and o["pooled"]["false_new"] <= 2, o
     assert "change F1" in r.stdout
+
+
+def test_change_report_reuses_prior_tracking_uids_and_counts_both_time_points():
+    from ai.change import change_report
+    from ai.lesions import analyse
+
+    img, s = _img(), (12, 64, 64)
+    prior_m = _labels(_ball(s, (6, 15, 15), 3.5), _ball(s, (6, 45, 15), 7), _ball(s, (6, 15, 45), 5)) > 0
+    follow_m = _labels(_ball(s, (6, 15, 15), 7), _ball(s, (6, 45, 15), 3.5), _ball(s, (6, 45, 45), 5)) > 0
+    prob = np.ones(s, np.float32)
+    plab, pl, _ = analyse(prob, img, {}, mask=prior_m)
+    flab, fl, _ = analyse(prob, img, {}, mask=follow_m)
+    ch = compare(plab, img, flab, img, IDENTITY)
+
+    def at(labels, y, x):
+        return int(labels[6, y, x])
+
+    p_grow, p_shrink, p_gone = at(plab, 15, 15), at(plab, 45, 15), at(plab, 15, 45)
+    f_grow, f_shrunk, f_new = at(flab, 15, 15), at(flab, 45, 15), at(flab, 45, 45)
+    tracking = {i: (f"2.25.{100 + i}", f"Lesion {i}") for i in (1, 2, 3)}
+    rep = change_report(ch, fl, pl, prior_tracking=tracking, prior_study_uid="2.25.9",
+                        prior_study_date="20190305", follow_study_date="20200611", head_dice=0.97)
+    by = {(lc.timepoint, lc.lesion_id): lc for lc in rep.lesions}
+    pvol = {les.id: les.volume_mm3 for les in pl}
+    assert by["follow-up", f_grow].status == "enlarging"
+    assert by["follow-up", f_grow].tracking_uid == tracking[p_grow][0]
+    assert by["follow-up", f_grow].volume_prior_mm3 == pytest.approx(pvol[p_grow], rel=1e-3)
+    assert by["follow-up", f_shrunk].status == "stable"
+    assert by["follow-up", f_shrunk].tracking_uid == tracking[p_shrink][0]
+    assert by["follow-up", f_new].status == "new" and by["follow-up", f_new].tracking_uid is None
+    assert by["follow-up", f_new].volume_prior_mm3 is None
+    assert by["prior", p_gone].status == "vanished" and by["prior", p_gone].volume_now_mm3 == 0
+    assert by["prior", p_gone].tracking_uid == tracking[p_gone][0]
+    assert by["prior", p_shrink].status == "shrinking"
+    assert (rep.n_new, rep.n_enlarging, rep.n_vanished, rep.n_shrinking) == (1, 1, 1, 1)
+    assert rep.activity and rep.comparable and rep.interval_days == 464
+    assert rep.total_volume_prior_mm3 == pytest.approx(sum(x.volume_mm3 for x in pl), rel=1e-3)
+    assert rep.total_volume_now_mm3 == pytest.approx(sum(x.volume_mm3 for x in fl), rel=1e-3)
+    assert "change_map" not in rep.to_dict() and rep.change_map is ch.change_map

@@ -112,3 +112,36 @@ def test_serve_refuses_a_rule_naming_a_pipeline_the_runner_lacks(tmp_path):
     r = _serve_rc(tmp_path, RULE.format(pipeline="ms-lesion", peer="pacs"))
     assert r.returncode == 2, r.stderr
     assert f"{tmp_path / 'routing.yaml'}:4: rules[0].pipeline (rule brain): unknown pipeline 'ms-lesion'" in r.stderr
+
+
+PRIOR_RULE = """version: 1
+rules:
+  - name: brain
+    pipeline: ms-lesions
+    inputs: {{flair: {{required: true, when: {{contrast: FLAIR}}}}}}
+    prior:
+      enabled: {enabled}
+      peer: archive
+      lookback_days: {days}
+"""
+
+
+def test_serve_refuses_a_prior_block_naming_a_peer_node_yaml_lacks(tmp_path):
+    r = _serve_rc(tmp_path, PRIOR_RULE.format(enabled="true", days=365))
+    assert r.returncode == 2, r.stderr
+    assert (f"{tmp_path / 'routing.yaml'}:8: rules[0].prior.peer (rule brain): "
+            "unknown peer 'archive' (node.yaml peers: pacs)") in r.stderr
+
+
+def test_a_prior_block_is_checked_like_every_rule_field(tmp_path):
+    from dicom_node.route.rules import RulesConfigError, loads_rules
+
+    with pytest.raises(RulesConfigError, match=r"lookback_days"):
+        loads_rules(PRIOR_RULE.format(enabled="true", days=0))
+    off = loads_rules(PRIOR_RULE.format(enabled="false", days=365))
+    assert off.rules[0].prior["enabled"] is False
+    assert off.unknown_peers({"pacs"}) == []  # a switched-off prior needs no peer
+    on = loads_rules(PRIOR_RULE.format(enabled="true", days=365))
+    assert on.rules[0].prior == {"enabled": True, "peer": "archive", "lookback_days": 365,
+                                 "modality": "MR", "timeout_seconds": 300.0}
+    assert "archive" in on.peer_names()

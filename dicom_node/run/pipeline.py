@@ -232,6 +232,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     }
     if change is not None:
         out["change"] = change.to_dict()
+        out["prior_retrieval"] = {k: job["prior"].get(k) for k in ("retrieved", "retrieve_s")}
         if change.change_map is not None:
             np.savez_compressed(out_dir / "change.npz", change_map=change.change_map)
     np.savez_compressed(out_dir / "labels.npz", labels=result.labels)
