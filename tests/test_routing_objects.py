@@ -116,3 +116,38 @@ def test_t1_that_does_not_decode_is_dropped_and_the_job_runs_flair_only(orthanc,
     comments = [str(it.TextValue) for it in sr.ContentSequence
                 if it.ValueType == "TEXT" and it.ConceptNameCodeSequence[0].CodeValue == "121106"]
     assert any("T1 series not used" in c for c in comments), comments
+
+
+def test_a_preferred_t1_that_does_not_decode_gives_way_to_the_next_qualifying_t1(
+        orthanc, node_factory, tmp_path):
+    """Two T1 series: the rule prefers the newest (series 5), whose pixels do not decode; the
+    job falls back to the other T1 (series 4), not to FLAIR-only."""
+    from dicom_node.encode.uids import derive_uid
+
+    study = "2.25.4711003"
+    arr = np.full((12, 48, 48), 200.0)
+    arr[4:8, 20:28, 20:28] = 900.0
+    flair = _series(arr, tmp_path / "flair", study, 3, "FLAIR")
+    good_t1 = _series(arr, tmp_path / "t1a", study, 4, "T1")
+    bad_t1 = _series(arr, tmp_path / "t1b", study, 5, "T1")
+    for p in bad_t1:
+        _cut_j2k(p)
+    node = node_factory(
+        routing_file=str(fast_routing(tmp_path)),
+        peers=[{"name": "orthanc", "ae_title": orthanc.aet, "host": "127.0.0.1",
+                "port": orthanc.dicom_port}])
+    # both T1s are in before the FLAIR, so that the study is routed once, with both candidates
+    for r in [*node.storescu_own_ts(*bad_t1, aet=orthanc.aet),
+              node.storescu(*good_t1, aet=orthanc.aet)]:
+        assert r.returncode == 0, r.stdout + r.stderr
+    node.wait_for(lambda s: sum(x["state"] == "complete" for x in s["series"]) == 2, timeout=60)
+    assert node.storescu(*flair, aet=orthanc.aet).returncode == 0
+    st = node.wait_for(lambda s: any(j["state"] in ("done", "failed") for j in s["jobs"]),
+                       timeout=300, interval=1.0)
+    (job,) = st["jobs"]
+    assert job["state"] == "done", job
+    bad_uid = derive_uid("wrap-series", study, "T1", "5")
+    good_uid = derive_uid("wrap-series", study, "T1", "4")
+    assert job["inputs"]["t1"] == bad_uid  # routing preferred the newest T1
+    assert "T1 series not used" in job["reason"] and f"next candidate {good_uid} used" in job["reason"]
+    assert "FLAIR-only" not in job["reason"]

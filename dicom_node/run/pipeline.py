@@ -129,7 +129,6 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     PipelineError
         With a user-facing reason (missing FLAIR, volume refused, ...).
     """
-    from dicom_node.run.volume import VolumeError, load_series
 
     opts = PipelineOptions.from_dict(job.get("options"))
     out_dir = Path(job["out_dir"])
@@ -140,23 +139,31 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         raise PipelineError("no FLAIR series among the job's inputs")
 
     t0 = time.perf_counter()
-    try:
-        flair = load_series([Path(p) for p in inputs["flair"]])
-    except VolumeError as exc:
-        raise PipelineError(f"FLAIR series refused: {exc}") from exc
+    notes: list[str] = []
+    alternates: dict[str, list[list[str]]] = job.get("alternates") or {}
+    flair, refused = _load_first([inputs["flair"], *alternates.get("flair", [])])
+    if flair is None:
+        raise PipelineError(f"FLAIR series refused: {refused[0]}"
+                            + (f" (and {len(refused) - 1} other FLAIR candidate(s))"
+                               if len(refused) > 1 else ""))
+    if refused:  # the preferred FLAIR could not be read; the next candidate by the rule is used
+        log.warning("job %s: preferred FLAIR series refused (%s); using series %s", job["job_id"],
+                    refused[0], flair.series_uid)
+        notes.append(f"preferred FLAIR series not used ({refused[0][:200]}); next candidate "
+                     f"{flair.series_uid} used")
     _LAST_FLAIR.clear()
     if opts.overlay:
         _LAST_FLAIR[job["job_id"]] = flair
     t1_vol = None
-    notes: list[str] = []
     if inputs.get("t1"):
-        try:
-            t1_vol = load_series([Path(p) for p in inputs["t1"]])
-        except VolumeError as exc:
-            # T1 is optional (e.g. its pixels do not decode): go on FLAIR-only and say so,
-            # in the log, the job's reason and the SR.
-            log.warning("job %s: T1 series refused (%s); running FLAIR-only", job["job_id"], exc)
-            notes.append(f"T1 series not used ({str(exc)[:200]}); FLAIR-only analysis")
+        t1_vol, refused = _load_first([inputs["t1"], *alternates.get("t1", [])])
+        if refused:
+            # T1 is optional (e.g. its pixels do not decode): another qualifying T1, else
+            # FLAIR-only; said in the log, the job's reason and the SR.
+            what = (f"next candidate {t1_vol.series_uid} used" if t1_vol is not None
+                    else "FLAIR-only analysis")
+            log.warning("job %s: T1 series refused (%s); %s", job["job_id"], refused[0], what)
+            notes.append(f"T1 series not used ({refused[0][:200]}); {what}")
     timings["load"] = time.perf_counter() - t0
 
     seg = _segmenter(job.get("device", "auto"), opts)
@@ -243,6 +250,22 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         out["followup"] = "ms-lesions-overlay"
     _write_json(out, out_dir / "result.json")
     return out
+
+
+def _load_first(candidates: list[list[str]]) -> tuple[Volume | None, list[str]]:
+    """The first candidate series (spool paths) that loads as a volume, and why each one
+    before it was refused."""
+    from dicom_node.run.volume import VolumeError, load_series
+
+    refused: list[str] = []
+    for paths in candidates:
+        if not paths:
+            continue
+        try:
+            return load_series([Path(p) for p in paths]), refused
+        except VolumeError as exc:
+            refused.append(str(exc))
+    return None, refused
 
 
 def _tracking(result: Any, change: Any, key: str) -> dict[int, tuple[str, str]]:

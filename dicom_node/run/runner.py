@@ -206,11 +206,14 @@ class Runner:
             if not series_uid:
                 continue
             inputs[role] = [str(p) for p in self.index.instance_paths(series_uid)]
+        alternates = {role: [[str(p) for p in self.index.instance_paths(uid)] for uid in uids]
+                      for role, uids in (job.alternates or {}).items()}
         return {
             "job_id": job.id,
             "job_key": job.job_key or job.id,
             "study_uid": job.study_uid,
             "inputs": inputs,
+            "alternates": alternates,
             "out_dir": str(results_dir(self.cfg.data_dir, job.id)),
             "device": self.cfg.runner.device,
             "options": self.options.as_dict(),

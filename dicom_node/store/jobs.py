@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     version INTEGER NOT NULL DEFAULT 1,
     calling_ae TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    alternates TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, priority, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs(job_key);
@@ -106,6 +107,9 @@ class Job:
     calling_ae: str | None = None
     job_key: str | None = None
     version: int = 1
+    #: role -> further qualifying series UIDs, in the rule's order of preference after the chosen
+    #: one: the pipeline falls back to them when the chosen series cannot be read.
+    alternates: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -115,6 +119,7 @@ class Job:
             priority=row["priority"], state=JobState(row["state"]), reason=row["reason"],
             attempts=row["attempts"], created_at=row["created_at"], updated_at=row["updated_at"],
             calling_ae=row["calling_ae"], job_key=row["job_key"], version=row["version"],
+            alternates=json.loads(row["alternates"] or "{}") if "alternates" in row.keys() else {},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +141,9 @@ class JobQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(SCHEMA)
+        cols = {r["name"] for r in self._conn().execute("PRAGMA table_info(jobs)")}
+        if "alternates" not in cols:  # an index written before alternates were kept
+            self._conn().execute("ALTER TABLE jobs ADD COLUMN alternates TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -154,10 +162,12 @@ class JobQueue:
         *,
         calling_ae: str | None = None,
         job_key: str | None = None,
+        alternates: dict[str, list[str]] | None = None,
     ) -> str:
         """Queue a job; return its id (the existing job's id if ``job_key`` is already known).
 
-        Higher ``priority`` runs first.
+        Higher ``priority`` runs first. ``alternates``: per role, the other qualifying series
+        in order of preference (see :attr:`Job.alternates`).
         """
         key = job_key or make_job_key(study_uid, rule, inputs)
         now = time.time()
@@ -176,10 +186,11 @@ class JobQueue:
             job_id = uuid.uuid4().hex[:12]
             c.execute(
                 "INSERT INTO jobs(id, job_key, study_uid, rule, pipeline, inputs, destinations,"
-                " priority, state, attempts, version, calling_ae, created_at, updated_at)"
-                " VALUES(?,?,?,?,?,?,?,?,'queued',0,?,?,?,?)",
+                " priority, state, attempts, version, calling_ae, created_at, updated_at,"
+                " alternates) VALUES(?,?,?,?,?,?,?,?,'queued',0,?,?,?,?,?)",
                 (job_id, key, study_uid, rule, pipeline, json.dumps(inputs, sort_keys=True),
-                 json.dumps(destinations), int(priority), version, calling_ae, now, now),
+                 json.dumps(destinations), int(priority), version, calling_ae, now, now,
+                 json.dumps(alternates or {}, sort_keys=True)),
             )
             c.execute("COMMIT")
         except BaseException:
