@@ -9,7 +9,8 @@ import threading
 import time
 from typing import Callable
 
-from dicom_node.store.index import Index, InstanceRecord, SeriesTouch
+from dicom_node.store.index import Index
+from dicom_node.store.records import InstanceRecord, SeriesTouch
 
 __all__ = ["IndexWriter"]
 
