@@ -41,7 +41,7 @@ from dicom_node.ops import metrics
 from dicom_node.receive.headerscan import check_structure, scan_header
 from dicom_node.receive.limits import ConnectionGate, PduGuard, normal_address, refused, server_class
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
-from dicom_node.store.index import InstanceRecord, extract_header
+from dicom_node.store.records import InstanceRecord, extract_header
 from dicom_node.store.writer import IndexWriter
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",

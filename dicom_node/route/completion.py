@@ -39,8 +39,9 @@ from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from dicom_node.store.index import Index, SeriesState, SeriesTouch
+from dicom_node.store.index import Index, SeriesState
 from dicom_node.store.jobs import JobQueue, make_job_key
+from dicom_node.store.records import SeriesTouch
 
 __all__ = ["CompletionManager", "load_headers", "series_tuple"]
 
