@@ -232,7 +232,8 @@ def _date(da: str) -> str:
 def change_lines(change: ChangeReport) -> list[str]:
     """The summary image's lines on the comparison with the prior study."""
     if not change.comparable:
-        return [f"No comparable prior study: {change.reason or 'no reason given'}"]
+        reason = change.reason or "no reason given"
+        return [f"No comparable prior study: {reason if len(reason) <= 70 else reason[:67] + '...'}"]
     interval = f", {change.interval_days} days earlier" if change.interval_days is not None else ""
     return [
         f"Change since the prior study of {_date(change.prior_study_date)}{interval}:",
