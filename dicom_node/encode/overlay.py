@@ -9,8 +9,20 @@ Two Secondary Capture (RGB) series in the study of the FLAIR:
 - "MS lesion summary": one image with the lesion table (count, total volume, counts and volumes
   per location, load category, dissemination in space, the largest lesions) and the model.
 
-The burned-in text never uses the lesion colour, so "pixels equal to LESION_RGB" are exactly
-the lesion outlines (a screenshot test can look for that colour).
+With a comparable follow-up comparison (``change``, an :class:`ai.types.ChangeReport`) the
+lesions are coloured by their change since the prior study (:data:`CHANGE_RGB`): new lesions
+magenta :data:`NEW_RGB`, the part an enlarging lesion gained orange :data:`ENLARGING_RGB`
+(filled and outlined), lesion voxels that were lesion before red :data:`LESION_RGB` as
+without a prior, and prior lesion voxels that are no longer lesion (shrinking or vanished
+lesions) outlined only in cyan :data:`SHRINKING_RGB`. Each slice gets a legend line (colour
+swatches one step off the outline colours, with grey words); the summary image gains the
+comparison (new and enlarging lesions, volume then and now, interval, new disease activity, the
+prior study's date) and a change column. A comparison that was not possible adds one line
+saying why to the summary; the slices stay as without a prior.
+
+The burned-in text and the legend swatches never use a lesion colour, so "pixels equal to
+LESION_RGB" (or to any colour of :data:`CHANGE_RGB`) are exactly the outlines of that class (a
+screenshot test can look for that colour).
 """
 from __future__ import annotations
 
@@ -27,18 +39,45 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from scipy import ndimage
 
-from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
+from ai.types import (
+    CHANGE_ENLARGING,
+    CHANGE_NEW,
+    CHANGE_SHRINKING,
+    CHANGE_STABLE,
+    LOCATION_LABELS,
+    LOCATIONS,
+    ChangeReport,
+    SegmentationResult,
+)
 from dicom_node.encode.header import copy_patient_study, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE
-from dicom_node.encode.uids import derive_uid
+from dicom_node.encode.uids import change_key, derive_uid
 from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_overlay", "render_slices", "render_summary", "LESION_RGB"]
+__all__ = ["build_overlay", "render_slices", "render_summary", "LESION_RGB", "NEW_RGB",
+           "ENLARGING_RGB", "SHRINKING_RGB", "CHANGE_RGB"]
 
-#: Outline colour of every lesion (fill is the same hue, blended with the grey image).
+#: Outline colour of every lesion (fill is the same hue, blended with the grey image); with a
+#: prior, of the lesion voxels that were lesion in the prior too (stable).
 LESION_RGB: tuple[int, int, int] = (255, 0, 0)
+#: With a prior: outline and fill of new lesions (magenta).
+NEW_RGB: tuple[int, int, int] = (255, 0, 255)
+#: With a prior: outline and fill of the part an enlarging lesion gained (orange).
+ENLARGING_RGB: tuple[int, int, int] = (255, 128, 0)
+#: With a prior: outline (no fill) of prior lesion voxels no longer lesion (cyan).
+SHRINKING_RGB: tuple[int, int, int] = (0, 255, 255)
+#: Colour of each change class (keys of :data:`ai.types.CHANGE_LABELS`), also the change SEG's.
+CHANGE_RGB: dict[int, tuple[int, int, int]] = {
+    CHANGE_NEW: NEW_RGB, CHANGE_ENLARGING: ENLARGING_RGB, CHANGE_STABLE: LESION_RGB,
+    CHANGE_SHRINKING: SHRINKING_RGB,
+}
+#: Words of the legend line, in drawing order.
+CHANGE_LEGEND: dict[int, str] = {
+    CHANGE_NEW: "new", CHANGE_ENLARGING: "enlarging part", CHANGE_STABLE: "stable",
+    CHANGE_SHRINKING: "shrinking/vanished part",
+}
 FILL_ALPHA = 0.35
 TEXT_RGB = (255, 255, 255)
 TEXT_DIM_RGB = (190, 190, 190)
@@ -76,11 +115,54 @@ def _scale_for(shape: tuple[int, int], min_size: int) -> int:
     return max(1, int(np.ceil(min_size / max(shape))))
 
 
+def _comparable(change: ChangeReport | None) -> bool:
+    return change is not None and change.comparable and change.change_map is not None
+
+
+def _layers(result: SegmentationResult, mask: np.ndarray,
+            change: ChangeReport | None) -> list[tuple[np.ndarray, tuple[int, int, int], bool]]:
+    """(mask, colour, filled) drawn in this order; one red layer without a comparable prior."""
+    if change is None or not _comparable(change):
+        return [(mask, LESION_RGB, True)]
+    assert change.change_map is not None
+    cmap = np.asarray(change.change_map)
+    if cmap.shape != mask.shape:
+        raise ValueError(f"change map {cmap.shape} is not on the FLAIR grid {mask.shape}")
+    stable = (cmap == CHANGE_STABLE) | (mask & (cmap == 0))  # a lesion the map misses: as before
+    return [(stable, LESION_RGB, True), (cmap == CHANGE_ENLARGING, ENLARGING_RGB, True),
+            (cmap == CHANGE_NEW, NEW_RGB, True), (cmap == CHANGE_SHRINKING, SHRINKING_RGB, False)]
+
+
+def _swatch(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A legend colour one step off ``rgb`` (looks the same, never equals an outline colour)."""
+    return (rgb[0] - 1 if rgb[0] else 1, rgb[1], rgb[2])
+
+
+def _follow_status(change: ChangeReport | None) -> dict[int, str]:
+    """Follow-up lesion id -> change status ({} without a comparable prior)."""
+    if change is None or not _comparable(change):
+        return {}
+    return {lc.lesion_id: lc.status for lc in change.lesions if lc.timepoint == "follow-up"}
+
+
+def _draw_legend(d: ImageDraw.ImageDraw, x: int, y: int, size: int) -> None:
+    font = _font(size)
+    for c, word in CHANGE_LEGEND.items():
+        d.rectangle([x, y + 2, x + size - 3, y + size - 1], fill=_swatch(CHANGE_RGB[c]))
+        x += size + 1
+        d.text((x, y), word, fill=TEXT_DIM_RGB, font=font)
+        x += int(d.textlength(word, font=font)) + size
+
+
 def render_slices(
     result: SegmentationResult, flair: Volume, *, min_size: int = 384,
-    annotate: bool = True,
+    annotate: bool = True, change: ChangeReport | None = None,
 ) -> np.ndarray:
-    """RGB uint8 overlay of every slice, shape ``(z, rows * s, cols * s, 3)``."""
+    """RGB uint8 overlay of every slice, shape ``(z, rows * s, cols * s, 3)``.
+
+    With a comparable ``change`` the lesions are drawn by change class (:data:`CHANGE_RGB`) and
+    each slice gets a legend line; otherwise every lesion is :data:`LESION_RGB`.
+    """
     arr = sitk.GetArrayFromImage(flair.image).astype(np.float32)
     if result.labels.shape != arr.shape:
         raise ValueError(f"result arrays {result.labels.shape} are not on the FLAIR grid {arr.shape}")
@@ -97,28 +179,41 @@ def render_slices(
     for les in result.lesions:
         for k in range(int(les.bbox_index[0]), int(les.bbox_index[3])):
             by_slice.setdefault(k, []).append(les.id)
-    red = np.array(LESION_RGB, np.float32)
+    layers = _layers(result, mask, change)
+    status = _follow_status(change)
+    legend = len(layers) > 1
+    legend_px = max(8, min(6 * s, (nx * s) // 28))
     for k in range(nz):
         g = Image.fromarray(grey[k])
         if s > 1:
             g = g.resize((nx * s, ny * s), Image.Resampling.BILINEAR)
         rgb = np.repeat(np.asarray(g)[..., None], 3, axis=2).astype(np.float32)
-        m = mask[k]
-        if m.any():
+        for layer, colour, filled in layers:
+            m = layer[k]
+            if not m.any():
+                continue
             if s > 1:
                 m = np.repeat(np.repeat(m, s, axis=0), s, axis=1)
-            rgb[m] = (1 - FILL_ALPHA) * rgb[m] + FILL_ALPHA * red
+            c = np.array(colour, np.float32)
+            if filled:
+                rgb[m] = (1 - FILL_ALPHA) * rgb[m] + FILL_ALPHA * c
             edge = m & ~ndimage.binary_erosion(m, border_value=0)
-            rgb[edge] = red
+            rgb[edge] = c
         img = rgb.astype(np.uint8)
-        # grey (R=G=B) and the 35% blend (G=B=0.65*grey, R>=89) are never pure red (255, 0, 0)
+        # grey (R=G=B) is none of the colours; the 35% blend is never one either: it is
+        # 0.65 * grey + 0.35 * colour, so a channel at 0 in the colour is > 0 (and one at 255
+        # is < 255) unless the grey is 0 (255), which gives no colour of CHANGE_RGB either
         if annotate:
             pil = Image.fromarray(img)
             d = ImageDraw.Draw(pil)
             d.text((4, 2), RESEARCH_NOTE, fill=TEXT_RGB, font=font)
             d.text((4, ny * s - font_px - 6), f"{k + 1}/{nz}", fill=TEXT_DIM_RGB, font=font)
+            if legend:
+                _draw_legend(d, 4, ny * s - font_px - legend_px - 10, legend_px)
             if k in by_slice:
-                txt = "Lesions " + ", ".join(str(i) for i in by_slice[k][:8])
+                txt = "Lesions " + ", ".join(
+                    f"{i} ({status[i]})" if status.get(i, "stable") != "stable" else str(i)
+                    for i in by_slice[k][:8])
                 if len(by_slice[k]) > 8:
                     txt += ", ..."
                 d.text((4, 4 + font_px + 2), txt, fill=TEXT_DIM_RGB, font=font)
@@ -127,9 +222,37 @@ def render_slices(
     return out
 
 
+def _date(da: str) -> str:
+    """DICOM DA ``YYYYMMDD`` as ``YYYY-MM-DD`` (as given when it is not one; "unknown" if empty)."""
+    if len(da) == 8 and da.isdigit():
+        return f"{da[:4]}-{da[4:6]}-{da[6:]}"
+    return da or "unknown"
+
+
+def change_lines(change: ChangeReport) -> list[str]:
+    """The summary image's lines on the comparison with the prior study."""
+    if not change.comparable:
+        reason = change.reason or "no reason given"
+        return [f"No comparable prior study: {reason if len(reason) <= 70 else reason[:67] + '...'}"]
+    interval = f", {change.interval_days} days earlier" if change.interval_days is not None else ""
+    return [
+        f"Change since the prior study of {_date(change.prior_study_date)}{interval}:",
+        f"   New lesions: {change.n_new}    Enlarging: {change.n_enlarging}    "
+        f"Shrinking: {change.n_shrinking}    No longer seen: {change.n_vanished}",
+        f"   Total volume: prior {change.total_volume_prior_mm3 / 1000:.2f} ml, now "
+        f"{change.total_volume_now_mm3 / 1000:.2f} ml",
+        "   New disease activity (new or enlarging lesions): "
+        f"{'yes' if change.activity else 'no'}",
+    ]
+
+
 def render_summary(result: SegmentationResult, *, width: int = 1024, height: int = 768,
-                   max_rows: int = 22) -> np.ndarray:
-    """RGB uint8 image with the lesion table (the summary image of the overlay)."""
+                   max_rows: int = 22, change: ChangeReport | None = None) -> np.ndarray:
+    """RGB uint8 image with the lesion table (the summary image of the overlay).
+
+    With ``change`` it also holds :func:`change_lines` (and, when comparable, the colour key and
+    a change column in the table).
+    """
     pil = Image.new("RGB", (width, height), (16, 16, 16))
     d = ImageDraw.Draw(pil)
     big, mid, small = _font(30), _font(20), _font(16)
@@ -151,9 +274,16 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     ]
     if s.dis_areas:
         lines.append("   areas with lesions: " + ", ".join(s.dis_areas))
+    if change is not None:
+        lines += change_lines(change)
     for ln in lines:
         d.text((20, y), ln, fill=TEXT_RGB, font=mid)
         y += 28
+    status = _follow_status(change)
+    if status:
+        d.text((40, y), "Colours: magenta new, orange enlarging part, red stable, "
+               "cyan shrinking/vanished part", fill=TEXT_DIM_RGB, font=small)
+        y += 22
     y += 6
     for loc in LOCATIONS:
         d.text((40, y), f"{LOCATION_LABELS[loc]}:", fill=TEXT_DIM_RGB, font=small)
@@ -161,9 +291,9 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
                f"{s.volume_by_location_mm3.get(loc, 0.0):9.0f} mm3", fill=TEXT_RGB, font=small)
         y += 22
     y += 10
-    cols = [20, 110, 330, 480, 650, 800]
+    cols = [20, 110, 330, 480, 650, 800] + ([900] if status else [])
     max_rows = min(max_rows, max(0, (height - 60 - y - 22) // 20 - 1))
-    heads = ["#", "Location", "Volume mm3", "Slices", "Mean/max prob.", "Size"]
+    heads = ["#", "Location", "Volume mm3", "Slices", "Mean/max prob.", "Size"] + (["Change"] if status else [])
     for x, h in zip(cols, heads, strict=False):
         d.text((x, y), h, fill=(255, 200, 0), font=small)
     y += 22
@@ -174,6 +304,8 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
         row = [str(les.id), LOCATION_LABELS.get(les.location, les.location),
                f"{les.volume_mm3:.1f}", f"{les.bbox_index[0] + 1}-{les.bbox_index[3]}",
                f"{les.mean_probability:.2f} / {les.max_probability:.2f}", les.size_class]
+        if status:
+            row.append(status.get(les.id, ""))
         for x, v in zip(cols, row, strict=False):
             d.text((x, y), v, fill=TEXT_RGB, font=small)
         y += 20
@@ -228,11 +360,17 @@ def build_overlay(
     min_size: int = 384,
     compress: bool = True,
     include_summary: bool = True,
+    change: ChangeReport | None = None,
 ) -> list[Dataset]:
     """Secondary Capture overlay images of every FLAIR slice, plus the summary image.
 
     Parameters
     ----------
+    change
+        The comparison with the prior study. Comparable: lesions coloured by change class
+        (:data:`CHANGE_RGB`), a legend on each slice, the change in the summary image; not
+        comparable: the summary says why. With a change the UIDs derive from
+        :func:`dicom_node.encode.uids.change_key` (new objects); ``None``: as before.
     min_size
         Slices are enlarged by an integer factor so that their larger side is at least this
         many pixels (sharper outlines and readable text).
@@ -247,7 +385,8 @@ def build_overlay(
         One per slice in slice order (InstanceNumber k + 1), then the summary image.
     """
     ts = RLELossless if compress else ExplicitVRLittleEndian
-    rgb = render_slices(result, flair, min_size=min_size)
+    rgb = render_slices(result, flair, min_size=min_size, change=change)
+    job_key = change_key(job_key, change)
     nz = rgb.shape[0]
     s = rgb.shape[1] // sitk.GetArrayViewFromImage(flair.image).shape[1]
     sx, sy, _ = flair.image.GetSpacing()
@@ -261,10 +400,12 @@ def build_overlay(
                  description=f"MS lesion overlay - {RESEARCH_NOTE}", ts=ts,
                  pixel_spacing=(sy / s, sx / s), orientation=orientation)
         sc.SourceImageSequence = [flair.slice_reference(k)]
-        sc.DerivationDescription = "FLAIR slice with automated MS lesion outlines burned in"
+        sc.DerivationDescription = (
+            "FLAIR slice with automated MS lesion outlines burned in"
+            + (", coloured by change since the prior study" if _comparable(change) else ""))
         out.append(sc)
     if include_summary:
-        out.append(_sc(flair, render_summary(result), series_uid=derive_uid(job_key, "summary-series"),
+        out.append(_sc(flair, render_summary(result, change=change), series_uid=derive_uid(job_key, "summary-series"),
                        series_number=series_number + 1, sop_uid=derive_uid(job_key, "summary"),
                        instance_number=1, description=f"MS lesion summary - {RESEARCH_NOTE}", ts=ts))
     return out

@@ -30,8 +30,8 @@ from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_seg", "segment_plan", "SegmentPlan", "MANUFACTURER", "MODEL_NAME",
-           "RESEARCH_NOTE", "LOCATION_RGB"]
+__all__ = ["build_seg", "segment_plan", "SegmentPlan", "write_segmentation", "prepare_source",
+           "lesion_segment", "MANUFACTURER", "MODEL_NAME", "RESEARCH_NOTE", "LOCATION_RGB"]
 
 MANUFACTURER = "ms-dicom-node"
 MODEL_NAME = "MS lesion AI node"
@@ -78,21 +78,50 @@ def segment_plan(result: SegmentationResult, *, per_lesion: bool = False,
     return plans
 
 
-def _algorithm(result: SegmentationResult) -> hd.AlgorithmIdentificationSequence:
+def _algorithm(model_name: str, model_version: str) -> hd.AlgorithmIdentificationSequence:
     return hd.AlgorithmIdentificationSequence(
-        name=(result.model_name or "unknown")[:64],
+        name=(model_name or "unknown")[:64],
         family=C.AI_FAMILY,
-        version=(result.model_version or "unknown")[:64],
+        version=(model_version or "unknown")[:64],
         source=MANUFACTURER,
     )
 
 
-def _check_grid(result: SegmentationResult, flair: Volume) -> None:
+def lesion_segment(number: int, label: str, algo: hd.AlgorithmIdentificationSequence, *,
+                   tracking_uid: str, rgb: tuple[int, int, int],
+                   site: hd.sr.CodedConcept | None = None) -> hd.seg.SegmentDescription:
+    """Description of one automatic MS lesion segment (category SCT 49755003 "Morphologically
+    abnormal structure", type SCT 52988006 "Lesion", region SCT 12738006 "Brain"; ``site`` the
+    primary anatomic structure, ``label`` also its tracking identifier)."""
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=C.LESION_CATEGORY,
+        segmented_property_type=C.LESION_TYPE,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo,
+        tracking_uid=tracking_uid,
+        tracking_id=label,
+        anatomic_regions=[C.BRAIN],
+        primary_anatomic_structures=[site] if site is not None else None,
+        display_color=hd.color.CIELabColor.from_rgb(*rgb),
+    )
+
+
+def _check_grid(array: np.ndarray, flair: Volume) -> None:
+    """Refuse an array ``(z, y, x)`` that is not on the FLAIR grid."""
     shape = sitk.GetArrayViewFromImage(flair.image).shape
-    if result.labels.shape != shape:
-        raise ValueError(f"result arrays {result.labels.shape} are not on the FLAIR grid {shape}")
+    if array.shape != shape:
+        raise ValueError(f"result arrays {array.shape} are not on the FLAIR grid {shape}")
     if len(flair.slice_refs) != shape[0]:
         raise ValueError("flair.slice_refs does not have one entry per slice")
+
+
+def prepare_source(flair: Volume) -> None:
+    """Headers of the FLAIR ready for a SEG/SR: missing Type 2 attributes added empty, a
+    FrameOfReferenceUID derived when there is none (both in place, idempotent)."""
+    fill_type2(flair.datasets)  # real headers often lack Type 2 patient/study attributes
+    ensure_frame_of_reference(flair.datasets)
 
 
 def _multiframe_header(ds: Dataset) -> Dataset:
@@ -207,30 +236,19 @@ def build_seg(
     pydicom.Dataset or None
         ``highdicom.seg.Segmentation``; ``None`` when the result has no lesions.
     """
-    _check_grid(result, flair)
-    fill_type2(flair.datasets)  # real headers often lack Type 2 patient/study attributes
-    ensure_frame_of_reference(flair.datasets)
+    _check_grid(result.labels, flair)
+    prepare_source(flair)
     plans = segment_plan(result, per_lesion=per_lesion, fractional=fractional)
     if not plans:
         log.info("no lesions: no SEG written (job key hash %s)", derive_uid(job_key)[-8:])
         return None
-    algo = _algorithm(result)
-    descriptions = []
-    for p in plans:
-        rgb = LOCATION_RGB.get(p.location or "", (255, 0, 0))
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=p.number,
-            segment_label=p.label,
-            segmented_property_category=C.LESION_CATEGORY,
-            segmented_property_type=C.LESION_TYPE,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algo,
-            tracking_uid=derive_uid(job_key, "segment", p.label),
-            tracking_id=p.label,
-            anatomic_regions=[C.BRAIN],
-            primary_anatomic_structures=[C.LOCATION_CODES[p.location]] if p.location else None,
-            display_color=hd.color.CIELabColor.from_rgb(*rgb),
-        ))
+    algo = _algorithm(result.model_name, result.model_version)
+    descriptions = [
+        lesion_segment(p.number, p.label, algo, tracking_uid=derive_uid(job_key, "segment", p.label),
+                       rgb=LOCATION_RGB.get(p.location or "", (255, 0, 0)),
+                       site=C.LOCATION_CODES[p.location] if p.location else None)
+        for p in plans
+    ]
 
     labels = result.labels
     if fractional:
@@ -250,15 +268,52 @@ def build_seg(
         ts = transfer_syntax_uid or ExplicitVRLittleEndian
         variant = "binary-lesion" if per_lesion else "binary"
 
-    series_uid = derive_uid(job_key, "seg-series", variant)
-    kwargs = _source_arrangement(flair, stack)
     what = "probability map" if fractional else ("lesions" if per_lesion else "lesions by location")
+    return write_segmentation(
+        flair, stack, descriptions, seg_type=seg_type, transfer_syntax_uid=ts,
+        series_uid=derive_uid(job_key, "seg-series", variant),
+        sop_uid=derive_uid(job_key, "seg", variant), series_number=series_number,
+        content_description=f"MS {what} ({RESEARCH_NOTE})", content_label="MS_LESIONS",
+        series_description=f"MS lesion SEG {'probability ' if fractional else ''}- {RESEARCH_NOTE}",
+    )
+
+
+def write_segmentation(
+    flair: Volume,
+    stack: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    *,
+    seg_type: hd.seg.SegmentationTypeValues,
+    transfer_syntax_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    series_number: int,
+    content_description: str,
+    content_label: str,
+    series_description: str,
+) -> hd.seg.Segmentation:
+    """The highdicom Segmentation of ``stack`` on the FLAIR grid, with the node's header.
+
+    Shared by :func:`build_seg` and :func:`dicom_node.encode.change.build_change_seg`.
+
+    Parameters
+    ----------
+    stack
+        ``(z, y, x, n_segments)`` in slice order of ``flair`` (uint8 0/1 for BINARY, float in
+        [0, 1] for FRACTIONAL); arranged here for how the FLAIR is stored.
+    descriptions
+        One per segment, numbered 1..n in ``stack``'s last-axis order.
+    content_description, series_description
+        Cut to 64 characters (LO); they should carry :data:`RESEARCH_NOTE`.
+    """
+    kwargs = _source_arrangement(flair, stack)
+    fractional = seg_type == hd.seg.SegmentationTypeValues.FRACTIONAL
     seg = hd.seg.Segmentation(
         segmentation_type=seg_type,
         segment_descriptions=descriptions,
         series_instance_uid=series_uid,
         series_number=series_number,
-        sop_instance_uid=derive_uid(job_key, "seg", variant),
+        sop_instance_uid=sop_uid,
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
@@ -266,12 +321,12 @@ def build_seg(
         device_serial_number="0",
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY if fractional else None,
         max_fractional_value=255,
-        content_description=f"MS {what} ({RESEARCH_NOTE})"[:64],
-        content_label="MS_LESIONS",
+        content_description=content_description[:64],
+        content_label=content_label,
         content_creator_name=None,
-        transfer_syntax_uid=ts,
+        transfer_syntax_uid=transfer_syntax_uid,
         omit_empty_frames=True,
-        series_description=f"MS lesion SEG {'probability ' if fractional else ''}- {RESEARCH_NOTE}"[:64],
+        series_description=series_description[:64],
         content_qualification="RESEARCH",
         coding_schemes=C.coding_schemes(),
         **kwargs,

@@ -18,29 +18,59 @@ Content tree (highdicom templates):
   space (McDonald 2017 brain areas) as qualitative evaluations.
 
 With no lesions, the report holds the summary group only (0 lesions, 0 mm3).
+
+With a follow-up comparison (``change``, an :class:`ai.types.ChangeReport`; codes in
+:mod:`dicom_node.encode.codes`):
+
+- comparable: each lesion group gets its change status (qualitative evaluation 99MSNODE CHGSTAT:
+  new / SCT "Increased size" / SCT "No change"), the matched prior volume (99MSNODE VOLPRIOR)
+  beside its volume now, and the lesion's label in this study (TEXT DCM 121151 "Lesion
+  Identifier"); a lesion the comparison tracked keeps the prior report's tracking identifier and
+  UID (``LesionChange.tracking_id``/``tracking_uid``), a new one gets its own ("Lesion N", a UID
+  derived from the job; a number a tracked lesion already uses is skipped). Shrinking and
+  vanished PRIOR lesions get a TID 1501 group each (they have no follow-up segment, so no TID
+  1411 volumetric group): status (SCT "Decreased size" / SCT "Absent"), prior volume, volume now,
+  the prior's tracking identifier/UID (else "Prior lesion N" and a derived UID) and the prior
+  label as Lesion Identifier. A TID 1501 group "MS lesion change" holds the numbers of new,
+  enlarging, shrinking and vanished lesions, the total volume then (VOLPRIOR) and now, the
+  interval in days, the registration check's head Dice, "Comparison with Prior Study Done"
+  (DCM 122140) = yes, new disease activity (NEWACT) yes/no, and the prior study: UIDREF DCM
+  110180 "Study Instance UID", DATE DCM 111060 "Study Date", TEXT DCM 121022 "Accession Number".
+- not comparable: only the "MS lesion change" group, with "Comparison with Prior Study Done" =
+  SCT 262008008 "Not performed", a TEXT "Comment" (DCM 121106) with the reason and the prior
+  study reference when one is known; never a change number.
+
+The change SEG (:func:`dicom_node.encode.change.build_change_seg`), when given, is listed in the
+evidence. With a change the report's UIDs derive from
+:func:`dicom_node.encode.uids.change_key`; without one (``change=None``) the report is exactly
+what it is without this feature.
 """
 from __future__ import annotations
 
 import logging
+import re
 from typing import cast
 
 import highdicom as hd
+from highdicom.sr.templates import Template
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from ai.types import LOCATIONS, SegmentationResult
+from ai.types import LOCATIONS, ChangeReport, LesionChange, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
 from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
-from dicom_node.encode.uids import derive_uid
+from dicom_node.encode.uids import change_key, derive_uid
 from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_sr", "SUMMARY_TRACKING_ID"]
+__all__ = ["build_sr", "read_report", "SUMMARY_TRACKING_ID", "CHANGE_TRACKING_ID"]
 
 SUMMARY_TRACKING_ID = "MS lesion summary"
+#: Tracking identifier of the group on the comparison with the prior study.
+CHANGE_TRACKING_ID = "MS lesion change"
 
 
 def _segment_of_lesion(result: SegmentationResult, seg: Dataset) -> dict[int, int]:
@@ -76,6 +106,8 @@ def build_sr(
     series_number: int = 902,
     image_library: bool = False,
     notes: list[str] | None = None,
+    change: ChangeReport | None = None,
+    change_seg: Dataset | None = None,
 ) -> Dataset:
     """Encode ``result`` as a TID 1500 Measurement Report (Comprehensive 3D SR).
 
@@ -97,6 +129,12 @@ def build_sr(
     notes
         Remarks on how the result was made (e.g. a T1 left out), each a TEXT content item
         "Comment" (DCM 121106) at the end of the report's root container.
+    change
+        The comparison with the prior study (see the module docstring); ``None``: no change
+        content, the report is as without this parameter.
+    change_seg
+        The change SEG from :func:`dicom_node.encode.change.build_change_seg`, listed in the
+        evidence.
     """
     if result.lesions and seg is None:
         raise ValueError("lesions present but no SEG given")
@@ -120,6 +158,9 @@ def build_sr(
         family=C.AI_FAMILY,
     )
 
+    comparable = change is not None and change.comparable
+    follow = {lc.lesion_id: lc for lc in change.lesions if lc.timepoint == "follow-up"} if change and comparable else {}
+    idents = _identifiers(result, follow) if comparable else {}
     groups: list = []
     for les in sorted(result.lesions, key=lambda les: les.id):
         assert seg is not None  # lesions without a SEG were refused above
@@ -130,23 +171,36 @@ def build_sr(
             segment_number=seg_of[les.id],
             source_images=[_source_image_for_lesion(flair, k)],
         )
-        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        lc = follow.get(les.id)
+        measurements = [
+            hd.sr.Measurement(name=C.VOLUME, value=round(float(les.volume_mm3), 3), unit=C.MM3),
+            hd.sr.Measurement(name=C.MEAN_PROBABILITY, value=round(float(les.mean_probability), 4),
+                              unit=C.NO_UNITS),
+            hd.sr.Measurement(name=C.MAX_PROBABILITY, value=round(float(les.max_probability), 4),
+                              unit=C.NO_UNITS),
+        ]
+        if lc is not None and lc.volume_prior_mm3 is not None:
+            measurements.append(hd.sr.Measurement(
+                name=C.VOLUME_PRIOR, value=round(float(lc.volume_prior_mm3), 3), unit=C.MM3))
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=derive_uid(job_key, "lesion", str(les.id)),
-                identifier=f"Lesion {les.id}",
+                uid=(lc.tracking_uid if lc is not None and lc.tracking_uid
+                     else derive_uid(job_key, "lesion", str(les.id))),
+                identifier=idents.get(les.id, f"Lesion {les.id}"),
             ),
             referenced_segment=ref,
             finding_type=C.LESION_TYPE,
             finding_category=C.LESION_CATEGORY,
             finding_sites=[hd.sr.FindingSite(C.LOCATION_CODES[les.location])],
-            measurements=[
-                hd.sr.Measurement(name=C.VOLUME, value=round(float(les.volume_mm3), 3), unit=C.MM3),
-                hd.sr.Measurement(name=C.MEAN_PROBABILITY, value=round(float(les.mean_probability), 4),
-                                  unit=C.NO_UNITS),
-                hd.sr.Measurement(name=C.MAX_PROBABILITY, value=round(float(les.max_probability), 4),
-                                  unit=C.NO_UNITS),
-            ],
-        ))
+            measurements=measurements,
+            qualitative_evaluations=[_status(lc)] if lc is not None else None,
+        )
+        if comparable:
+            _add(group, hd.sr.TextContentItem(name=C.LESION_IDENTIFIER, value=str(les.id),
+                                              relationship_type=_CONTAINS))
+        groups.append(group)
+    if change is not None and comparable:
+        groups += [_prior_lesion_group(lc, job_key) for lc in change.lesions if lc.timepoint == "prior"]
 
     s = result.summary
     measurements = [
@@ -176,6 +230,8 @@ def build_sr(
             hd.sr.QualitativeEvaluation(C.DIS_MET, C.YES if s.dis_met else C.NO),
         ],
     ))
+    if change is not None:
+        groups.append(_change_group(change, job_key, algo))
 
     report = hd.sr.MeasurementReport(
         observation_context=observation_context,
@@ -183,13 +239,14 @@ def build_sr(
         imaging_measurements=groups,
         referenced_images=list(flair.datasets) if image_library else None,
     )
-    evidence = list(flair.datasets) + ([seg] if seg is not None else [])
+    evidence = list(flair.datasets) + [ds for ds in (seg, change_seg) if ds is not None]
+    key = change_key(job_key, change)
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
-        series_instance_uid=derive_uid(job_key, "sr-series"),
+        series_instance_uid=derive_uid(key, "sr-series"),
         series_number=series_number,
-        sop_instance_uid=derive_uid(job_key, "sr"),
+        sop_instance_uid=derive_uid(key, "sr"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
@@ -208,32 +265,227 @@ def build_sr(
     return sr
 
 
+_CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
+#: A measurement group as highdicom reads it back (TID 1501 or TID 1411).
+_Group = hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+
+
+def _add(group: Template, item: hd.sr.ContentItem) -> None:
+    """Append ``item`` to the content of a measurement group's container."""
+    group[0].ContentSequence.append(item)
+
+
+def _status(lc: LesionChange) -> hd.sr.QualitativeEvaluation:
+    return hd.sr.QualitativeEvaluation(C.CHANGE_STATUS, C.CHANGE_STATUS_VALUES[lc.status])
+
+
+def _identifiers(result: SegmentationResult, follow: dict[int, LesionChange]) -> dict[int, str]:
+    """Follow-up lesion id -> tracking identifier: the prior's when the comparison gives one,
+    else "Lesion <id>", or the next unused number when a tracked lesion already uses that."""
+    used = {lc.tracking_id for lc in follow.values() if lc.tracking_id}
+    numbers = [int(m.group(1)) for t in used if (m := re.fullmatch(r"Lesion (\d+)", t))]
+    nxt = max(numbers + [les.id for les in result.lesions] + [0]) + 1
+    out: dict[int, str] = {}
+    for les in sorted(result.lesions, key=lambda les: les.id):
+        lc = follow.get(les.id)
+        if lc is not None and lc.tracking_id:
+            out[les.id] = lc.tracking_id
+            continue
+        name = f"Lesion {les.id}"
+        if name in used:
+            name, nxt = f"Lesion {nxt}", nxt + 1
+        used.add(name)
+        out[les.id] = name
+    return out
+
+
+def _prior_lesion_group(lc: LesionChange, job_key: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """TID 1501 group of a shrinking or vanished prior lesion (no follow-up segment)."""
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=lc.tracking_uid or derive_uid(job_key, "prior-lesion", str(lc.lesion_id)),
+            identifier=lc.tracking_id or f"Prior lesion {lc.lesion_id}"),
+        finding_type=C.LESION_TYPE,
+        finding_category=C.LESION_CATEGORY,
+        measurements=[
+            hd.sr.Measurement(name=C.VOLUME, value=round(float(lc.volume_now_mm3), 3), unit=C.MM3),
+            hd.sr.Measurement(name=C.VOLUME_PRIOR, value=round(float(lc.volume_prior_mm3 or 0.0), 3),
+                              unit=C.MM3),
+        ],
+        qualitative_evaluations=[_status(lc)],
+    )
+    _add(group, hd.sr.TextContentItem(name=C.LESION_IDENTIFIER, value=str(lc.lesion_id),
+                                      relationship_type=_CONTAINS))
+    return group
+
+
+def _change_group(change: ChangeReport, job_key: str,
+                  algo: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The "MS lesion change" group: the comparison's numbers, or why there are none."""
+    measurements: list[hd.sr.Measurement] = []
+    if change.comparable:
+        for name, n in ((C.NUMBER_NEW, change.n_new), (C.NUMBER_ENLARGING, change.n_enlarging),
+                        (C.NUMBER_SHRINKING, change.n_shrinking), (C.NUMBER_VANISHED, change.n_vanished)):
+            measurements.append(hd.sr.Measurement(name=name, value=int(n), unit=C.LESIONS_UNIT))
+        measurements += [
+            hd.sr.Measurement(name=C.VOLUME_PRIOR, value=round(float(change.total_volume_prior_mm3), 3),
+                              unit=C.MM3, derivation=C.TOTAL),
+            hd.sr.Measurement(name=C.VOLUME, value=round(float(change.total_volume_now_mm3), 3),
+                              unit=C.MM3, derivation=C.TOTAL),
+        ]
+        if change.interval_days is not None:
+            measurements.append(hd.sr.Measurement(name=C.INTERVAL, value=int(change.interval_days),
+                                                  unit=C.DAYS))
+        if change.registration_head_dice is not None:
+            measurements.append(hd.sr.Measurement(
+                name=C.REGISTRATION_DICE, value=round(float(change.registration_head_dice), 4),
+                unit=C.NO_UNITS))
+        evaluations = [hd.sr.QualitativeEvaluation(C.COMPARISON_DONE, C.YES),
+                       hd.sr.QualitativeEvaluation(C.NEW_ACTIVITY, C.YES if change.activity else C.NO)]
+    else:
+        evaluations = [hd.sr.QualitativeEvaluation(C.COMPARISON_DONE, C.NOT_PERFORMED)]
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=derive_uid(job_key, "change"), identifier=CHANGE_TRACKING_ID),
+        finding_type=C.LESION_TYPE,
+        finding_category=C.LESION_CATEGORY,
+        algorithm_id=algo,
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations,
+    )
+    if not change.comparable:
+        _add(group, hd.sr.TextContentItem(
+            name=C.COMMENT, value=f"No comparable prior: {change.reason or 'no reason given'}"[:1024],
+            relationship_type=_CONTAINS))
+    if change.prior_study_uid:
+        _add(group, hd.sr.UIDRefContentItem(name=C.STUDY_INSTANCE_UID, value=change.prior_study_uid,
+                                            relationship_type=_CONTAINS))
+    if re.fullmatch(r"\d{8}", change.prior_study_date or ""):
+        _add(group, hd.sr.DateContentItem(name=C.STUDY_DATE, value=change.prior_study_date,
+                                          relationship_type=_CONTAINS))
+    if change.prior_accession:
+        _add(group, hd.sr.TextContentItem(name=C.ACCESSION_NUMBER, value=change.prior_accession[:1024],
+                                          relationship_type=_CONTAINS))
+    return group
+
+
+def _items(group: Template) -> dict[str, str]:
+    """TEXT, UIDREF and DATE items of a group's container: concept code value -> value."""
+    out: dict[str, str] = {}
+    for item in group[0].get("ContentSequence", []):
+        vt = item.get("ValueType")
+        if vt in ("TEXT", "UIDREF", "DATE") and item.get("ConceptNameCodeSequence"):
+            key = {"TEXT": "TextValue", "UIDREF": "UID", "DATE": "Date"}[vt]
+            out[str(item.ConceptNameCodeSequence[0].CodeValue)] = str(item.get(key, ""))
+    return out
+
+
+def _answers(group: _Group) -> dict[str, str]:
+    """Qualitative evaluations of a group: concept code value -> answer code value."""
+    return {q.name.value: cast(hd.sr.CodedConcept, q.value).value
+            for q in group.get_qualitative_evaluations()}
+
+
+def _value(group: _Group, name: hd.sr.CodedConcept) -> float | None:
+    vals = [m.value for m in group.get_measurements(name=name)]
+    return float(vals[0]) if vals else None
+
+
+_STATUS_BY_CODE = {c.value: k for k, c in C.CHANGE_STATUS_VALUES.items()}
+
+
+def _lesion_change(group: _Group, timepoint: str) -> dict | None:
+    """A lesion group's change entry (None when it has no change status)."""
+    status = _answers(group).get(C.CHANGE_STATUS.value)
+    if status is None:
+        return None
+    label = _items(group).get(C.LESION_IDENTIFIER.value, "")
+    return {
+        "id": int(label) if label.isdigit() else None,
+        "timepoint": timepoint,
+        "status": _STATUS_BY_CODE.get(status, status),
+        "volume_now_mm3": _value(group, C.VOLUME),
+        "volume_prior_mm3": _value(group, C.VOLUME_PRIOR),
+        "tracking_uid": str(group.tracking_uid),
+        "tracking_id": str(group.tracking_identifier),
+    }
+
+
+def _read_change(group: _Group, lesions: list[dict]) -> dict:
+    """The "MS lesion change" group (plus the lesions' change entries) as plain values."""
+    answers = _answers(group)
+    items = _items(group)
+    comparable = answers.get(C.COMPARISON_DONE.value) == C.YES.value
+    numbers = {m.name.value: m for m in group.get_measurements()}
+
+    def num(code: hd.sr.CodedConcept, kind: type = float):
+        m = numbers.get(code.value)
+        return kind(m.value) if m is not None else None
+
+    reason = items.get(C.COMMENT.value, "")
+    return {
+        "comparable": comparable,
+        "reason": reason.removeprefix("No comparable prior: ") if not comparable else "",
+        "prior_study_uid": items.get(C.STUDY_INSTANCE_UID.value, ""),
+        "prior_study_date": items.get(C.STUDY_DATE.value, ""),
+        "prior_accession": items.get(C.ACCESSION_NUMBER.value, ""),
+        "interval_days": num(C.INTERVAL, int),
+        "n_new": num(C.NUMBER_NEW, int),
+        "n_enlarging": num(C.NUMBER_ENLARGING, int),
+        "n_shrinking": num(C.NUMBER_SHRINKING, int),
+        "n_vanished": num(C.NUMBER_VANISHED, int),
+        "total_volume_prior_mm3": num(C.VOLUME_PRIOR),
+        "total_volume_now_mm3": num(C.VOLUME),
+        "activity": (answers[C.NEW_ACTIVITY.value] == C.YES.value
+                     if C.NEW_ACTIVITY.value in answers else None),
+        "registration_head_dice": num(C.REGISTRATION_DICE),
+        "lesions": lesions if comparable else [],
+    }
+
+
 def read_report(sr: Dataset) -> dict:
     """Parse an SR written by :func:`build_sr` back into plain values (tests, status, QA).
 
     Returns
     -------
     dict
-        ``{"lesions": [{"id", "tracking_uid", "volume_mm3", "mean_probability", "max_probability",
-        "location", "segment_number", "seg_sop_instance_uid"}], "summary": {"lesion_count",
-        "total_volume_mm3", "low_confidence_count", "confidence_cut", "counts_by_location",
-        "volume_by_location_mm3", "load_category", "dis_met"}}``
+        ``{"lesions": [{"id", "tracking_uid", "tracking_id", "volume_mm3", "volume_prior_mm3",
+        "status", "mean_probability", "max_probability", "location", "segment_number",
+        "seg_sop_instance_uid"}], "summary": {"lesion_count", "total_volume_mm3",
+        "low_confidence_count", "confidence_cut", "counts_by_location", "volume_by_location_mm3",
+        "load_category", "dis_met"}, "change": None | {...}}``. A lesion's ``id`` is its label
+        in this study (``status``/``volume_prior_mm3`` None without a comparison). ``change``
+        (None: the report has no comparison) holds ``comparable``, ``reason``,
+        ``prior_study_uid``, ``prior_study_date``, ``prior_accession``, ``interval_days``,
+        ``n_new``, ``n_enlarging``, ``n_shrinking``, ``n_vanished``, ``total_volume_prior_mm3``,
+        ``total_volume_now_mm3``, ``activity``, ``registration_head_dice`` (the numbers None
+        when not comparable) and ``lesions``: ``[{"id", "timepoint" ("follow-up" or "prior"),
+        "status", "volume_now_mm3", "volume_prior_mm3", "tracking_uid", "tracking_id"}]``, the
+        follow-up lesions first, then the shrinking and vanished prior lesions.
     """
     report = hd.sr.MeasurementReport.from_sequence([sr])
     loc_by_code = {c.value: loc for loc, c in C.LOCATION_CODES.items()}
     load_by_code = {c.value: k for k, c in C.LOAD_VALUES.items()}
     lesions = []
+    changes: list[dict] = []
     for g in report.get_volumetric_roi_measurement_groups():
         ident = str(g.tracking_identifier)
-        vol = [m.value for m in g.get_measurements(name=C.VOLUME)]
         pmean = [m.value for m in g.get_measurements(name=C.MEAN_PROBABILITY)]
         pmax = [m.value for m in g.get_measurements(name=C.MAX_PROBABILITY)]
         sites = [loc_by_code.get(fs.value.value) for fs in g.finding_sites]
         ref = g.referenced_segment
+        lc = _lesion_change(g, "follow-up")
+        if lc is not None:
+            changes.append(lc)
+        label = _items(g).get(C.LESION_IDENTIFIER.value, "")
         lesions.append({
-            "id": int(ident.split()[-1]) if ident.split()[-1].isdigit() else ident,
+            "id": (int(label) if label.isdigit() else
+                   int(ident.split()[-1]) if ident.split()[-1].isdigit() else ident),
             "tracking_uid": str(g.tracking_uid),
-            "volume_mm3": float(vol[0]) if vol else None,
+            "tracking_id": ident,
+            "volume_mm3": _value(g, C.VOLUME),
+            "volume_prior_mm3": _value(g, C.VOLUME_PRIOR),
+            "status": lc["status"] if lc is not None else None,
             "mean_probability": float(pmean[0]) if pmean else None,
             "max_probability": float(pmax[0]) if pmax else None,
             "location": sites[0] if sites else None,
@@ -242,8 +494,16 @@ def read_report(sr: Dataset) -> dict:
             "seg_sop_instance_uid": str(ref.referenced_sop_instance_uid) if ref else None,
         })
     summary: dict = {"counts_by_location": {}, "volume_by_location_mm3": {}}
+    change_group = None
     for summary_group in report.get_image_measurement_groups(tracking_uid=None):
-        if str(summary_group.tracking_identifier) != SUMMARY_TRACKING_ID:
+        ident = str(summary_group.tracking_identifier)
+        if ident == CHANGE_TRACKING_ID:
+            change_group = summary_group
+            continue
+        if ident != SUMMARY_TRACKING_ID:
+            lc = _lesion_change(summary_group, "prior")
+            if lc is not None:
+                changes.append(lc)
             continue
         for m in summary_group.get_measurements():
             sites = [loc_by_code.get(fs.value.value) for fs in (m.finding_sites or [])]
@@ -265,4 +525,5 @@ def read_report(sr: Dataset) -> dict:
                 summary["load_category"] = load_by_code.get(answer.value, answer.meaning)
             elif q.name.value == C.DIS_MET.value:
                 summary["dis_met"] = answer.value == C.YES.value
-    return {"lesions": lesions, "summary": summary}
+    change = _read_change(change_group, changes) if change_group is not None else None
+    return {"lesions": lesions, "summary": summary, "change": change}

@@ -7,10 +7,14 @@ PACS stores the results once, however often they are sent.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from pydicom.uid import UID
 
-__all__ = ["derive_uid", "job_key"]
+if TYPE_CHECKING:
+    from ai.types import ChangeReport
+
+__all__ = ["derive_uid", "job_key", "change_key"]
 
 
 def derive_uid(*parts: str) -> str:
@@ -45,3 +49,16 @@ def job_key(study_uid: str, input_series_uids: dict[str, str] | list[str], model
     else:
         series = ",".join(sorted(input_series_uids))
     return f"{study_uid}|{series}|{model_version}"
+
+
+def change_key(job_key: str, change: ChangeReport | None) -> str:
+    """The seed of the object UIDs of a result that carries ``change``.
+
+    ``job_key`` itself without a change (the objects stay what they were); with one, the prior
+    study and whether it was comparable are mixed in, so that a report made with a prior (or
+    after a prior arrived) is a new object, never one with the UID of an earlier, different one.
+    Lesion tracking UIDs keep deriving from ``job_key`` alone.
+    """
+    if change is None:
+        return job_key
+    return f"{job_key}|prior={change.prior_study_uid}|comparable={int(change.comparable)}"
