@@ -121,6 +121,15 @@ def print_lesion_table(result: dict[str, Any]) -> None:
     print(f"  by location: {per_loc}")
     print(f"  dissemination in space (brain MRI, McDonald 2017): "
           f"{'met' if s['dis_met'] else 'not met'} ({', '.join(s['dis_areas']) or 'no area'})")
+    ch = result.get("change")
+    if ch is not None:
+        if ch.get("comparable"):
+            print(f"  compared with the prior study of {ch['prior_study_date']} "
+                  f"({ch['interval_days']} days): {ch['n_new']} new, {ch['n_enlarging']} enlarging, "
+                  f"{ch['total_volume_prior_mm3'] / 1000:.2f} -> {ch['total_volume_now_mm3'] / 1000:.2f} ml; "
+                  f"new disease activity: {'yes' if ch['activity'] else 'no'}")
+        else:
+            print(f"  no comparable prior: {ch['reason']}")
     t = result.get("timings_s") or {}
     if t:
         print("  timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
@@ -152,6 +161,10 @@ def run_demo(workdir: Path, *, case_dir: Path | None = None, keep: bool | None =
         orthanc.start()
         _say(f"Orthanc up: {orthanc.url} (DICOM {orthanc.aet}@127.0.0.1:{orthanc.dicom_port})")
         cfg_path, cfg = _node_config(workdir, orthanc)
+        # The demo compares with the patient's prior study in Orthanc (C-FIND, C-MOVE to the node,
+        # which Orthanc knows as a modality below); the demo patient has none, which is said.
+        cfg["routing_file"] = str(_prior_routing(workdir))
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         log_path = workdir / "node.log"
         with log_path.open("ab") as log:
             node_proc = subprocess.Popen(
@@ -234,6 +247,16 @@ def run_demo(workdir: Path, *, case_dir: Path | None = None, keep: bool | None =
             except subprocess.TimeoutExpired:
                 node_proc.kill()
         orthanc.stop()
+
+
+def _prior_routing(workdir: Path) -> Path:
+    """The shipped routing.yaml with its ``prior:`` block switched on (peer ``orthanc``)."""
+    text = (REPO / "config" / "routing.yaml").read_text()
+    text = text.replace("enabled: false                 # true: the PACS",
+                        "enabled: true                  # the PACS")
+    path = workdir / "routing.yaml"
+    path.write_text(text)
+    return path
 
 
 def _no_lesions(workdir: Path, study_uid: str) -> bool:

@@ -8,8 +8,9 @@ For a job whose routing rule has an enabled ``prior:`` block (see
 2. C-FIND (Study Root, STUDY level) at the rule's ``prior.peer`` for the patient's studies of
    ``prior.modality`` from ``lookback_days`` before the follow-up up to its date; the most recent
    study strictly earlier than the follow-up (date, then time) is the prior.
-3. When the node already holds that study's series (it analysed or retrieved it before), nothing
-   is retrieved. Otherwise the prior study is registered (:class:`PriorRegistry`, so that it is
+3. When the node already holds that study's series (it analysed it, or retrieved it whole,
+   before), nothing is retrieved; a retrieval a crash interrupted is done again. Otherwise the
+   prior study is registered (:class:`PriorRegistry`, so that it is
    never routed as a study of its own), its series of ``prior.modality`` are listed (C-FIND,
    SERIES level) and moved to the node's own AE title (C-MOVE), and the node waits until its
    index holds the instances the PACS reported as moved.
@@ -139,7 +140,10 @@ class PriorFetcher:
                  prior.study_date, len(earlier), peer)
 
         retrieved = 0
-        route = self._route(job.rule, prior.study_uid, whole=True)
+        # A retrieval that a crash interrupted left a partial prior: retrieve it again.
+        reg = self.registry.get(prior.study_uid)
+        held = reg is None or reg.get("finished_at") is not None
+        route = self._route(job.rule, prior.study_uid, whole=True) if held else None
         if route is None:
             series = [s for s in find_series(self.cfg.ae_title, peer, prior.study_uid,
                                              timeout_s=min(timeout, 60.0))

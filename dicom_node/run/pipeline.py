@@ -192,7 +192,6 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
                      " (prior lesions reused)" if change.prior_reused else "")
         else:
             log.info("job %s: no comparable prior: %s", job["job_id"], change.reason)
-    tracking = _tracking(result, change, key)
 
     t0 = time.perf_counter()
     from dicom_node.encode.seg import build_seg
@@ -210,13 +209,15 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     if change is not None and change.comparable:
         from dicom_node.encode.change import build_change_seg
 
-        change_seg = build_change_seg(change, flair, job_key=key)
+        change_seg = build_change_seg(change, flair, job_key=key, model_name=result.model_name,
+                                      model_version=result.model_version)
         if change_seg is not None:
             files.append(_entry("SEG", _write_dataset(change_seg, out_dir / "seg_change.dcm"),
                                 change_seg))
-    with_change = {"change": change, "change_seg": change_seg} if change is not None else {}
-    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, **with_change)
+    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, change=change,
+                     change_seg=change_seg)
     files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
+    tracking = _tracking(result, sr_ds if change is not None and change.comparable else None, key)
     timings["encode"] = time.perf_counter() - t0
 
     out = {
@@ -268,17 +269,20 @@ def _load_first(candidates: list[list[str]]) -> tuple[Volume | None, list[str]]:
     return None, refused
 
 
-def _tracking(result: Any, change: Any, key: str) -> dict[int, tuple[str, str]]:
-    """Lesion id -> (tracking UID, identifier) of the SR: the prior report's for a continuing
-    lesion (when the prior's report came from the node), else the UID derived from ``key``."""
+def _tracking(result: Any, sr: Any, key: str) -> dict[int, tuple[str, str]]:
+    """Lesion id -> (tracking UID, identifier) as the SR carries them: derived from ``key``
+    (``sr`` None), or read back from an SR that compared with a prior (continuing lesions carry
+    the prior's UID and identifier, new ones the next free identifier)."""
     from dicom_node.encode.uids import derive_uid
 
     out = {les.id: (derive_uid(key, "lesion", str(les.id)), f"Lesion {les.id}")
            for les in result.lesions}
-    if change is not None and change.comparable:
-        for lc in change.lesions:
-            if lc.timepoint == "follow-up" and lc.tracking_uid and lc.lesion_id in out:
-                out[lc.lesion_id] = (lc.tracking_uid, lc.tracking_id or out[lc.lesion_id][1])
+    if sr is not None:
+        from dicom_node.encode.sr import read_report
+
+        for les in read_report(sr)["lesions"]:
+            if isinstance(les.get("id"), int) and les["id"] in out and les.get("tracking_uid"):
+                out[les["id"]] = (str(les["tracking_uid"]), str(les.get("tracking_id") or ""))
     return out
 
 
@@ -385,8 +389,7 @@ def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
         cm = out_dir / "change.npz"
         d["change_map"] = np.load(cm)["change_map"] if cm.exists() else None
         change = ChangeReport(**d)
-    with_change = {"change": change} if change is not None else {}
-    for i, ds in enumerate(build_overlay(result, flair, job_key=res["job_key"], **with_change)):
+    for i, ds in enumerate(build_overlay(result, flair, job_key=res["job_key"], change=change)):
         files.append(_entry("OVERLAY", _write_dataset(ds, out_dir / f"overlay_{i:04d}.dcm"), ds,
                             overlay=True))
     res["files"] = files
