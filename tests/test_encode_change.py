@@ -30,7 +30,8 @@ from dicom_node.encode import dciodvfy
 from dicom_node.encode.change import CHANGE_SEGMENT_TEXT, build_change_seg
 from dicom_node.encode.overlay import CHANGE_RGB, LESION_RGB, NEW_RGB, build_overlay
 from dicom_node.encode.seg import build_seg, seg_masks_on_volume
-from dicom_node.encode.sr import build_sr, read_report
+from dicom_node.encode.sr import build_sr
+from dicom_node.encode.sr_read import read_report
 from dicom_node.encode.uids import derive_uid
 from dicom_node.run.volume import load_series
 

@@ -11,7 +11,8 @@ from dicom_node.devtools.synthetic import blob_labels, result_from_labels
 from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode import dciodvfy
 from dicom_node.encode.seg import build_seg, seg_masks_on_volume
-from dicom_node.encode.sr import build_sr, read_report
+from dicom_node.encode.sr import build_sr
+from dicom_node.encode.sr_read import read_report
 from dicom_node.run.volume import load_series
 
 

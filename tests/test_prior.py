@@ -122,7 +122,7 @@ def _first(pacs: OrthancServer, series: dict) -> pydicom.Dataset:
 
 
 def _report(pacs: OrthancServer, found: dict) -> dict:
-    from dicom_node.encode.sr import read_report
+    from dicom_node.encode.sr_read import read_report
 
     assert len(found["SR"]) == 1, "one SR series expected"
     return read_report(_first(pacs, found["SR"][0]))

@@ -45,7 +45,7 @@ def _study_objects(pacs, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
 def test_every_real_flair_series_gets_its_results(orthanc, node_factory, shared_dicom, tmp_path):
     from node_harness import fast_routing
 
-    from dicom_node.encode.sr import read_report
+    from dicom_node.encode.sr_read import read_report
 
     routing = fast_routing(tmp_path)
     folders = _flair_folders(shared_dicom)

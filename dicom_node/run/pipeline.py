@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dicom_node.receive.spool import save_dataset
+from dicom_node.run.followup import compare_with_prior, tracking_of
 from dicom_node.run.options import PipelineOptions
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     change = None
     if job.get("prior") is not None:
         t0 = time.perf_counter()
-        change = _compare_with_prior(job, flair, result, seg, opts)
+        change = compare_with_prior(job, flair, result, seg, opts)
         timings["prior"] = time.perf_counter() - t0
         if change.comparable:
             log.info("job %s: compared with prior %s (%s, %s days): %d new, %d enlarging, "
@@ -217,7 +218,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, change=change,
                      change_seg=change_seg)
     files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
-    tracking = _tracking(result, sr_ds if change is not None and change.comparable else None, key)
+    tracking = tracking_of(result, sr_ds if change is not None and change.comparable else None, key)
     timings["encode"] = time.perf_counter() - t0
 
     out = {
@@ -267,96 +268,6 @@ def _load_first(candidates: list[list[str]]) -> tuple[Volume | None, list[str]]:
         except VolumeError as exc:
             refused.append(str(exc))
     return None, refused
-
-
-def _tracking(result: Any, sr: Any, key: str) -> dict[int, tuple[str, str]]:
-    """Lesion id -> (tracking UID, identifier) as the SR carries them: derived from ``key``
-    (``sr`` None), or read back from an SR that compared with a prior (continuing lesions carry
-    the prior's UID and identifier, new ones the next free identifier)."""
-    from dicom_node.encode.uids import derive_uid
-
-    out = {les.id: (derive_uid(key, "lesion", str(les.id)), f"Lesion {les.id}")
-           for les in result.lesions}
-    if sr is not None:
-        from dicom_node.encode.sr import read_report
-
-        for les in read_report(sr)["lesions"]:
-            if isinstance(les.get("id"), int) and les["id"] in out and les.get("tracking_uid"):
-                out[les["id"]] = (str(les["tracking_uid"]), str(les.get("tracking_id") or ""))
-    return out
-
-
-def _reused_prior(prior: dict[str, Any], model_version: str) -> dict[str, Any] | None:
-    """The node's own earlier result of the prior study, when it can stand for segmenting the
-    prior again: same model version, same FLAIR series, labels and probabilities kept."""
-    d = prior.get("reuse_result_dir")
-    if not d:
-        return None
-    d = Path(d)
-    try:
-        res = json.loads((d / "result.json").read_text())
-        if (res.get("model", {}).get("version") != model_version
-                or res.get("flair_series_uid") != (prior.get("series") or {}).get("flair")):
-            return None
-        labels = np.load(d / "labels.npz")["labels"]
-        prob = np.load(d / "probability.npz")["probability"].astype(np.float32) / 255.0
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("prior result in %s not reusable: %s", d, exc)
-        return None
-    from ai.types import Lesion
-    from dicom_node.encode.uids import derive_uid
-
-    lesions = [Lesion(**les) for les in res.get("lesions", [])]
-    tracking = {int(k): (str(v[0]), str(v[1])) for k, v in (res.get("tracking") or {}).items()}
-    for les in lesions:  # results written before "tracking" was kept: the SR's derived UIDs
-        tracking.setdefault(les.id, (derive_uid(res["job_key"], "lesion", str(les.id)),
-                                     f"Lesion {les.id}"))
-    return {"labels": labels, "probability": prob, "lesions": lesions, "tracking": tracking}
-
-
-def _compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any,
-                        opts: PipelineOptions) -> Any:
-    """The follow-up compared with ``job["prior"]`` (:class:`ai.types.ChangeReport`)."""
-    from ai.change import change_report, comparable, compare, register
-    from ai.types import ChangeReport
-    from dicom_node.run.volume import VolumeError, load_series
-
-    prior = job["prior"]
-    meta = {"prior_study_uid": prior.get("study_uid", ""),
-            "prior_study_date": prior.get("study_date", ""),
-            "prior_accession": prior.get("accession", "")}
-    if prior.get("reason"):
-        return ChangeReport(False, reason=prior["reason"], **meta)
-    try:
-        pflair = load_series([Path(p) for p in prior["inputs"]["flair"]])
-    except (VolumeError, KeyError) as exc:
-        return ChangeReport(False, reason=f"prior FLAIR refused: {exc}", **meta)
-    why = comparable(pflair.image, flair.image)
-    if why:
-        return ChangeReport(False, reason=why, **meta)
-    reg = register(pflair.image, flair.image)
-    if not reg.ok:
-        return ChangeReport(False, reason=reg.reason, registration_head_dice=round(reg.head_dice, 4),
-                            **meta)
-    reused = _reused_prior(prior, result.model_version)
-    if reused is None:
-        pt1 = None
-        if prior["inputs"].get("t1"):
-            try:
-                pt1 = load_series([Path(p) for p in prior["inputs"]["t1"]]).image
-            except VolumeError as exc:
-                log.warning("job %s: prior T1 refused (%s); prior segmented FLAIR-only",
-                            job["job_id"], exc)
-        pres = seg.segment(pflair.image, pt1, threshold=opts.threshold, min_voxels=opts.min_voxels,
-                           min_volume_mm3=opts.min_volume_mm3)
-        reused = {"labels": pres.labels, "probability": pres.probability, "lesions": pres.lesions,
-                  "tracking": {}, "fresh": True}
-    ch = compare(reused["labels"], pflair.image, result.labels, flair.image, reg.transform,
-                 prior_probability=reused["probability"])
-    follow_date = str(flair.datasets[0].get("StudyDate", "") or "")
-    return change_report(ch, result.lesions, reused["lesions"], prior_tracking=reused["tracking"],
-                         follow_study_date=follow_date, head_dice=reg.head_dice,
-                         prior_reused=not reused.get("fresh", False), **meta)
 
 
 def run_overlay(job: dict[str, Any]) -> dict[str, Any]:
