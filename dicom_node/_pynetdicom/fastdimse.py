@@ -497,7 +497,7 @@ def _refuse(dul: Any, guard: Any, reason: str, key: str) -> None:
 def _read_failed(dul: Any, guard: Any, exc: OSError) -> None:
     """A PDU read ended early: past its deadline a refusal, else a lost connection (Evt17)."""
     if guard is not None and isinstance(exc, TimeoutError):
-        _refuse(dul, guard, guard.timeout_reason(), "timeout")
+        _refuse(dul, guard, guard.timeout_reason(), guard.timeout_key())
         return
     _DUL_LOG.error("Connection closed before the entire PDU was received")
     _DUL_LOG.exception(exc)
@@ -545,7 +545,7 @@ def _read_pdu_data(dul: Any, fast: bool = True) -> None:
         return
 
     if guard is not None:
-        guard.first_pdu_done = True
+        guard.received(pdu_type, body)
     pdu = None
     assoc = dul.assoc
     if (fast and pdu_type == 0x04 and not assoc.get_handlers(evt.EVT_DATA_RECV)
