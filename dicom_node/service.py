@@ -126,9 +126,9 @@ class Node:
         self.scp.start()
         if self.cfg.http.port:
             try:
-                from dicom_node.ops import metrics
+                from dicom_node.ops import endpoint, metrics
 
-                self._http = metrics.start_http(
+                self._http = endpoint.start_http(
                     self.cfg.http.port, self.cfg.http.host, spool_dir=self.cfg.data_dir,
                     min_free_bytes=int(self.cfg.min_free_disk_mb * 2**20),
                     jobs_source=self._job_counts,
