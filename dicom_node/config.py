@@ -92,6 +92,9 @@ class ScpConfig(_Strict):
     association_request_timeout: float = Field(default=10.0, gt=0)  # whole A-ASSOCIATE-RQ
     check_called_ae_title: bool = True  # reject associations addressed to another AE title
     network_timeout: float = Field(default=60.0, gt=0)
+    # bytes/s each DIMSE command set or data set must average after network_timeout (a drip of
+    # tiny valid PDUs is cut off; 0: no bound); dicom_node.receive.limits.MIN_MESSAGE_RATE
+    min_message_rate: float = Field(default=1024.0, ge=0)
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
     poll_interval_ms: float = Field(default=0.2, ge=0.0, le=1.0)  # pynetdicom reactor poll (lib: 1)

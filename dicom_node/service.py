@@ -17,6 +17,7 @@ from typing import Any, Callable
 from pydicom.dataset import Dataset
 
 from dicom_node.config import ConfigError, NodeConfig
+from dicom_node.receive.limits import set_min_message_rate
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
 from dicom_node.route.classify import SeriesInfo, classify_series
@@ -88,6 +89,7 @@ class Node:
             is_prior=self.priors.is_prior,
         )
         self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
+        set_min_message_rate(cfg.scp.min_message_rate)  # for the SCP's association guards
         self.scp = StorageSCP(cfg, self.spool, self.writer)
         self.scp.on_release = self.completion.on_association_released
         self.runner: Any = None
@@ -131,9 +133,9 @@ class Node:
         self.scp.start()
         if self.cfg.http.port:
             try:
-                from dicom_node.ops import metrics
+                from dicom_node.ops import endpoint, metrics
 
-                self._http = metrics.start_http(
+                self._http = endpoint.start_http(
                     self.cfg.http.port, self.cfg.http.host, spool_dir=self.cfg.data_dir,
                     min_free_bytes=int(self.cfg.min_free_disk_mb * 2**20),
                     jobs_source=self._job_counts,

@@ -203,9 +203,12 @@ def fast_routing(workdir: Path) -> Path:
     return path
 
 
-def association_rq(node: "NodeProcess", calling_ae: str = "TESTSCU") -> bytes:
-    """The bytes of a real A-ASSOCIATE-RQ for Verification to ``node`` (built by pynetdicom),
-    for tests that speak to the node on a raw socket."""
+def association_rq(node: "NodeProcess", calling_ae: str = "TESTSCU",
+                   abstract_syntax: str = "1.2.840.10008.1.1",
+                   transfer_syntax: str | None = None) -> bytes:
+    """The bytes of a real A-ASSOCIATE-RQ for one presentation context (ID 1; Verification
+    unless ``abstract_syntax`` is given, with ``transfer_syntax`` or pynetdicom's default ones)
+    to ``node`` (built by pynetdicom), for tests that speak to the node on a raw socket."""
     from pynetdicom import build_context
     from pynetdicom.pdu import A_ASSOCIATE_RQ
     from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
@@ -215,7 +218,7 @@ def association_rq(node: "NodeProcess", calling_ae: str = "TESTSCU") -> bytes:
     prim.application_context_name = "1.2.840.10008.3.1.1.1"
     prim.calling_ae_title = calling_ae
     prim.called_ae_title = node.ae_title
-    cx = build_context("1.2.840.10008.1.1")
+    cx = build_context(abstract_syntax, transfer_syntax)
     cx.context_id = 1
     prim.presentation_context_definition_list = [cx]
     ml = MaximumLengthNotification()

@@ -321,8 +321,10 @@ def test_idle_waits_end_when_work_arrives():
 
 
 def test_internals_that_differ_leave_pynetdicom_stock(monkeypatch, caplog):
-    monkeypatch.setattr(fastdimse, "_AVAILABLE", None)
-    monkeypatch.setattr(fastdimse, "_self_check", lambda: "C-STORE-RSP encoding differs")
+    from dicom_node._pynetdicom import fastcheck
+
+    monkeypatch.setattr(fastcheck, "_AVAILABLE", None)
+    monkeypatch.setattr(fastcheck, "_self_check", lambda: "C-STORE-RSP encoding differs")
     with caplog.at_level("WARNING", logger="dicom_node._pynetdicom.fastdimse"):
         assert not fastdimse.available()
     assert "fast DIMSE paths off" in caplog.text and "encoding differs" in caplog.text

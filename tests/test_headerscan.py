@@ -159,3 +159,83 @@ def test_pixel_data_length_short_cuts_the_truncation_search(shared_dicom):
     assert header is not None and header.pixel_data_length == 8192
     assert "declared 8192 bytes, received 8130" in _truncated_pixel_data(
         cut[0], cut[1], header.pixel_data_length)
+
+
+# -- the whole-parse check for Explicit VR Big Endian and Deflated Explicit VR Little Endian ----
+BIG_ENDIAN_FILE = "dcm_qa_ts/siemens_trio_vb17_epi_mosaic_9_transfer_syntaxes/3.dcm"
+DEFLATED_FILE = "edge/pydicom_deflated_explicit_vr/image_dfl.dcm"
+
+
+def _cuts(raw: bytes, around: int) -> list[int]:
+    """40 cut points spread over the dataset, every byte of 12 after ``around``, the last byte."""
+    return sorted({len(raw) * k // 41 for k in range(1, 41)}
+                  | {around + k for k in range(1, 13) if around >= 0} | {len(raw) - 1})
+
+
+@pytest.mark.parametrize("rel", [BIG_ENDIAN_FILE, DEFLATED_FILE], ids=["big-endian", "deflated"])
+def test_whole_parse_check_refuses_every_cut_big_endian_and_deflated(shared_dicom, rel):
+    """A real Siemens mosaic in Explicit VR Big Endian (the older check let 48 of these 52 cuts
+    through as the first instance of a series, all 52 as a later one) and pydicom's deflated
+    image: whole they pass, cut anywhere (inside private tags, the Pixel Data header, the
+    deflate stream or its trailer) they are refused with a reason."""
+    from dicom_node.receive.headerscan import check_structure
+
+    parts = split_file(shared_dicom / rel)
+    assert parts is not None
+    raw, ts = parts
+    assert ts.is_deflated or not ts.is_little_endian
+    assert check_structure(raw, ts) is None
+    pixel = raw.rfind(b"\x7f\xe0\x00\x10OW") if not ts.is_little_endian else -1
+    assert ts.is_deflated or pixel > 0
+    missed = [c for c in _cuts(raw, pixel) if check_structure(raw[:c], ts) is None]
+    assert missed == [], f"{rel}: cuts at {missed} of {len(raw)} bytes pass"
+
+
+def test_big_endian_pixel_data_is_measured_with_big_endian_values(shared_dicom):
+    """Rows, Columns and Bits Allocated are read big-endian: Pixel Data that is whole as an
+    element but shorter than the image needs is refused; the image as it is passes."""
+    import struct
+
+    from dicom_node.receive.headerscan import check_structure
+
+    parts = split_file(shared_dicom / BIG_ENDIAN_FILE)
+    assert parts is not None
+    raw, ts = parts
+    pos = raw.rfind(b"\x7f\xe0\x00\x10OW\x00\x00")
+    (length,) = struct.unpack_from(">I", raw, pos + 8)
+    assert pos + 12 + length == len(raw)
+    short = raw[:pos + 8] + struct.pack(">I", length - 2048) + raw[pos + 12:-2048]
+    assert "Pixel Data holds" in (check_structure(short, ts) or "")
+    assert check_structure(raw, ts) is None
+
+
+def test_deflated_stream_damage_and_size_bound(monkeypatch):
+    import struct
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
+    from pynetdicom.dsutils import encode as pn_encode
+
+    from dicom_node.receive import headerscan
+
+    ds = make_mr_series(1, 32, 32)[0]
+    del ds.file_meta
+    plain = pn_encode(ds, False, True)
+    assert plain is not None
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    raw = deflate.compress(plain) + deflate.flush()
+    assert headerscan.check_structure(raw, DEFLATED) is None
+    assert headerscan.check_structure(raw + b"\0", DEFLATED) is None  # a pad byte
+    gzip_trailer = struct.pack("<II", zlib.crc32(plain), len(plain))
+    assert headerscan.check_structure(raw + gzip_trailer, DEFLATED) is None
+    assert "after the end of the deflate stream" in (
+        headerscan.check_structure(raw + gzip_trailer[:7], DEFLATED) or "")
+    assert "after the end of the deflate stream" in (
+        headerscan.check_structure(raw + b"\0junk\0", DEFLATED) or "")
+    assert "ends inside its deflate stream" in (
+        headerscan.check_structure(raw[:len(raw) // 2], DEFLATED) or "")
+    assert "does not inflate" in (
+        headerscan.check_structure(b"\xff" * 64, DEFLATED) or "")
+    monkeypatch.setattr(headerscan, "MAX_INFLATED", 1024)
+    assert "inflates to more than 1024 bytes" in (
+        headerscan.check_structure(raw, DEFLATED) or "")

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dicom_node.devtools.orthanc import free_port
-from dicom_node.ops import metrics
+from dicom_node.ops import endpoint, metrics
 
 
 def _get(url: str) -> tuple[int, str, str]:
@@ -34,7 +34,7 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
 @pytest.fixture
 def server(tmp_path: Path):
     jobs = {"queued": 2, "running": 1}
-    srv = metrics.start_http(
+    srv = endpoint.start_http(
         free_port(), "127.0.0.1", spool_dir=tmp_path, min_free_bytes=0,
         jobs_source=lambda: jobs, info={"version": "test", "ae_title": "AINODE"},
     )
@@ -46,7 +46,7 @@ def server(tmp_path: Path):
 
 
 def test_port_zero_means_off():
-    assert metrics.start_http(0) is None
+    assert endpoint.start_http(0) is None
 
 
 def test_metrics_scrape_reflects_node_activity(server, tmp_path):
@@ -112,7 +112,7 @@ def test_healthz_ok_then_degraded(server):
 
 def test_healthz_degraded_when_spool_below_threshold(tmp_path):
     free = shutil.disk_usage(tmp_path).free
-    srv = metrics.start_http(free_port(), "127.0.0.1", spool_dir=tmp_path,
+    srv = endpoint.start_http(free_port(), "127.0.0.1", spool_dir=tmp_path,
                              min_free_bytes=free * 4)
     try:
         code, _, text = _get(srv.url + "/healthz")
@@ -137,7 +137,7 @@ def test_live_snapshot_reads_a_running_endpoint(server):
     srv, jobs = server
     metrics.INSTANCES_RECEIVED.inc(5)
     jobs["failed"] = 2
-    live = metrics.live_snapshot(srv.port)
+    live = endpoint.live_snapshot(srv.port)
     local = metrics.snapshot()
     assert live is not None
     for key in ("instances_received", "series_completed", "send_failures", "instances_sent"):
@@ -148,5 +148,5 @@ def test_live_snapshot_reads_a_running_endpoint(server):
 
 
 def test_live_snapshot_none_when_nothing_listens():
-    assert metrics.live_snapshot(free_port()) is None
-    assert metrics.live_snapshot(0) is None
+    assert endpoint.live_snapshot(free_port()) is None
+    assert endpoint.live_snapshot(0) is None

@@ -17,11 +17,12 @@ hook exists:
 3. :mod:`.reactor`: before each C-STORE the sender clears ``Association._reactor_checkpoint``
    and waits for ``_is_paused``, closing a race in ``send_c_store`` where the reactor takes the
    C-STORE response off the queue (cf. pynetdicom issue #435); no hook reaches that checkpoint.
-4. :mod:`.fastdimse`: C-STORE fast paths for the SCP's associations (PDU read, DIMSE decode and
-   encode, reactor waits), installed per association from ``EVT_CONN_OPEN``. pynetdicom has no
-   hook for its PDU and DIMSE codecs. Besides this guard, :func:`.fastdimse.available` compares
+4. :mod:`.fastdimse` (with :mod:`.dimsecodec`, :mod:`.pduread`, :mod:`.fastcheck`): C-STORE
+   fast paths for the SCP's associations (PDU read, DIMSE decode and encode, reactor waits),
+   installed per association from ``EVT_CONN_OPEN``. pynetdicom has no hook for its PDU and
+   DIMSE codecs. Besides this guard, :func:`.fastcheck.available` compares
    its encodings with pynetdicom's once and falls back to stock pynetdicom when they differ.
-   When the fast path is off (or unavailable), :func:`.fastdimse.install_reader` still replaces
+   When the fast path is off (or unavailable), :func:`.pduread.install_reader` still replaces
    ``DULServiceProvider._read_pdu_data`` so that the stock path's PDU reads are bounded too
    (:class:`dicom_node.receive.limits.PduGuard`: declared length checked before allocation,
    deadlines).

@@ -31,6 +31,11 @@ by :func:`install` from its ``EVT_CONN_OPEN`` handler; the sender's associations
   by :func:`encode_c_store_rsp`, byte-identical to pynetdicom's encoding, and P-DATA-TF PDUs by
   :func:`encode_p_data_tf`.
 
+Modules: the codec is :mod:`.dimsecodec`, the bounded PDU reader (also used on the stock path)
+:mod:`.pduread`, and the version check :mod:`.fastcheck`; this module installs them per
+association and holds the waits, the inline serving and the DIMSE fast paths. Their public
+names are importable from here as before.
+
 Version guard: the package's one guard (:func:`dicom_node._pynetdicom.problems`: the verified
 pynetdicom series and every private name used), and pynetdicom's own encoding and decoding of a
 sample C-STORE exchange matching this module's (checked once, see :func:`available`). Otherwise
@@ -44,11 +49,20 @@ import queue
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
 from io import BytesIO
-from typing import Any, Iterable
+from typing import Any
+
+from dicom_node._pynetdicom.dimsecodec import (
+    c_store_request,
+    decode_command_set,
+    encode_c_store_rsp,
+    encode_p_data_tf,
+    split_p_data_tf,
+)
+from dicom_node._pynetdicom.fastcheck import _only_standard, available
+from dicom_node._pynetdicom.pduread import _read_pdu_data, install_reader
 
 __all__ = [
     "available",
@@ -61,286 +75,10 @@ __all__ = [
     "install_reader",
 ]
 
-log = logging.getLogger(__name__)
-
-_ELEMENT = struct.Struct("<HHI")  # Implicit VR Little Endian element header: group, element, len
-_US = struct.Struct("<HHIH")
-_UL = struct.Struct("<HHII")
-_PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, length
-_PDV_HEADER = struct.Struct(">LB")  # PDV item length, presentation context ID
-
-# Command Field values (PS3.7 E.1) and Command Data Set Type "no data set"
-C_STORE_RQ = 0x0001
-C_STORE_RSP = 0x8001
-NO_DATA_SET = 0x0101
-
-# Elements (group 0000) a C-STORE-RQ may carry, PS3.7 9.3.1.1
-_RQ_ELEMENTS = frozenset({
-    0x0000,  # CommandGroupLength UL
-    0x0002,  # AffectedSOPClassUID UI
-    0x0100,  # CommandField US
-    0x0110,  # MessageID US
-    0x0700,  # Priority US
-    0x0800,  # CommandDataSetType US
-    0x1000,  # AffectedSOPInstanceUID UI
-    0x1030,  # MoveOriginatorApplicationEntityTitle AE
-    0x1031,  # MoveOriginatorMessageID US
-})
-_RQ_US = (0x0100, 0x0110, 0x0700, 0x0800, 0x1031)
-
 #: Serve complete C-STORE requests in the DUL thread (see :func:`_serve_inline`).
 INLINE_STORE = True
 
-_DUL_LOG = logging.getLogger("pynetdicom.dul")  # pynetdicom's own messages, as it logs them
 _HANDLER_LOG = logging.getLogger("pynetdicom._handlers")
-
-
-# -- command set codec (Implicit VR Little Endian, group 0000: PS3.7 6.3.1) ----------------------
-def decode_command_set(raw: bytes | bytearray | memoryview) -> dict[int, bytes] | None:
-    """Split an encoded command set into ``{element number: value bytes}``.
-
-    ``None`` when it is not a plain group-0000 element list (another group, a length running
-    past the end, an undefined length, a repeated element).
-    """
-    out: dict[int, bytes] = {}
-    pos, end = 0, len(raw)
-    while pos < end:
-        if end - pos < 8:
-            return None
-        group, elem, length = _ELEMENT.unpack_from(raw, pos)
-        pos += 8
-        if group != 0 or length > end - pos or elem in out:
-            return None
-        out[elem] = bytes(raw[pos:pos + length])
-        pos += length
-    return out
-
-
-def _text(value: bytes) -> str | None:
-    """A single-valued string as pydicom decodes it (ISO 8859-1); None when multi-valued."""
-    s = value.decode("latin-1")
-    return None if "\\" in s else s
-
-
-def c_store_request(fields: dict[int, bytes] | None) -> Any | None:
-    """The ``C_STORE`` request primitive pynetdicom would build from these command elements.
-
-    The values are decoded as pydicom decodes them (UI: trailing NUL and spaces removed; AE:
-    surrounding spaces removed; US: little-endian unsigned short) and set through the
-    primitive's own setters in tag order, as ``DIMSEMessage.message_to_primitive`` does. Returns
-    ``None`` for anything but a C-STORE-RQ with a data set and well-formed values (the caller
-    then uses pynetdicom's decoder, with its own error handling).
-    """
-    from pynetdicom.dimse_primitives import C_STORE
-
-    if not fields or not fields.keys() <= _RQ_ELEMENTS:
-        return None
-    for elem in _RQ_US:
-        if elem in fields and len(fields[elem]) != 2:
-            return None
-    if 0x0000 in fields and len(fields[0x0000]) != 4:
-        return None
-    us = {e: struct.unpack("<H", fields[e])[0] for e in _RQ_US if e in fields}
-    if us.get(0x0100) != C_STORE_RQ or us.get(0x0800) in (None, NO_DATA_SET):
-        return None
-    try:
-        req = C_STORE()
-        for elem, attr in ((0x0002, "AffectedSOPClassUID"), (0x1000, "AffectedSOPInstanceUID")):
-            if elem in fields:
-                uid = _text(fields[elem])
-                if uid is None:
-                    return None
-                setattr(req, attr, uid.rstrip("\0 "))
-        if 0x0110 in fields:
-            req.MessageID = us[0x0110]
-        if 0x0700 in fields:
-            req.Priority = us[0x0700]
-        if 0x1030 in fields:
-            aet = _text(fields[0x1030])
-            if aet is None or not aet.strip():
-                return None
-            req.MoveOriginatorApplicationEntityTitle = aet.strip()
-        if 0x1031 in fields:
-            req.MoveOriginatorMessageID = us[0x1031]
-    except Exception:  # noqa: BLE001 - pynetdicom's decoder reports it its own way
-        return None
-    return req
-
-
-def _ui_element(elem: int, uid: str) -> bytes:
-    value = uid.encode("latin-1")
-    if len(value) % 2:
-        value += b"\0"
-    return _ELEMENT.pack(0, elem, len(value)) + value
-
-
-def encode_c_store_rsp(message_id_being_responded_to: int, status: int,
-                       sop_class_uid: str | None, sop_instance_uid: str | None) -> bytes:
-    """Encode the command set of a C-STORE-RSP without Offending Element or Error Comment.
-
-    Byte-identical to pynetdicom's ``C_STORE_RSP`` encoding: Implicit VR Little Endian, group
-    length first, elements in tag order, UIDs padded to even length with NUL, absent UIDs left
-    out, Command Data Set Type 0x0101 (no data set).
-    """
-    parts = []
-    if sop_class_uid:
-        parts.append(_ui_element(0x0002, sop_class_uid))
-    parts.append(_US.pack(0, 0x0100, 2, C_STORE_RSP))
-    parts.append(_US.pack(0, 0x0120, 2, message_id_being_responded_to))
-    parts.append(_US.pack(0, 0x0800, 2, NO_DATA_SET))
-    parts.append(_US.pack(0, 0x0900, 2, status))
-    if sop_instance_uid:
-        parts.append(_ui_element(0x1000, sop_instance_uid))
-    body = b"".join(parts)
-    return _UL.pack(0, 0x0000, 4, len(body)) + body
-
-
-# -- PDU codec --------------------------------------------------------------------------------
-def encode_p_data_tf(pdvs: Iterable[tuple[int, bytes]]) -> bytes:
-    """Encode a P-DATA-TF PDU (PS3.8 9.3.5) from ``(context ID, PDV data)`` pairs."""
-    parts = []
-    for context_id, data in pdvs:
-        parts.append(_PDV_HEADER.pack(len(data) + 1, context_id))
-        parts.append(data)
-    body = b"".join(parts)
-    return _PDU_HEADER.pack(0x04, 0, len(body)) + body
-
-
-def split_p_data_tf(body: bytearray | bytes) -> list[tuple[int, memoryview]] | None:
-    """The PDVs of a P-DATA-TF PDU body (after its 6-byte header) as zero-copy views.
-
-    ``None`` when malformed (an item running past the end, an item without its message control
-    header, no item at all): pynetdicom's decoder then handles the PDU as it always has.
-    """
-    view = memoryview(body)
-    pos, end = 0, len(body)
-    pdvs = []
-    while pos < end:
-        if end - pos < 6:
-            return None
-        length, context_id = _PDV_HEADER.unpack_from(body, pos)
-        if length < 2 or length > end - pos - 4:
-            return None
-        pdvs.append((context_id, view[pos + 5:pos + 4 + length]))
-        pos += 4 + length
-    return pdvs or None
-
-
-# -- version guard ----------------------------------------------------------------------------
-_AVAILABLE: bool | None = None
-_STANDARD_HANDLERS: frozenset = frozenset()
-_FastPDataTF: Any = None
-
-
-def _self_check() -> str | None:
-    """Compare this module's codec with pynetdicom's on sample messages; a reason if it differs."""
-    from pynetdicom import dimse_messages as dm
-    from pynetdicom.dimse_primitives import C_STORE
-    from pynetdicom.dsutils import encode
-    from pynetdicom.pdu import P_DATA_TF
-    from pynetdicom.pdu_primitives import P_DATA
-
-    from dicom_node._pynetdicom import problems
-
-    found = problems()  # the version series and every private name used (the one guard)
-    if found:
-        return "; ".join(found)
-
-    # C-STORE-RSP: ours vs pynetdicom's, for an odd and an even UID length and two statuses
-    for status, sop_class, sop_inst in ((0x0000, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4"),
-                                        (0xA700, "1.2.840.10008.5.1.4.1.1.4.1", "1.2.3.45")):
-        rsp = C_STORE()
-        rsp.MessageIDBeingRespondedTo = 7
-        rsp.AffectedSOPClassUID = sop_class
-        rsp.AffectedSOPInstanceUID = sop_inst
-        rsp.Status = status
-        msg = dm.C_STORE_RSP()
-        msg.primitive_to_message(rsp)
-        if encode(msg.command_set, True, True) != encode_c_store_rsp(7, status, sop_class,
-                                                                     sop_inst):
-            return "C-STORE-RSP encoding differs from pynetdicom's"
-    # C-STORE-RQ: pynetdicom's decoder vs ours
-    rq = C_STORE()
-    rq.MessageID = 12
-    rq.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    rq.AffectedSOPInstanceUID = "1.2.3.4.5"
-    rq.Priority = 0
-    rq.MoveOriginatorApplicationEntityTitle = "MOVER"
-    rq.MoveOriginatorMessageID = 3
-    rq.DataSet = BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
-    out = dm.C_STORE_RQ()
-    out.primitive_to_message(rq)
-    pdata = list(out.encode_msg(1, 0))
-    stock = dm.DIMSEMessage()
-    done = False
-    for p in pdata:
-        done = stock.decode_msg(p)
-    if not done:
-        return "pynetdicom did not decode its own C-STORE-RQ"
-    theirs = stock.message_to_primitive()
-    cmd = pdata[0].presentation_data_value_list[0][1]
-    ours = c_store_request(decode_command_set(cmd[1:]))
-    if ours is None:
-        return "C-STORE-RQ command set not understood"
-    for attr in ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority",
-                 "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
-        if getattr(ours, attr) != getattr(theirs, attr):
-            return f"C-STORE-RQ {attr} decodes differently"
-    # P-DATA-TF encoding
-    pdvs = [(1, b"\x03abc"), (3, b"\x02" + bytes(range(7)))]
-    p = P_DATA()
-    p.presentation_data_value_list.extend(pdvs)
-    if P_DATA_TF(p).encode() != encode_p_data_tf(pdvs):
-        return "P-DATA-TF encoding differs from pynetdicom's"
-    return None
-
-
-def available() -> bool:
-    """True when the fast paths match this pynetdicom (checked once; logs when they do not)."""
-    global _AVAILABLE, _STANDARD_HANDLERS, _FastPDataTF
-    if _AVAILABLE is not None:
-        return _AVAILABLE
-    try:
-        reason = _self_check()
-    except Exception as exc:  # noqa: BLE001 - any drift in internals means: stay stock
-        reason = f"{type(exc).__name__}: {exc}"
-    if reason:
-        import pynetdicom
-
-        log.warning("fast DIMSE paths off, pynetdicom %s runs unmodified: %s",
-                    getattr(pynetdicom, "__version__", "?"), reason)
-        _AVAILABLE = False
-        return False
-    from pynetdicom import _handlers
-    from pynetdicom.pdu import P_DATA_TF
-    from pynetdicom.pdu_primitives import P_DATA
-
-    _STANDARD_HANDLERS = frozenset((
-        _handlers.standard_pdu_recv_handler, _handlers.standard_pdu_sent_handler,
-        _handlers.standard_dimse_recv_handler, _handlers.standard_dimse_sent_handler))
-
-    class FastPDataTF(P_DATA_TF):
-        """A received P-DATA-TF whose PDVs were split by :func:`split_p_data_tf`."""
-
-        def __init__(self, pdvs: list[tuple[int, memoryview]]) -> None:
-            super().__init__()
-            self._pdvs = pdvs
-
-        def to_primitive(self) -> Any:
-            primitive = P_DATA()
-            # memoryviews, not bytes: pynetdicom only slices and joins PDV values (no copy here)
-            primitive.presentation_data_value_list.extend(self._pdvs)  # type: ignore[arg-type]
-            return primitive
-
-    _FastPDataTF = FastPDataTF
-    _AVAILABLE = True
-    return True
-
-
-# -- per-association installation -------------------------------------------------------------
-def _only_standard(assoc: Any, event: Any) -> bool:
-    """No handler bound to ``event`` except pynetdicom's standard logging ones."""
-    return all(h[0] in _STANDARD_HANDLERS for h in assoc.get_handlers(event))
 
 
 class _Wake:
@@ -469,103 +207,6 @@ def _queue_wait(q: queue.Queue, seconds: float) -> None:
             q.not_empty.wait(seconds)
 
 
-def _recv_exact(assoc_socket: Any, n: int, deadline: float = float("inf")) -> bytearray:
-    """Read ``n`` bytes (fewer only when the peer closed the connection) by ``deadline``
-    (monotonic; ``TimeoutError`` after it); the buffer grows with the bytes received."""
-    from dicom_node.receive.limits import read_exact
-
-    return read_exact(assoc_socket.socket, n, deadline)
-
-
-# A-ABORT, source 2 (service provider), reason 0 (not specified)
-_A_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
-
-
-def _refuse(dul: Any, guard: Any, reason: str, key: str) -> None:
-    """Log and count the refusal, send an A-ABORT and close the connection (Evt17)."""
-    from dicom_node.receive.limits import refused
-
-    refused(guard.peer, reason, key)
-    guard.refused = True
-    try:
-        dul.socket.socket.sendall(_A_ABORT)
-    except (OSError, AttributeError):
-        pass
-    dul.socket.close()
-
-
-def _read_failed(dul: Any, guard: Any, exc: OSError) -> None:
-    """A PDU read ended early: past its deadline a refusal, else a lost connection (Evt17)."""
-    if guard is not None and isinstance(exc, TimeoutError):
-        _refuse(dul, guard, guard.timeout_reason(), "timeout")
-        return
-    _DUL_LOG.error("Connection closed before the entire PDU was received")
-    _DUL_LOG.exception(exc)
-    dul.event_queue.put("Evt17")
-
-
-def _read_pdu_data(dul: Any, fast: bool = True) -> None:
-    """``DULServiceProvider._read_pdu_data`` with the P-DATA-TF fast path (same events and log
-    messages as pynetdicom 3.0 for every outcome), bounded by the association's
-    :class:`dicom_node.receive.limits.PduGuard` (``dul._node_guard``) when it has one: the declared
-    length is checked before anything is read, and the PDU must arrive by its deadline.
-    ``fast=False``: every PDU is decoded by pynetdicom (``scp.fast_dimse: false``)."""
-    from pynetdicom import evt
-
-    guard = getattr(dul, "_node_guard", None)
-    deadline = guard.header_deadline() if guard is not None else float("inf")
-    try:
-        head = _recv_exact(dul.socket, 6, deadline)
-    except (OSError, TimeoutError) as exc:
-        _read_failed(dul, guard, exc)
-        return
-    if len(head) != 6:
-        dul.event_queue.put("Evt17")
-        return
-    pdu_type, _, pdu_length = _PDU_HEADER.unpack(head)
-    if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
-        _DUL_LOG.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
-        dul.event_queue.put("Evt19")
-        return
-    if guard is not None:
-        why = guard.check(pdu_type, pdu_length)
-        if why:
-            _refuse(dul, guard, why, "pdu_too_large" if "declares" in why else "protocol")
-            return
-        deadline = guard.body_deadline(deadline, pdu_length)
-    try:
-        body = _recv_exact(dul.socket, pdu_length, deadline)
-    except (OSError, TimeoutError) as exc:
-        _read_failed(dul, guard, exc)
-        return
-    if len(body) != pdu_length:
-        _DUL_LOG.error(f"The received PDU is shorter than expected ({6 + len(body)} of "
-                       f"{6 + pdu_length} bytes received)")
-        dul.event_queue.put("Evt17")
-        return
-
-    if guard is not None:
-        guard.first_pdu_done = True
-    pdu = None
-    assoc = dul.assoc
-    if (fast and pdu_type == 0x04 and not assoc.get_handlers(evt.EVT_DATA_RECV)
-            and _only_standard(assoc, evt.EVT_PDU_RECV)):
-        pdvs = split_p_data_tf(body)
-        if pdvs is not None:
-            pdu = _FastPDataTF(pdvs)
-            dul.event_queue.put("Evt10")
-    if pdu is None:
-        try:
-            pdu, event = dul._decode_pdu(head + body)
-            dul.event_queue.put(event)
-        except Exception as exc:  # noqa: BLE001 - as pynetdicom: Evt19
-            _DUL_LOG.error("Unable to decode the received PDU data")
-            _DUL_LOG.exception(exc)
-            dul.event_queue.put("Evt19")
-            return
-    dul._recv_pdu.put(pdu)
-
-
 def _send_pdu(dul: Any, orig_send: Any, pdu: Any) -> None:
     """``DULServiceProvider._send``: P-DATA-TF encoded by :func:`encode_p_data_tf`."""
     from pynetdicom import evt
@@ -677,18 +318,6 @@ def _send_msg(dimse: Any, orig_send: Any, primitive: Any, context_id: int) -> No
             dimse.dul.send_pdu(pdata)
             return
     orig_send(primitive, context_id)
-
-
-def install_reader(assoc: Any) -> bool:
-    """Read this (not yet started) association's PDUs with :func:`_read_pdu_data` without the
-    P-DATA-TF fast path (the stock DIMSE path, bounded by its guard); False: pynetdicom's own
-    reader (internals differ)."""
-    if not available() or assoc.dul.is_alive():
-        return False
-    from functools import partial
-
-    assoc.dul._read_pdu_data = partial(_read_pdu_data, assoc.dul, fast=False)
-    return True
 
 
 def install(assoc: Any) -> bool:

@@ -37,7 +37,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     outbox = _outbox_status(cfg)
     live = None
     if cfg.http.port:  # counters live in the serving process: read them from its endpoint
-        from dicom_node.ops.metrics import live_snapshot
+        from dicom_node.ops.endpoint import live_snapshot
 
         live = live_snapshot(cfg.http.port, cfg.http.host)
     if args.json:

@@ -17,6 +17,12 @@ the stock DIMSE path read PDUs through :func:`dicom_node._pynetdicom.fastdimse.i
   ``scp.association_request_timeout`` (also the wait for its first byte); after it every PDU
   within ``scp.network_timeout`` from its first byte (plus one second per 64 KiB of declared
   length). A drip cannot reset them.
+* **Message rate**: PDUs that each arrive in time can still be tiny (one byte of a data set per
+  P-DATA-TF, one PDU per ``scp.network_timeout``). So every command set and every data set of a
+  DIMSE message, from the first byte of its first PDU, must arrive within
+  ``scp.network_timeout`` plus one second per ``scp.min_message_rate`` bytes received (default
+  :data:`MIN_MESSAGE_RATE`, 1 KiB/s; 0 turns this off): a drip is cut off after about
+  ``network_timeout``, an honest sender on any real network never meets the bound.
 
 Every refusal is logged (peer address, reason; never patient data) and counted in
 ``dicom_node_associations_rejected_total{reason}``.
@@ -25,11 +31,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["HARD_MAX_PDU", "MAX_CONTROL_PDU", "ConnectionGate", "PduGuard", "refused"]
+__all__ = ["HARD_MAX_PDU", "MAX_CONTROL_PDU", "MIN_MESSAGE_RATE", "ConnectionGate", "PduGuard",
+           "refused", "set_min_message_rate"]
 
 log = logging.getLogger("dicom_node.receive.limits")
 
@@ -39,6 +47,19 @@ HARD_MAX_PDU = 64 * 2**20
 MAX_CONTROL_PDU = 2**20
 #: Bytes per second a PDU must at least arrive at, on top of the network timeout.
 MIN_RATE = 64 * 2**10
+#: Default of ``scp.min_message_rate``: bytes per second a DIMSE message's command set or data
+#: set must at least average, after an allowance of ``scp.network_timeout``.
+MIN_MESSAGE_RATE = 1024
+
+_PDV_HEADER = struct.Struct(">LBB")  # PDV item length, presentation context ID, message control
+_message_rate = float(MIN_MESSAGE_RATE)
+
+
+def set_min_message_rate(rate: float) -> None:
+    """Set ``scp.min_message_rate`` (bytes per second, 0: off) for the guards made after this
+    call that are not given one (the node process sets it from its configuration)."""
+    global _message_rate
+    _message_rate = max(0.0, float(rate))
 
 
 def refused(peer: str, reason: str, key: str) -> None:
@@ -64,29 +85,53 @@ class PduGuard:
     request_timeout
         Seconds from the connection's opening for the whole A-ASSOCIATE-RQ.
     pdu_timeout
-        Seconds for any later PDU from its first byte (plus its length at :data:`MIN_RATE`).
+        Seconds for any later PDU from its first byte (plus its length at :data:`MIN_RATE`),
+        and the allowance of each DIMSE command set or data set before ``min_message_rate``.
+    min_message_rate
+        Bytes per second a command set or data set must average after ``pdu_timeout``
+        (0: no bound); None: the value of :func:`set_min_message_rate`.
     """
 
     def __init__(self, peer: str, max_pdu: int, request_timeout: float,
-                 pdu_timeout: float) -> None:
+                 pdu_timeout: float, min_message_rate: float | None = None) -> None:
         self.peer = peer
         self.max_pdu = int(max_pdu) if max_pdu else HARD_MAX_PDU
         self.request_timeout = float(request_timeout)
         self.pdu_timeout = float(pdu_timeout)
+        self.min_message_rate = (_message_rate if min_message_rate is None
+                                 else max(0.0, float(min_message_rate)))
         self.opened = time.monotonic()
         self.first_pdu_done = False
         self.refused = False  #: the reader refused this connection (logged already)
+        self.message_started: float | None = None  #: first byte of the message part arriving
+        self.message_bytes = 0  #: P-DATA-TF bytes of that part so far
+        self._pdu_started = self.opened
+        self._message_binds = False  #: the message deadline is the nearer one of this read
+
+    def message_deadline(self, extra_bytes: int = 0) -> float:
+        """Deadline (monotonic) of the command set or data set arriving now (inf: none)."""
+        if self.message_started is None or not self.min_message_rate:
+            return float("inf")
+        return (self.message_started + self.pdu_timeout
+                + (self.message_bytes + extra_bytes) / self.min_message_rate)
 
     def header_deadline(self) -> float:
         """Deadline (monotonic) for the 6-byte header of the next PDU."""
         if not self.first_pdu_done:
             return self.opened + self.request_timeout
-        return time.monotonic() + self.pdu_timeout
+        self._pdu_started = time.monotonic()
+        pdu = self._pdu_started + self.pdu_timeout
+        message = self.message_deadline()
+        self._message_binds = message < pdu
+        return min(pdu, message)
 
     def body_deadline(self, header_deadline: float, length: int) -> float:
         if not self.first_pdu_done:
             return header_deadline
-        return header_deadline + length / MIN_RATE
+        pdu = self._pdu_started + self.pdu_timeout + length / MIN_RATE
+        message = self.message_deadline(6 + length)
+        self._message_binds = message < pdu
+        return min(pdu, message)
 
     def check(self, pdu_type: int, length: int) -> str | None:
         """Why a PDU with this header is refused, or None."""
@@ -98,9 +143,38 @@ class PduGuard:
             return f"PDU type 0x{pdu_type:02X} before an A-ASSOCIATE-RQ"
         return None
 
+    def received(self, pdu_type: int, body: bytes | bytearray | memoryview) -> None:
+        """Account for a PDU read whole (``body``: after its 6-byte header).
+
+        A P-DATA-TF's PDVs add to the command set or data set they belong to; a PDV with the
+        "last fragment" bit ends it, and the next PDV starts a new one (at this PDU's start).
+        """
+        self.first_pdu_done = True
+        if pdu_type != 0x04:
+            return
+        pos, end, extra = 0, len(body), 6
+        while end - pos >= _PDV_HEADER.size:
+            length, _, control = _PDV_HEADER.unpack_from(body, pos)
+            if self.message_started is None:
+                self.message_started = self._pdu_started
+            self.message_bytes += extra + 4 + length
+            extra = 0
+            if control & 2:  # the last fragment of a command set or data set
+                self.message_started, self.message_bytes = None, 0
+            pos += 4 + length
+
+    def timeout_key(self) -> str:
+        """The metric label of the refusal :meth:`timeout_reason` describes."""
+        return "slow_message" if self.first_pdu_done and self._message_binds else "timeout"
+
     def timeout_reason(self) -> str:
         if not self.first_pdu_done:
             return f"A-ASSOCIATE-RQ not complete {self.request_timeout:g} s after connecting"
+        if self._message_binds and self.message_started is not None:
+            took = time.monotonic() - self.message_started
+            return (f"DIMSE message too slow: {self.message_bytes} bytes in {took:.1f} s, less "
+                    f"than scp.min_message_rate={self.min_message_rate:g} bytes/s after "
+                    f"scp.network_timeout={self.pdu_timeout:g} s")
         return f"PDU not complete within {self.pdu_timeout:g} s (and its length's allowance)"
 
 

@@ -1,9 +1,9 @@
-"""Durable outbox and C-STORE sender.
+"""Durable outbox of results: what is due for which destination, retries, dead letters.
 
 Every result object is first written atomically to ``files_dir`` and recorded in an SQLite
 table keyed by ``(SOPInstanceUID, destination)``; :meth:`Outbox.send_due` then C-STOREs what is
-due, one association per destination, with a presentation context per (SOP class, transfer
-syntax) of the files, ``TCP_NODELAY`` on the socket. A failed item is retried with exponential
+due, one association per destination (:mod:`dicom_node.send.storescu`, the C-STORE SCU, with a
+presentation context per (SOP class, transfer syntax) of the files). A failed item is retried with exponential
 backoff (``base_delay_s * 2**(attempts-1)``, capped at ``max_delay_s``, no jitter, so the
 schedule is predictable) and goes to the ``dead`` state after ``max_attempts`` failures (0: no
 limit) or, with ``retry_for_s``, once it has been undelivered that long (the node's default:
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import socket
 import sqlite3
 import threading
 import time
@@ -34,23 +33,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context
+from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node._pynetdicom.reactor import pause_reactor
 from dicom_node.receive.spool import copy_file, save_dataset
+from dicom_node.send import storescu
 from dicom_node.send.destinations import Destination
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Outbox", "OutboxItem", "OutboxState", "Destination"]
-
-_UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
-#: C-STORE statuses that mean "stored" (success and the three warning codes).
-_OK_STATUS = {0x0000, 0xB000, 0xB006, 0xB007}
-_MAX_CONTEXTS = 128
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -348,29 +340,7 @@ class Outbox:
         return total
 
     def _echo(self, dest: Destination) -> bool:
-        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-
-        from dicom_node._pynetdicom.net import nodelay_handlers
-
-        ae = AE(ae_title=self.ae_title)
-        for attr in ("connection_timeout", "acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(ae, attr, min(self.timeout_s, 10.0))
-        ae.add_requested_context(Verification)
-        try:
-            assoc = ae.associate(dest.host, int(dest.port), ae_title=dest.ae_title,
-                                 evt_handlers=nodelay_handlers())
-        except Exception:  # noqa: BLE001 - bad host names etc.
-            return False
-        if not assoc.is_established:
-            return False
-        try:
-            status = assoc.send_c_echo()
-            return bool(status) and getattr(status, "Status", None) == 0x0000
-        except Exception:  # noqa: BLE001
-            return False
-        finally:
-            if assoc.is_established:
-                assoc.release()
+        return storescu.echo(dest, self.ae_title, self.timeout_s)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -436,7 +406,7 @@ class Outbox:
                 while todo:
                     progress = 0
                     left: list[OutboxItem] = []
-                    for batch in self._batches(todo):
+                    for batch in storescu.batches(todo):
                         n, untried = self._send_batch(dest, batch, now)
                         progress += n
                         left.extend(untried)
@@ -464,117 +434,10 @@ class Outbox:
         except Exception:  # noqa: BLE001 - metrics never fail a send
             pass
 
-    @staticmethod
-    def _contexts_for(item: OutboxItem) -> list[tuple[str, list[str]]]:
-        ts = item.transfer_syntax_uid
-        if ts in _UNCOMPRESSED:
-            return [(item.sop_class_uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
-        # the file's own (compressed) syntax, and uncompressed as a fall-back (decompressed here)
-        return [(item.sop_class_uid, [ts]), (item.sop_class_uid, [ExplicitVRLittleEndian])]
-
-    def _batches(self, items: list[OutboxItem]) -> list[list[OutboxItem]]:
-        batches: list[list[OutboxItem]] = []
-        cur: list[OutboxItem] = []
-        ctx: set = set()
-        for it in items:
-            new = {(a, tuple(t)) for a, t in self._contexts_for(it)} - ctx
-            if cur and len(ctx) + len(new) > _MAX_CONTEXTS:
-                batches.append(cur)
-                cur, ctx = [], set()
-                new = {(a, tuple(t)) for a, t in self._contexts_for(it)}
-            cur.append(it)
-            ctx |= new
-        if cur:
-            batches.append(cur)
-        return batches
-
     def _send_batch(self, dest: Destination, items: list[OutboxItem],
                     now: float) -> tuple[int, list[OutboxItem]]:
-        """Send ``items`` on one association; return (stored count, items not tried)."""
-        from dicom_node._pynetdicom.net import nodelay_handlers
-
-        ae = AE(ae_title=self.ae_title)
-        ae.connection_timeout = self.timeout_s
-        ae.acse_timeout = self.timeout_s
-        ae.dimse_timeout = self.timeout_s
-        ae.network_timeout = self.timeout_s
-        seen: set = set()
-        contexts = []
-        for it in items:
-            for abstract, syntaxes in self._contexts_for(it):
-                k = (abstract, tuple(syntaxes))
-                if k not in seen:
-                    seen.add(k)
-                    contexts.append(build_context(abstract, syntaxes))
-        ae.requested_contexts = contexts
-        t0 = time.perf_counter()
-        try:
-            assoc = ae.associate(dest.host, int(dest.port), ae_title=dest.ae_title,
-                                 evt_handlers=nodelay_handlers())
-        except Exception as exc:  # noqa: BLE001 - bad host names etc.
-            for it in items:
-                self._mark_failed(it, f"cannot associate with {dest}: {exc}", now)
-            return 0, []
-        if not assoc.is_established:
-            if assoc.is_rejected:
-                why = "association rejected"
-            else:  # pynetdicom reports a refused TCP connection as an abort: tell them apart
-                try:
-                    with socket.create_connection((dest.host, int(dest.port)), timeout=2.0):
-                        why = "association aborted"
-                except OSError as exc:
-                    why = f"connection failed: {exc.strerror or exc}"
-            for it in items:
-                self._mark_failed(it, f"{why} ({dest})", now)
-            return 0, []
-        sent = 0
-        untried: list[OutboxItem] = []
-        try:
-            for n, it in enumerate(items):
-                if not assoc.is_established:
-                    untried = list(items[n:])
-                    log.warning("outbox: association to %s lost; %d item(s) not tried yet", dest,
-                                len(untried))
-                    break
-                try:
-                    ds = pydicom.dcmread(it.path)
-                except FileNotFoundError:
-                    self._mark_failed(it, f"queued file missing: {it.path}", now)
-                    continue
-                except Exception as exc:  # noqa: BLE001
-                    self._mark_failed(it, f"queued file unreadable: {exc}", now)
-                    continue
-                accepted = {(c.abstract_syntax, c.transfer_syntax[0])
-                            for c in assoc.accepted_contexts}
-                ts = str(ds.file_meta.TransferSyntaxUID)
-                if (it.sop_class_uid, ts) not in accepted:
-                    unc = [t for (a, t) in accepted if a == it.sop_class_uid and t in _UNCOMPRESSED]
-                    if ts in _UNCOMPRESSED and unc:
-                        pass  # pynetdicom re-encodes between uncompressed syntaxes
-                    elif unc:
-                        ds.decompress(generate_instance_uid=False)  # lossless: same instance
-                    else:
-                        self._mark_failed(
-                            it, f"{dest} accepted no presentation context for "
-                                f"{UID(it.sop_class_uid).name} in {UID(ts).name}", now)
-                        continue
-                try:
-                    pause_reactor(assoc)
-                    status = assoc.send_c_store(ds, msg_id=(n % 65535) + 1)
-                except Exception as exc:  # noqa: BLE001
-                    self._mark_failed(it, f"C-STORE error: {exc}", now)
-                    continue
-                code = getattr(status, "Status", None) if status else None
-                if code in _OK_STATUS:
-                    self._mark_sent(it)
-                    sent += 1
-                elif code is None:
-                    self._mark_failed(it, f"no C-STORE response from {dest} (timeout or abort)", now)
-                else:
-                    self._mark_failed(it, f"C-STORE status 0x{int(code):04X} from {dest}", now)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        log.info("outbox: %d/%d object(s) stored to %s in %.2f s", sent, len(items), dest,
-                 time.perf_counter() - t0)
-        return sent, untried
+        """Send ``items`` on one association (:func:`dicom_node.send.storescu.send_batch`),
+        recording each outcome; return (stored count, items not tried)."""
+        return storescu.send_batch(
+            dest, items, ae_title=self.ae_title, timeout_s=self.timeout_s,
+            on_sent=self._mark_sent, on_failed=lambda it, error: self._mark_failed(it, error, now))
