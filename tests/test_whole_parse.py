@@ -217,10 +217,6 @@ def test_wrong_called_ae_title_is_rejected_unless_configured(node_factory):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="receive/scp.py still sends big-endian datasets to the "
-                   "older check (last element / little-endian Pixel Data header); "
-                   "headerscan.check_structure handles them (tests/test_headerscan.py). Drop "
-                   "this marker when scp.py calls check_structure for every transfer syntax.")
 def test_cut_big_endian_datasets_are_refused_by_the_node(node_factory, shared_dicom, tmp_path):
     src = (shared_dicom / "dcm_qa_ts" / "siemens_trio_vb17_epi_mosaic_9_transfer_syntaxes"
            / "3.dcm")

@@ -23,7 +23,6 @@ import errno
 import ipaddress
 import logging
 import ssl
-import struct
 import threading
 import time
 from functools import partial
@@ -83,70 +82,8 @@ def _host_matches(pattern: str, address: str) -> bool:
             return False
 
 
-def _truncated_last_element(ds: Any) -> str | None:
-    """Describe a dataset whose last element is shorter than its declared length (else None).
-
-    A sender that transmits a truncated file (e.g. ends inside PixelData) produces exactly
-    this; the check costs one dictionary lookup.
-    """
-    try:
-        tags = ds._dict
-        if not tags:
-            return "empty dataset"
-        last = max(tags)
-        elem = ds.get_item(last)
-        length = getattr(elem, "length", None)
-        value = getattr(elem, "value", None)
-        if (length is not None and length != 0xFFFFFFFF and isinstance(value, (bytes, bytearray))
-                and len(value) != length):
-            return (f"truncated element ({last >> 16:04X},{last & 0xFFFF:04X}): declared "
-                    f"{length} bytes, received {len(value)}")
-    except Exception:  # noqa: BLE001
-        return None
-    return None
-
-
 def _after_instance_number(tag: int, vr: Any, length: int) -> bool:
     return tag > 0x00200013
-
-
-_PIXEL_EXPLICIT_LE = (b"\xe0\x7f\x10\x00OB\x00\x00", b"\xe0\x7f\x10\x00OW\x00\x00")
-
-
-def _last_pixel_data_header(raw: bytes) -> int:
-    """Position of the last explicit VR LE PixelData header (tag, OB or OW, two zero bytes),
-    -1 if none: one backward search for the tag and VR's first letter, then the rest checked."""
-    end = len(raw)
-    while True:
-        pos = raw.rfind(b"\xe0\x7f\x10\x00O", 0, end)
-        if pos < 0 or raw[pos:pos + 8] in _PIXEL_EXPLICIT_LE:
-            return pos
-        end = pos + 4
-
-
-def _truncated_pixel_data(raw: bytes, ts: Any, expected: int | None = None) -> str | None:
-    """Cheap truncation check for explicit VR little endian: the last PixelData header
-    (tag + OB/OW + reserved bytes, a 64-bit pattern) must not announce more bytes than remain.
-
-    ``expected``: the length uncompressed Pixel Data of this image has (from its Rows, Columns,
-    ...); when a PixelData header declaring exactly that ends the dataset, it is complete and
-    no search is needed.
-    """
-    if ts.is_implicit_VR or not ts.is_little_endian:
-        return None
-    if expected is not None:
-        pos = len(raw) - 12 - expected
-        if (pos >= 0 and raw[pos:pos + 8] in _PIXEL_EXPLICIT_LE
-                and struct.unpack_from("<I", raw, pos + 8)[0] == expected):
-            return None
-    pos = _last_pixel_data_header(raw)
-    if pos < 0 or pos + 12 > len(raw):
-        return None
-    (length,) = struct.unpack_from("<I", raw, pos + 8)
-    if length != 0xFFFFFFFF and pos + 12 + length > len(raw):
-        return (f"truncated element (7FE0,0010): declared {length} bytes, received "
-                f"{len(raw) - pos - 12}")
-    return None
 
 
 #: Status of a DIMSE request this node does not serve (PS3.7 C.4.2: Unrecognized Operation).
@@ -306,14 +243,9 @@ class StorageSCP:
                 # first instance of a series (in this process): decode it all, for the
                 # routing header and the structural check
                 ds, full = event.dataset, True
-            ts = event.context.transfer_syntax
-            if ts.is_little_endian and not ts.is_deflated:
-                # the whole dataset, element by element, and Pixel Data against the syntax
-                truncated = check_structure(raw, ts)
-            else:
-                truncated = (_truncated_last_element(ds) if full
-                             else _truncated_pixel_data(raw, ts,
-                                                        getattr(ds, "pixel_data_length", None)))
+            # the whole dataset, element by element, and Pixel Data against the syntax (every
+            # transfer syntax: little and big endian, implicit, deflated)
+            truncated = check_structure(raw, event.context.transfer_syntax)
             if truncated:
                 raise ValueError(truncated)
         except InvalidUID as exc:
@@ -430,7 +362,8 @@ class StorageSCP:
         address = normal_address(str(assoc.requestor.address))
         scp = self.cfg.scp
         guard = PduGuard(f"{address}:{assoc.requestor.port}", scp.max_pdu,
-                         scp.association_request_timeout, scp.network_timeout)
+                         scp.association_request_timeout, scp.network_timeout,
+                         min_message_rate=scp.min_message_rate)
         assoc.dul._node_guard = guard
         # the wait for the A-ASSOCIATE-RQ's first byte (ARTIM timer) and the association
         # thread's wait for it (ACSE timeout) end at the request deadline too
