@@ -128,7 +128,9 @@ class CompletionManager:
     classify : callable or None
         ``classify_series(list[Dataset]) -> SeriesInfo``; None: contrast stays unknown.
     resolve_destinations : callable or None
-        ``f(destinations, study_row) -> list[dict]`` applied before enqueueing.
+        ``f(destinations, study_row) -> list[Target]``
+        (:func:`dicom_node.send.destinations.make_destination_resolver`) applied before
+        enqueueing; the job stores each target's ``to_dict()``.
     on_series_complete : callable or None
         Hook ``f(series_row)`` (metrics, tests).
     is_prior : callable or None
@@ -144,7 +146,7 @@ class CompletionManager:
         early: bool = True,
         rules: Any = None,
         classify: Callable[[list[Any]], Any] | None = None,
-        resolve_destinations: Callable[[list[dict], dict], list[dict]] | None = None,
+        resolve_destinations: Callable[[list[dict], dict], list[Any]] | None = None,
         on_series_complete: Callable[[dict[str, Any]], None] | None = None,
         release_grace_seconds: float = 0.0,
         is_prior: Callable[[str], bool] | None = None,
@@ -329,7 +331,7 @@ class CompletionManager:
             key = make_job_key(study_uid, route.rule, dict(route.inputs), inst_sets)
             dests = list(getattr(route, "destinations", []) or [])
             if self.resolve_destinations:
-                dests = self.resolve_destinations(dests, study)
+                dests = [t.to_dict() for t in self.resolve_destinations(dests, study)]
             calling_ae = None
             for u in route.inputs.values():
                 if u in by_uid and by_uid[u].get("calling_ae"):

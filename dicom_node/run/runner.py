@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dicom_node.run.options import PipelineOptions
+from dicom_node.send.destinations import Target
 from dicom_node.store.jobs import Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -302,38 +303,32 @@ class Runner:
         self.jobs.mark_failed(job.id, reason)
         self._metrics_jobs()
 
-    def _destinations(self, job: Job) -> tuple[list[dict[str, Any]], list[str]]:
-        ok, errors = [], []
-        for d in job.destinations or []:
-            if d.get("error") or not d.get("ae_title") or not d.get("host") or not d.get("port"):
-                errors.append(d.get("error") or f"incomplete destination {d}")
-            else:
-                ok.append(d)
-        return ok, errors
+    def _destinations(self, job: Job) -> tuple[list[Target], list[str]]:
+        """The job's usable targets, and why the others are not."""
+        targets = [Target.from_dict(d) for d in job.destinations or []]
+        return ([t for t in targets if t.destination is not None],
+                [t.error or "no destination" for t in targets if t.destination is None])
 
     def _deliver(self, job: Job, files: list[dict[str, Any]]) -> None:
         """Queue result files for every usable destination (idempotent per instance)."""
         from pydicom import dcmread
 
-        from dicom_node.send.destinations import Destination
-
-        dests, _ = self._destinations(job)
+        targets, _ = self._destinations(job)
         for f in files:
             # The pipeline names each file's UIDs: the file is queued as written. A result without
             # them (written by an older version, kept across the upgrade) is read once here.
             known = all(f.get(k) for k in ("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid"))
             ds = None if known else dcmread(f["path"])
-            for d in dests:
-                if f.get("overlay") and d.get("overlay") is False:
+            for t in targets:
+                if (f.get("overlay") and not t.overlay) or t.destination is None:
                     continue
-                dest = Destination(d["ae_title"], d["host"], int(d["port"]))
                 if ds is None:
-                    self.outbox.enqueue_file(job.id, Path(f["path"]), dest,
+                    self.outbox.enqueue_file(job.id, Path(f["path"]), t.destination,
                                              sop_instance_uid=f["sop_instance_uid"],
                                              sop_class_uid=f["sop_class_uid"],
                                              transfer_syntax_uid=f["transfer_syntax_uid"])
                 else:
-                    self.outbox.enqueue(job.id, ds, dest)
+                    self.outbox.enqueue(job.id, ds, t.destination)
 
     def _complete(self, job: Job, result: dict[str, Any], seconds: float,
                   note: str | None = None) -> None:
@@ -342,7 +337,7 @@ class Runner:
         reason = (f"{s.get('lesion_count', 0)} lesion(s), "
                   f"{float(s.get('total_volume_mm3', 0.0)) / 1000:.2f} ml; "
                   f"{len(result.get('files', []))} object(s) -> "
-                  + ", ".join(d["ae_title"] for d in dests))
+                  + ", ".join(t.destination.ae_title for t in dests if t.destination))
         for n in result.get("notes") or []:
             reason += f"; {n}"
         if note:
