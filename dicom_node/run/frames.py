@@ -2,14 +2,11 @@
 objects, for :mod:`dicom_node.run.volume` (which stacks the frames into one volume)."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
-
-log = logging.getLogger(__name__)
 
 __all__ = ["VolumeError"]
 
