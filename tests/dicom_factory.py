@@ -136,3 +136,30 @@ def write_series(datasets: list[Dataset], out_dir: Path | str) -> list[Path]:
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
     return paths
+
+
+def mr_headers(n: int = 20, *, iop=(1, 0, 0, 0, 1, 0), series_uid: str | None = None,
+               study_uid: str = "1.2.3.4", **attrs: Any) -> list[Dataset]:
+    """``n`` bare classic MR Image Storage headers of one series (no pixels, no physics): only
+    what the classifier and the routing rules need, plus ``attrs`` on every header. For tests of
+    classification and routing that set each attribute they mean; :func:`make_mr_series` makes
+    whole images."""
+    series_uid = series_uid or generate_uid()
+    out = []
+    for k in range(n):
+        ds = Dataset()
+        ds.SOPClassUID = MR_IMAGE_STORAGE
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyInstanceUID = study_uid
+        ds.Modality = "MR"
+        ds.Rows = ds.Columns = 256
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.ImageOrientationPatient = list(iop)
+        ds.ImagePositionPatient = [0, 0, float(k)]
+        ds.InstanceNumber = k + 1
+        for key, val in attrs.items():
+            setattr(ds, key, val)
+        out.append(ds)
+    return out
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from dicom_factory import mr_headers
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
@@ -24,26 +25,8 @@ COR = [1, 0, 0, 0, 0, -1]
 
 
 def mr_series(n: int = 20, *, iop=AX, series_uid: str | None = None, **attrs) -> list[Dataset]:
-    """``n`` classic MR Image Storage headers of one series with the given attributes."""
-    series_uid = series_uid or generate_uid()
-    out = []
-    for k in range(n):
-        ds = Dataset()
-        ds.SOPClassUID = MR
-        ds.SOPInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyInstanceUID = "1.2.3.4"
-        ds.Modality = "MR"
-        ds.Rows = ds.Columns = 256
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        ds.ImageOrientationPatient = list(iop)
-        ds.ImagePositionPatient = [0, 0, float(k)]
-        ds.SliceThickness = 3
-        ds.InstanceNumber = k + 1
-        for key, val in attrs.items():
-            setattr(ds, key, val)
-        out.append(ds)
-    return out
+    """``n`` classic MR headers of one series, 3 mm slices, with the given attributes."""
+    return mr_headers(n, iop=iop, series_uid=series_uid, **{"SliceThickness": 3, **attrs})
 
 
 def enhanced(n_frames: int = 30, *, shared: dict | None = None, frame: dict | None = None,

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from dicom_factory import mr_headers
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -17,18 +18,7 @@ DEFAULT = REPO / "config" / "routing.yaml"
 
 
 def header(**attrs) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    ds.SOPInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.StudyInstanceUID = "1.2.3"
-    ds.Modality = "MR"
-    ds.Rows = ds.Columns = 256
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    return ds
+    return mr_headers(1, study_uid="1.2.3", **attrs)[0]
 
 
 FLAIR_2D = dict(ScanningSequence=["SE", "IR"], MRAcquisitionType="2D", RepetitionTime="9000", EchoTime="90",
@@ -42,14 +32,8 @@ T2_2D = dict(ScanningSequence="SE", MRAcquisitionType="2D", RepetitionTime="5000
 
 def series(n: int = 30, **attrs) -> tuple[str, Dataset, SeriesInfo]:
     """(uid, first header, SeriesInfo) as the node's completion code passes them."""
-    uid = generate_uid()
-    hs = []
-    for k in range(n):
-        h = header(**attrs)
-        h.SeriesInstanceUID = uid
-        h.ImagePositionPatient = [0, 0, float(k)]
-        hs.append(h)
-    return uid, hs[0], classify_series(hs)
+    hs = mr_headers(n, study_uid="1.2.3", **attrs)
+    return hs[0].SeriesInstanceUID, hs[0], classify_series(hs)
 
 
 @pytest.fixture(scope="module")
