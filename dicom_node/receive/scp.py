@@ -27,7 +27,7 @@ import threading
 import time
 from functools import partial
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import EventHandlerType
@@ -45,6 +45,9 @@ from dicom_node.store.writer import IndexWriter
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
            "STATUS_CANNOT_UNDERSTAND"]
+
+if TYPE_CHECKING:
+    from dicom_node.config import NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +142,7 @@ class StorageSCP:
         Receives one :class:`InstanceRecord` per stored instance.
     """
 
-    def __init__(self, cfg: Any, spool: Spool, writer: IndexWriter) -> None:
+    def __init__(self, cfg: NodeConfig, spool: Spool, writer: IndexWriter) -> None:
         self.cfg = cfg
         self.spool = spool
         self.writer = writer

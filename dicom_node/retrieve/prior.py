@@ -32,11 +32,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from dicom_node.retrieve.qr import Peer, RetrieveError, find_series, find_studies, move_series
 from dicom_node.route.completion import series_tuple
 from dicom_node.store.priors import PriorRegistry
+
+if TYPE_CHECKING:
+    from dicom_node.config import NodeConfig
+    from dicom_node.route.rules import RuleSet
+    from dicom_node.store.index import Index
+    from dicom_node.store.jobs import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ class PriorFetcher:
     registry : PriorRegistry, optional
     """
 
-    def __init__(self, cfg: Any, index: Any, jobs: Any, rules: Any,
+    def __init__(self, cfg: NodeConfig, index: Index, jobs: JobQueue, rules: RuleSet,
                  classify: Callable[[list[Any]], Any] | None,
                  registry: PriorRegistry | None = None) -> None:
         self.cfg = cfg

@@ -28,11 +28,16 @@ from collections.abc import Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from dicom_node.run.options import PipelineOptions
 from dicom_node.send.destinations import Target
 from dicom_node.store.jobs import Job, JobQueue
+
+if TYPE_CHECKING:
+    from dicom_node.config import NodeConfig
+    from dicom_node.send.outbox import Outbox
+    from dicom_node.store.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class Runner:
         before the job's pipeline, which then gets ``payload["prior"]``.
     """
 
-    def __init__(self, cfg: Any, index: Any, jobs: JobQueue, outbox: Any = None, *,
+    def __init__(self, cfg: NodeConfig, index: Index, jobs: JobQueue, outbox: Outbox | None = None, *,
                  options: PipelineOptions | Mapping[str, Any] | None = None,
                  executor_factory: Callable[[int], cf.Executor] | None = None,
                  poll_s: float = 0.5, send_interval_s: float = 1.0,
