@@ -26,8 +26,9 @@ hook exists:
    ``DULServiceProvider._read_pdu_data`` so that the stock path's PDU reads are bounded too
    (:class:`dicom_node.receive.limits.PduGuard`: declared length checked before allocation,
    deadlines).
-5. :mod:`dicom_node.receive.scp` wraps ``Association._serve_request`` per association (any
-   request other than C-STORE/C-ECHO is answered 0x0211 instead of silence) and starts its
+5. :mod:`.serve` wraps ``Association._serve_request`` per association (any request other
+   than C-STORE/C-ECHO is answered 0x0211 instead of silence);
+   :mod:`dicom_node.receive.scp` installs it and starts its
    server with ``AE.make_server(server_class=...)`` (the connection gate at accept,
    :func:`dicom_node.receive.limits.server_class`), registering it in ``AE._servers`` as
    ``AE.start_server`` does.

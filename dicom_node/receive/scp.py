@@ -25,7 +25,6 @@ import logging
 import ssl
 import threading
 import time
-from functools import partial
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from dicom_node._pynetdicom import fastdimse
 from dicom_node._pynetdicom.gate import set_gate
 from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
+from dicom_node._pynetdicom.serve import answer_every_request
 from dicom_node.ops import metrics
 from dicom_node.receive.headerscan import check_structure, scan_header
 from dicom_node.receive.limits import ConnectionGate, PduGuard, normal_address, refused, server_class
@@ -87,48 +87,6 @@ def _host_matches(pattern: str, address: str) -> bool:
 
 def _after_instance_number(tag: int, vr: Any, length: int) -> bool:
     return tag > 0x00200013
-
-
-#: Status of a DIMSE request this node does not serve (PS3.7 C.4.2: Unrecognized Operation).
-STATUS_UNRECOGNIZED_OPERATION = 0x0211
-
-
-def _serve_or_refuse(assoc: Any, serve: Any, msg: Any, context_id: int) -> None:
-    """``Association._serve_request``: C-STORE and C-ECHO as pynetdicom serves them; any other
-    request (N-ACTION, C-FIND, ...) is answered with 0x0211, and a C-STORE request pynetdicom
-    finds invalid (an empty SOP Instance UID) with 0xC000, instead of silence (pynetdicom
-    hands the first to the storage service and ignores the second: no response at all)."""
-    from pynetdicom.dimse_primitives import C_CANCEL, C_ECHO, C_STORE
-
-    is_request = getattr(msg, "MessageID", None) is not None
-    valid = bool(getattr(msg, "is_valid_request", False))
-    if (not is_request or isinstance(msg, C_CANCEL)
-            or (valid and isinstance(msg, (C_STORE, C_ECHO)))):
-        serve(msg, context_id)
-        return
-    status = STATUS_CANNOT_UNDERSTAND if isinstance(msg, C_STORE) else STATUS_UNRECOGNIZED_OPERATION
-    rsp = type(msg)()
-    rsp.MessageIDBeingRespondedTo = msg.MessageID
-    rsp.Status = status
-    for src, dst in (("AffectedSOPClassUID", "AffectedSOPClassUID"),
-                     ("RequestedSOPClassUID", "AffectedSOPClassUID"),
-                     ("AffectedSOPInstanceUID", "AffectedSOPInstanceUID"),
-                     ("RequestedSOPInstanceUID", "AffectedSOPInstanceUID")):
-        value = getattr(msg, src, None)
-        if value and hasattr(rsp, dst):
-            try:
-                setattr(rsp, dst, value)
-            except (TypeError, ValueError):
-                pass
-    log.warning("%s %s: answered 0x%04X; calling_ae=%s address=%s", msg.msg_type,
-                "request incomplete" if valid is False and isinstance(msg, C_STORE)
-                else "not supported", status, str(assoc.requestor.ae_title).strip(),
-                assoc.requestor.address)
-    try:
-        assoc.dimse.send_msg(rsp, context_id)
-    except Exception as exc:  # noqa: BLE001 - never silence: abort instead
-        log.warning("cannot answer %s (%s): association aborted", msg.msg_type, exc)
-        assoc.abort()
 
 
 class StorageSCP:
@@ -374,7 +332,7 @@ class StorageSCP:
         if not (self.fast_dimse and fastdimse.install(assoc)):
             fastdimse.install_reader(assoc)
         assoc._node_guard = guard
-        assoc._serve_request = partial(_serve_or_refuse, assoc, assoc._serve_request)
+        answer_every_request(assoc)
         self._assoc_counts[id(event.assoc)] = {"stored": 0, "duplicates": 0, "failed": 0,
                                               "t0": time.time(), "series": set()}
 
