@@ -32,6 +32,13 @@ def _ball(shape, centre, r_mm, spacing_zyx=(3.0, 1.0, 1.0)):
     return d2 <= r_mm ** 2
 
 
+def _soft(mask, spacing_zyx, sigma_mm=1.0):
+    """A model-like probability map of a mask: edges blurred by ``sigma_mm``."""
+    from scipy import ndimage as ndi
+
+    return np.clip(ndi.gaussian_filter(mask.astype(np.float32), [sigma_mm / s for s in spacing_zyx]), 0, 1)
+
+
 def _labels(*balls):
     lab = np.zeros((12, 64, 64), np.uint16)
     for i, b in enumerate(balls, start=1):
@@ -71,8 +78,14 @@ def test_small_growth_is_stable_and_half_seen_prior_lesion_is_not_new():
     prior = _labels(_ball(s, (6, 20, 20), 5))
     follow = _labels(_ball(s, (6, 20, 20), 5.4), _ball(s, (6, 45, 45), 5))
     assert compare(prior, img, follow, img, IDENTITY).follow_status == {1: "stable", 2: "new"}
-    prob = np.zeros(s, np.float32)
-    prob[_ball(s, (6, 45, 45), 3)] = 0.35  # the model half-saw it in the prior
+    # with the prior's probability map (soft edges, as a model gives): the 0.4 mm boundary wobble
+    # of lesion 1 is no growth; lesion 2, which the model half-saw in the prior (a smaller core at
+    # 0.35), is not new: it grew out of that core, so it is enlarging
+    prob = _soft(prior > 0, (3.0, 1.0, 1.0))
+    prob[_ball(s, (6, 45, 45), 3)] = 0.35
+    ch = compare(prior, img, follow, img, IDENTITY, prior_probability=prob)
+    assert ch.follow_status == {1: "stable", 2: "enlarging"} and ch.n_new == 0
+    prob[_ball(s, (6, 45, 45), 5.5)] = 0.35  # half-seen at its full size: neither new nor grown
     ch = compare(prior, img, follow, img, IDENTITY, prior_probability=prob)
     assert ch.follow_status == {1: "stable", 2: "stable"} and ch.n_new == 0
 
@@ -128,8 +141,9 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert all(m["self_pair_new"] == 0 and m["moved_pair_new"] == 0 for m in pairs.values())
     o = res["overall"]
     assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40
-    # floor = measured pooled change-region F1 (0.222) minus a margin; no false new lesion then
-    assert o["f1"] >= 0.15 and o["pooled"]["false_new"] <= 2, o
+    # floor = measured pooled change-region F1 (0.370: sensitivity 0.245, PPV 0.750; was 0.222 when
+    # two thresholded segmentations were matched) minus a margin; no false new lesion then
+    assert o["f1"] >= 0.33 and o["ppv"] >= 0.6 and o["pooled"]["false_new"] <= 2, o
     assert "change F1" in r.stdout
 
 
@@ -170,3 +184,73 @@ def test_change_report_reuses_prior_tracking_uids_and_counts_both_time_points():
     assert rep.total_volume_prior_mm3 == pytest.approx(sum(x.volume_mm3 for x in pl), rel=1e-3)
     assert rep.total_volume_now_mm3 == pytest.approx(sum(x.volume_mm3 for x in fl), rel=1e-3)
     assert "change_map" not in rep.to_dict() and rep.change_map is ch.change_map
+
+
+def _phantom_pair(shift_x: int = 0, noise: float = 0.0, brighten: bool = True):
+    """A brain phantom (1 mm, no lesions of its own) as prior and follow-up with painted lesions:
+    one that grows (r 3 -> 6 mm), one that appears (r 4 mm), one that goes (r 4 mm). With
+    ``brighten`` False the follow-up image is the prior's (the model's maps claim change, the
+    FLAIR does not); ``shift_x`` moves the whole follow-up (image and lesions) by that many mm
+    (residual misregistration) and ``noise`` adds Gaussian noise (fraction of the brain median)."""
+    from ai.synth import make_phantom
+
+    ph = make_phantom(11, shape=(40, 120, 100), n_lesions=0)
+    base = ph.flair.copy()
+    s, sp = base.shape, (1.0, 1.0, 1.0)
+    med = float(np.median(base[base > 0.5 * base.max()]))
+    grow_p, grow_f = _ball(s, (20, 60, 35), 3, sp), _ball(s, (20, 60, 35), 6, sp)
+    appear, gone = _ball(s, (20, 60, 68), 4, sp), _ball(s, (14, 45, 50), 4, sp)
+    prior_a, follow_a = base.copy(), base.copy()
+    prior_a[grow_p | gone] = 1.7 * med
+    follow_a[(grow_f | appear) if brighten else (grow_p | gone)] = 1.7 * med
+    prior_l = _labels_like(s, grow_p, gone)
+    follow_l = _labels_like(s, grow_f, appear)
+    if shift_x:  # the same lesions, the follow-up moved: no change at all
+        follow_a = np.roll(prior_a, shift_x, axis=2)
+        follow_l = np.roll(prior_l, shift_x, axis=2)
+    if noise:
+        follow_a = follow_a + np.random.default_rng(3).normal(0, noise * med, s).astype(np.float32)
+    pp, pf = _soft(prior_l > 0, sp), _soft(follow_l > 0, sp)
+    return prior_l, ph.image(prior_a), pp, follow_l, ph.image(follow_a.astype(np.float32)), pf
+
+
+def _labels_like(shape, *masks):
+    lab = np.zeros(shape, np.uint16)
+    for i, m in enumerate(masks, start=1):
+        lab[m] = i
+    return lab
+
+
+def test_a_synthetic_brightening_is_found_as_new_and_enlarging():
+    pl, pimg, pp, fl, fimg, pf = _phantom_pair(noise=0.03)
+    for follow_p in (pf, None):  # with the follow-up's probability map, and labels only (the node today)
+        ch = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=follow_p)
+        assert ch.follow_status == {1: "enlarging", 2: "new"}, ch.follow_status
+        assert ch.prior_status == {1: "stable", 2: "vanished"}
+        assert ch.n_new == 1 and ch.n_enlarging == 1 and ch.activity
+        assert (ch.change_map[fl == 2] == NEW).all()
+        ring = (fl == 1) & (pl != 1)
+        assert (ch.change_map[ring] == ENLARGING).mean() > 0.5 and not (ch.change_map[pl == 1] == ENLARGING).any()
+        assert (ch.change_map[pl == 2] == SHRINKING).mean() > 0.5
+
+
+def test_model_change_that_the_flair_does_not_show_is_not_change():
+    pl, pimg, pp, fl, fimg, pf = _phantom_pair(brighten=False)
+    ch = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf)
+    assert ch.n_new == 0 and ch.n_enlarging == 0 and not ch.activity
+    assert set(ch.prior_status.values()) == {"stable"}
+    assert not np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING)).any()
+
+
+@pytest.mark.parametrize("shift_x", [1, 2])
+def test_noise_and_residual_misregistration_are_not_new(shift_x):
+    """Noise and 1 mm of residual misregistration (the registration's error on the real pairs is
+    0.2-0.7 mm against the dataset's own transforms) give no change at all; 2 mm, half the
+    radius of these small lesions, may look like growth on one side, never like a new lesion."""
+    pl, pimg, pp, fl, fimg, pf = _phantom_pair(shift_x=shift_x, noise=0.05)
+    for follow_p in (pf, None):
+        ch = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=follow_p)
+        assert ch.n_new == 0 and not (ch.change_map == NEW).any(), (shift_x, ch.follow_status)
+        if shift_x == 1:
+            assert ch.n_enlarging == 0 and not ch.activity, ch.follow_status
+            assert set(ch.prior_status.values()) == {"stable"}, ch.prior_status
