@@ -107,7 +107,7 @@ def compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any
         reused = {"labels": pres.labels, "probability": pres.probability, "lesions": pres.lesions,
                   "tracking": {}, "fresh": True}
     ch = compare(reused["labels"], pflair.image, result.labels, flair.image, reg.transform,
-                 prior_probability=reused["probability"])
+                 prior_probability=reused["probability"], follow_probability=result.probability)
     follow_date = str(flair.datasets[0].get("StudyDate", "") or "")
     return change_report(ch, result.lesions, reused["lesions"], prior_tracking=reused["tracking"],
                          follow_study_date=follow_date, head_dice=reg.head_dice,
