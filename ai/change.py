@@ -256,8 +256,7 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
         if bb is None:
             continue
         m = follow_labels[bb] == j
-        hits = np.unique(prior_on_f[bb][m])
-        hits = [int(h) for h in hits if h > 0]
+        hits = [int(h) for h in np.unique(prior_on_f[bb][m]) if h > 0]
         grown = m & grow[bb]
         now = float(follow_vol[j])
         if not hits:
@@ -434,6 +433,7 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
             res[p.name] = m
             log.info("%s: no comparable prior: %s", p.name, why)
             continue
+        assert reg is not None  # comparable pairs were registered above
         rp = seg.segment(prior, t1["study1"])
         ch = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability,
                      follow_probability=rf.probability)

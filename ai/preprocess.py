@@ -190,7 +190,7 @@ def canonical_to_source_array(arr: np.ndarray, canon: sitk.Image, source: sitk.I
         if dots[j, k] < 0:
             flip.append(2 - k)
         axes[2 - j] = 2 - k
-    out = np.flip(arr, flip) if flip else arr
+    out = np.flip(arr, tuple(flip)) if flip else arr
     return np.ascontiguousarray(np.transpose(out, axes))
 
 
