@@ -26,7 +26,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from dicom_node.devtools.orthanc import ORTHANC_BIN, OrthancServer
+from dicom_node.devtools.orthanc import OrthancServer
 from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode.uids import derive_uid
 
@@ -48,12 +48,9 @@ def flairs():
 
 
 @pytest.fixture
-def pacs(tmp_path):
-    if not ORTHANC_BIN.exists():
-        pytest.skip("Debian package orthanc not installed (/usr/sbin/Orthanc)")
-    srv = OrthancServer(tmp_path / "orthanc").start()
-    yield srv
-    srv.stop()
+def pacs(orthanc):
+    """The real Orthanc of conftest.py, holding both studies of the patient."""
+    return orthanc
 
 
 def _routing(workdir: Path) -> Path:

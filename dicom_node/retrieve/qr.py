@@ -17,6 +17,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from dicom_node.send.destinations import Destination
+
+#: A Query/Retrieve SCP is addressed like any DICOM peer: AE title, host, port.
+Peer = Destination
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RetrieveError", "Peer", "StudyMatch", "SeriesMatch", "find_studies", "find_series",
@@ -25,18 +30,6 @@ __all__ = ["RetrieveError", "Peer", "StudyMatch", "SeriesMatch", "find_studies",
 
 class RetrieveError(RuntimeError):
     """A query or retrieval failed; the message says with whom and why."""
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A Query/Retrieve SCP: its AE title, host and port."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
