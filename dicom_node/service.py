@@ -97,7 +97,8 @@ class Node:
             from dicom_node.retrieve.prior import PriorFetcher
             from dicom_node.run.runner import Runner
 
-            fetcher = (PriorFetcher(cfg, self.index, self.jobs, rules, classify, self.priors)
+            fetcher = (PriorFetcher(cfg, self.index, self.jobs, rules, classify, self.priors,
+                                    store=self.scp.handle_store)
                        if rules is not None and any(getattr(r, "prior", None)
                                                     for r in getattr(rules, "rules", [])) else None)
             self.runner = Runner(cfg, self.index, self.jobs, prior_fetcher=fetcher)

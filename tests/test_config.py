@@ -143,5 +143,5 @@ def test_a_prior_block_is_checked_like_every_rule_field(tmp_path):
     assert off.unknown_peers({"pacs"}) == []  # a switched-off prior needs no peer
     on = loads_rules(PRIOR_RULE.format(enabled="true", days=365))
     assert on.rules[0].prior == {"enabled": True, "peer": "archive", "lookback_days": 365,
-                                 "modality": "MR", "timeout_seconds": 300.0}
+                                 "modality": "MR", "timeout_seconds": 300.0, "retrieve": "move"}
     assert "archive" in on.peer_names()

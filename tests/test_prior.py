@@ -12,8 +12,8 @@ SEG and an SR with the comparison. Scenarios:
 * the prior was analysed by the node before: its lesions and tracking UIDs are reused (no
   retrieval, no second segmentation), and a study that repeats the follow-up's images later
   (the self-pair) has no new lesion and no activity;
-* no prior, and a prior in another slice orientation: the report says "no comparable prior"
-  with the reason, and carries no change figures.
+* no prior, and a prior in another slice orientation (retrieved with C-GET): the report says
+  "no comparable prior" with the reason, and carries no change figures.
 """
 
 from __future__ import annotations
@@ -53,9 +53,13 @@ def pacs(orthanc):
     return orthanc
 
 
-def _routing(workdir: Path) -> Path:
+def _routing(workdir: Path, retrieve: str = "move") -> Path:
     """The shipped routing.yaml with its prior block switched on (and no 120 s T1 wait)."""
     text = (REPO / "config" / "routing.yaml").read_text()
+    if retrieve != "move":
+        line = "      retrieve: move "
+        assert line in text, "config/routing.yaml changed: prior.retrieve line not found"
+        text = text.replace(line, f"      retrieve: {retrieve} ")
     for old, new in (("optional_grace_seconds: 120", "optional_grace_seconds: 1"),
                      ("enabled: false                 # true: the PACS", "enabled: true # the PACS"),
                      ("lookback_days: 1825", "lookback_days: 3650")):
@@ -67,12 +71,13 @@ def _routing(workdir: Path) -> Path:
     return path
 
 
-def _node(node_factory, pacs: OrthancServer, tmp_path: Path, name: str = "node", **overrides):
+def _node(node_factory, pacs: OrthancServer, tmp_path: Path, name: str = "node",
+          retrieve: str = "move", **overrides):
     node = node_factory(
         name,
         peers=[{"name": "orthanc", "ae_title": pacs.aet, "host": "127.0.0.1",
                 "port": pacs.dicom_port}],
-        routing_file=str(_routing(tmp_path / name)),
+        routing_file=str(_routing(tmp_path / name, retrieve)),
         completion={"quiet_seconds": 2},
         **overrides,
     )
@@ -89,6 +94,10 @@ def _study(tmp: Path, image: sitk.Image, tag: str, date: str, *, patient: str = 
                     study_date=date, orient=orient,
                     study_description="MR BRAIN follow-up (research test data)")
     return uid
+
+
+def _uid(tag: str) -> str:
+    return derive_uid("test-prior", tag)
 
 
 def _upload(pacs: OrthancServer, tmp: Path, tag: str) -> str:
@@ -174,7 +183,9 @@ def test_no_prior_and_an_incomparable_prior(pacs, node_factory, tmp_path, flairs
     _study(tmp_path, flairs[0], "p3-sag-prior", "20190305", patient="MSNODE-SAG", orient="PIL")
     _study(tmp_path, flairs[1], "p3-follow", "20200611", patient="MSNODE-SAG")
     sids = {t: _upload(pacs, tmp_path, t) for t in ("p3-lone", "p3-sag-prior", "p3-follow")}
-    node = _node(node_factory, pacs, tmp_path, runner={"tta": False})
+    n_sag = len(pacs.get(f"/studies/{sids['p3-sag-prior']}/instances"))
+    # this node retrieves with C-GET (on its own association; Orthanc needs no route back)
+    node = _node(node_factory, pacs, tmp_path, retrieve="get", runner={"tta": False})
 
     pacs.store_to("ainode", [sids["p3-lone"]])
     lone = _report(pacs, _results(pacs, sids["p3-lone"], node, n_seg=1))
@@ -190,6 +201,9 @@ def test_no_prior_and_an_incomparable_prior(pacs, node_factory, tmp_path, flairs
     assert change["comparable"] is False
     assert "different slice orientation" in change["reason"], change
     assert len(found["SEG"]) == 1  # the lesion SEG only: no change SEG without a comparison
+    log = node.log_text()
+    assert "(C-GET)" in log and f"({n_sag} instance(s) retrieved)" in log, log[-3000:]
+    assert {j["study_uid"] for j in node.status()["jobs"]} == {lone_uid, _uid("p3-follow")}
 
 
 def test_prior_is_retrieved_compared_and_a_kill_during_retrieval_sends_nothing_twice(

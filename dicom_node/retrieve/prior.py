@@ -12,7 +12,8 @@ For a job whose routing rule has an enabled ``prior:`` block (see
    before), nothing is retrieved; a retrieval a crash interrupted is done again. Otherwise the
    prior study is registered (:class:`PriorRegistry`, so that it is
    never routed as a study of its own), its series of ``prior.modality`` are listed (C-FIND,
-   SERIES level) and moved to the node's own AE title (C-MOVE), and the node waits until its
+   SERIES level) and moved to the node's own AE title (C-MOVE; or fetched with C-GET on the
+   node's own association, ``prior.retrieve: get``), and the node waits until its
    index holds the instances the PACS reported as moved.
 4. The prior's inputs are chosen by the same rule as the follow-up's
    (:meth:`RuleSet.route_with_rule`), so "the FLAIR" means the same thing at both time points.
@@ -34,7 +35,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from dicom_node.retrieve.qr import Peer, RetrieveError, find_series, find_studies, move_series
+from dicom_node.retrieve.qr import (
+    Peer,
+    RetrieveError,
+    find_series,
+    find_studies,
+    get_series,
+    move_series,
+)
 from dicom_node.route.completion import series_tuple
 from dicom_node.store.priors import PriorRegistry
 
@@ -74,11 +82,17 @@ class PriorFetcher:
     classify : callable
         ``classify_series(headers) -> SeriesInfo``.
     registry : PriorRegistry, optional
+    store : callable, optional
+        ``EVT_C_STORE`` handler for ``retrieve: get`` (the node's
+        :meth:`StorageSCP.handle_store <dicom_node.receive.scp.StorageSCP.handle_store>`: a
+        C-GET's instances are spooled and indexed like received ones).
     """
 
     def __init__(self, cfg: NodeConfig, index: Index, jobs: JobQueue, rules: RuleSet,
                  classify: Callable[[list[Any]], Any] | None,
-                 registry: PriorRegistry | None = None) -> None:
+                 registry: PriorRegistry | None = None,
+                 store: Callable[[Any], int] | None = None) -> None:
+        self.store = store
         self.cfg = cfg
         self.index = index
         self.jobs = jobs
@@ -158,10 +172,19 @@ class PriorFetcher:
                 return {**base, "reason": f"the prior study of {prior.study_date} has no "
                                           f"{modality} series at {peer.ae_title}"}
             self.registry.register(prior.study_uid, job.id, str(peer))
-            log.info("job %s: retrieving prior study %s: %d series from %s (C-MOVE to %s)",
-                     job.id, prior.study_uid, len(series), peer, self.cfg.ae_title)
-            moved = move_series(self.cfg.ae_title, peer, prior.study_uid,
-                                [s.series_uid for s in series], self.cfg.ae_title, timeout_s=timeout)
+            how = ("C-GET" if settings.get("retrieve") == "get"
+                   else f"C-MOVE to {self.cfg.ae_title}")
+            log.info("job %s: retrieving prior study %s: %d series from %s (%s)",
+                     job.id, prior.study_uid, len(series), peer, how)
+            uids = [s.series_uid for s in series]
+            if settings.get("retrieve") == "get":
+                if self.store is None:
+                    raise RetrieveError("retrieve: get needs the node's Storage SCP (not running)")
+                moved = get_series(self.cfg.ae_title, peer, prior.study_uid, uids, self.store,
+                                   timeout_s=timeout)
+            else:
+                moved = move_series(self.cfg.ae_title, peer, prior.study_uid, uids,
+                                    self.cfg.ae_title, timeout_s=timeout)
             retrieved = moved.completed
             self._wait_indexed([s.series_uid for s in series], moved.completed)
             self.registry.finished(prior.study_uid, moved.completed)

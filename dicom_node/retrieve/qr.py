@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    EnhancedMRColorImageStorage,
+    EnhancedMRImageStorage,
+    LegacyConvertedEnhancedMRImageStorage,
+    MRImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
@@ -25,7 +44,15 @@ Peer = Destination
 log = logging.getLogger(__name__)
 
 __all__ = ["RetrieveError", "Peer", "StudyMatch", "SeriesMatch", "find_studies", "find_series",
-           "move_series", "MoveResult"]
+           "move_series", "get_series", "MoveResult"]
+
+#: Storage SOP classes a C-GET of MR series accepts (the SCU takes the SCP role for them).
+GET_STORAGE_CLASSES = (MRImageStorage, EnhancedMRImageStorage, EnhancedMRColorImageStorage,
+                       LegacyConvertedEnhancedMRImageStorage)
+#: Transfer syntaxes offered for them: what the node's Storage SCP accepts and decodes.
+GET_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+                         ExplicitVRBigEndian, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+                         JPEG2000Lossless, JPEG2000, RLELossless, JPEGBaseline8Bit, JPEGExtended12Bit]
 
 
 class RetrieveError(RuntimeError):
@@ -197,3 +224,55 @@ def move_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
         if assoc.is_established:
             assoc.release()
     return total
+
+
+def get_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
+               store: Callable[[Any], int], *, timeout_s: float = 300.0) -> MoveResult:
+    """C-GET the given series of one study over one association; each instance is handed to
+    ``store`` (an ``EVT_C_STORE`` handler returning a status, e.g. the node's Storage SCP's
+    :meth:`~dicom_node.receive.scp.StorageSCP.handle_store`, so it is spooled and indexed like
+    any received instance). Raise :class:`RetrieveError` when a sub-operation or the C-GET
+    fails."""
+    ae = AE(ae_title=own_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    for cls in GET_STORAGE_CLASSES:
+        ae.add_requested_context(cls, GET_TRANSFER_SYNTAXES)
+    ae.acse_timeout = min(30.0, timeout_s)
+    ae.network_timeout = timeout_s
+    ae.dimse_timeout = timeout_s
+    roles: list[Any] = [build_role(cls, scp_role=True) for cls in GET_STORAGE_CLASSES]
+    try:
+        assoc = ae.associate(peer.host, int(peer.port), ae_title=peer.ae_title, ext_neg=roles,
+                             evt_handlers=[(evt.EVT_C_STORE, store)])
+    except Exception as exc:  # socket errors, bad addresses
+        raise RetrieveError(f"cannot associate with {peer}: {exc}") from exc
+    if not assoc.is_established:
+        raise RetrieveError(f"association with {peer} for C-GET "
+                            f"{'rejected' if assoc.is_rejected else 'failed'}")
+    total = MoveResult(0, 0, 0)
+    try:
+        for uid in series_uids:
+            q = Dataset()
+            q.QueryRetrieveLevel = "SERIES"
+            q.StudyInstanceUID = study_uid
+            q.SeriesInstanceUID = uid
+            final = None
+            for status, _ident in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet):
+                if not status:
+                    raise RetrieveError(f"C-GET from {peer}: no response (timeout or abort)")
+                final = status
+            if final is None:
+                raise RetrieveError(f"C-GET from {peer}: no final response")
+            code = int(final.Status)
+            done = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
+            failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
+            warn = int(final.get("NumberOfWarningSuboperations", 0) or 0)
+            total = MoveResult(total.completed + done, total.failed + failed, total.warning + warn)
+            if code not in (0x0000, 0xB000) or failed:
+                raise RetrieveError(f"C-GET of series {uid} from {peer} failed: status "
+                                    f"0x{code:04X}, {failed} failed")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return total
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -80,8 +80,8 @@ class PriorModel(BaseModel):
     The node asks ``peer`` (a peer of node.yaml that answers C-FIND and C-MOVE, Study Root) for
     the same patient's earlier studies of ``modality`` within ``lookback_days`` before the
     study, retrieves the most recent one's series to itself (C-MOVE to the node's own AE title:
-    the PACS must know the node as a DICOM modality) and selects its inputs with this rule's
-    ``inputs``."""
+    the PACS must know the node as a DICOM modality; or, with ``retrieve: get``, C-GET on the
+    node's own association) and selects its inputs with this rule's ``inputs``."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
@@ -89,6 +89,7 @@ class PriorModel(BaseModel):
     lookback_days: int = Field(default=1825, ge=1, le=36500)
     modality: str = Field(default="MR", min_length=1, max_length=16)
     timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    retrieve: Literal["move", "get"] = "move"  # C-MOVE to the node's AE title, or C-GET
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
