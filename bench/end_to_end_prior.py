@@ -91,8 +91,18 @@ def _send_and_wait(orthanc: OrthancServer, cfg_path: Path, cfg: dict, sid: str, 
     return total, res
 
 
+def _clear_results(orthanc: OrthancServer, studies: dict[str, tuple[str, str]]) -> None:
+    """Remove what an earlier node sent (same input, same model: same UIDs), so that each
+    mode's wait sees its own results arrive."""
+    for sid, _uid in studies.values():
+        for s in orthanc.get(f"/studies/{sid}/series"):
+            if s["MainDicomTags"].get("Modality") != "MR":
+                orthanc.session.delete(f"{orthanc.url}/series/{s['ID']}", timeout=30).raise_for_status()
+
+
 def one_node(work: Path, orthanc: OrthancServer, studies: dict[str, tuple[str, str]],
              mode: str) -> dict[str, Any]:
+    _clear_results(orthanc, studies)
     work.mkdir(parents=True)
     cfg_path, cfg = _node_config(work, orthanc)
     cfg["completion"] = {"quiet_seconds": 2}
