@@ -128,6 +128,7 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert all(m["self_pair_new"] == 0 and m["moved_pair_new"] == 0 for m in pairs.values())
     o = res["overall"]
     assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40
-    # floor = measured pooled change-region F1 (0.222) minus a margin; no false new lesion then
+    # floor = measured pooled change-region F1 (0.227, weights 31c55493; 0.222 before) minus a margin;
+    # 1 new lesion outside an expert change region then (0 before)
     assert o["f1"] >= 0.15 and o["pooled"]["false_new"] <= 2, o
     assert "change F1" in r.stdout
