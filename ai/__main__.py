@@ -18,7 +18,8 @@ def _train(a: argparse.Namespace) -> int:
                  lesion_sampling=a.lesion_sampling, init=Path(a.init) if a.init else None, warmup=a.warmup,
                  context=a.context, clinical=None if a.no_clinical else Path(a.clinical),
                  mni_masks=None if a.no_masks else Path(a.mni_masks),
-                 held_out={c for c in a.hold_out.split(",") if c})
+                 held_out={c for c in a.hold_out.split(",") if c},
+                 group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)})
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--context", type=int, default=0,
                    help="neighbouring slices on each side given to the model (0: 2D, 1: 2.5D)")
     t.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up iterations")
+    t.add_argument("--group-weights", default="", metavar="GROUP=W[,GROUP=W...]",
+                   help="override how often each group is drawn (clinical, masksynth, real3d, phantoms; "
+                        "defaults: ai.train.GROUP_WEIGHTS)")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

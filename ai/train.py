@@ -198,7 +198,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           real_case: Path | None = REAL_CASE, ckpt_every: int = 100, holdout: bool = False,
           progress: bool = True, lesion_sampling: str = "voxel", init: Path | None = None,
           warmup: int = 100, context: int = 0, clinical: Path | None = None, mni_masks: Path | None = None,
-          held_out: set[str] | frozenset[str] = frozenset()) -> Path:
+          held_out: set[str] | frozenset[str] = frozenset(),
+          group_weights: dict[str, float] | None = None) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -211,6 +212,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     MNI space, for :mod:`ai.realsynth`) add those sources; ``held_out`` names cases (folder names,
     e.g. ``patient19`` or ``tabriz101228``) that training must not see: the validation fold.
     ``holdout`` keeps the earlier hemisphere hold-out of the real case (patient's left half unseen).
+    ``group_weights`` overrides entries of :data:`GROUP_WEIGHTS` (how often each group is drawn).
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -229,7 +231,11 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     real = groups["real3d"]
     trained_on = sorted(v.name for k in ("real3d", "clinical") for v in groups[k])
     log.info("training volumes: %s; held out: %s", {k: len(v) for k, v in groups.items()}, sorted(held_out))
-    sampler = Sampler(groups, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context)
+    gw = dict(GROUP_WEIGHTS, **(group_weights or {}))
+    unknown = set(gw) - set(GROUP_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown training groups {sorted(unknown)} (known: {sorted(GROUP_WEIGHTS)})")
+    sampler = Sampler(groups, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context, weights=gw)
     model = UNet2D(in_ch=in_channels(context), base=base).to(device)
     init_sha = None
     if init is not None:
@@ -260,7 +266,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   clinical=str(clinical) if groups["clinical"] else None,
                   mni_masks=str(mni_masks) if groups["masksynth"] else None,
                   n_volumes={k: len(v) for k, v in groups.items()}, held_out=sorted(held_out),
-                  trained_on=trained_on, group_weights={k: GROUP_WEIGHTS.get(k) for k in groups if groups[k]})
+                  trained_on=trained_on, group_weights={k: gw.get(k) for k in groups if groups[k]})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))
