@@ -73,7 +73,7 @@ def physical_grid(img: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k, j, i = np.meshgrid(np.arange(size[2]), np.arange(size[1]), np.arange(size[0]), indexing="ij")
     idx = np.stack([i, j, k], 0).reshape(3, -1).astype(np.float32)
     pts = (d @ (idx * sp[:, None])) + o[:, None]
-    return tuple(p.reshape(size[2], size[1], size[0]).astype(np.float32) for p in pts)  # type: ignore
+    return tuple(p.reshape(size[2], size[1], size[0]).astype(np.float32) for p in pts)
 
 
 def mni_infratentorial(x_ras: np.ndarray, y_ras: np.ndarray, z_ras: np.ndarray) -> np.ndarray:
@@ -173,6 +173,9 @@ def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[V
     painted out and each mask of ``masks`` (same MNI space) written in; one volume per mask."""
     from ai.realsynth import inpaint, place_lesions
 
+    if base.grid is None:
+        raise ValueError(f"{base.name}: real-mask synthesis needs the base volume's model grid")
+    grid = base.grid
     rng = np.random.default_rng(seed)
     brain, vent = base.labels[1] > 0, base.labels[2] > 0
     hole = ndi.binary_dilation(base.labels[0] > 0, iterations=1) & brain
@@ -182,7 +185,7 @@ def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[V
     tissue = brain & ~ndi.binary_dilation(vent, iterations=1) & (f0 > 0.6)
     out = []
     for p in masks:
-        m = _on_grid(p, base.grid)
+        m = _on_grid(p, grid)
         f, t, les = place_lesions(f0, t0, m, tissue, rng)
         labels = base.labels.copy()
         labels[0] = les
@@ -192,7 +195,7 @@ def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[V
     return out
 
 
-def training_volumes(held_out: set[str] = frozenset(), real_case: Path | None = REAL_CASE,
+def training_volumes(held_out: frozenset[str] | set[str] = frozenset(), real_case: Path | None = REAL_CASE,
                      clinical: Path | None = CLINICAL2D, mni_masks: Path | None = MNI_MASKS,
                      seed: int = 0, holdout_hemisphere: bool = False) -> dict[str, list[Volume]]:
     """The real and real-mask training volumes by group (``real3d``, ``clinical``, ``masksynth``),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -230,11 +231,12 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
         log.info("%s: dice %.3f lesion F1 %.3f (%d false lesions, %d reference)", d.name, m["dice"],
                  m["lesion_f1"], m["fp"], m["n_ref"])
     keys = ["dice", "lesion_sensitivity", "lesion_ppv", "lesion_f1", "abs_volume_diff_ml"]
-    overall = {k: float(np.mean([results[c][k] for c in results])) for k in keys}
+    overall: dict[str, Any] = {k: float(np.mean([results[c][k] for c in results])) for k in keys}
     rel = [results[c]["rel_volume_diff"] for c in results if results[c]["rel_volume_diff"] is not None]
     overall["rel_volume_diff"] = float(np.mean(rel)) if rel else None
     overall["n_cases"] = len(results)
-    pooled = {k: int(sum(results[c][k] for c in results)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred")}
+    pooled: dict[str, Any] = {k: int(sum(results[c][k] for c in results))
+                              for k in ("n_ref", "n_pred", "tp_ref", "tp_pred")}
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     p = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
     pooled["lesion_f1"] = 2 * s * p / (s + p) if s + p else 0.0

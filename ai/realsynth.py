@@ -66,12 +66,12 @@ def place_lesions(flair: np.ndarray, t1: np.ndarray | None, mask: np.ndarray, ti
     lab, n = ndi.label(m, np.ones((3, 3, 3), bool))
     if n == 0:
         return flair.copy(), None if t1 is None else t1.copy(), m.astype(np.uint8)
-    gain = np.concatenate([[0.0], rng.uniform(*flair_gain, n) - 1.0]).astype(np.float32)
+    gain = np.concatenate([[0.0], rng.uniform(float(flair_gain[0]), float(flair_gain[1]), n) - 1.0]).astype(np.float32)
     soft_f = ndi.gaussian_filter(gain[lab], edge_sigma) * tissue
     f = flair * (1.0 + soft_f)
     t = None
     if t1 is not None:
-        loss = np.concatenate([[0.0], rng.uniform(*t1_loss, n)]).astype(np.float32)
+        loss = np.concatenate([[0.0], rng.uniform(float(t1_loss[0]), float(t1_loss[1]), n)]).astype(np.float32)
         soft_t = ndi.gaussian_filter(loss[lab], edge_sigma) * tissue
         t = t1 * (1.0 - soft_t)
     return f.astype(np.float32), None if t is None else t.astype(np.float32), m.astype(np.uint8)
