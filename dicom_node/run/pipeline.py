@@ -183,7 +183,16 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     change = None
     if job.get("prior") is not None:
         t0 = time.perf_counter()
-        change = compare_with_prior(job, flair, result, seg, opts)
+        try:
+            change = compare_with_prior(job, flair, result, seg, opts)
+        except Exception as exc:  # a comparison never fails the follow-up's result
+            log.exception("job %s: comparison with the prior failed", job["job_id"])
+            from ai.types import ChangeReport
+
+            change = ChangeReport(False, reason=f"comparison with the prior failed: "
+                                                f"{type(exc).__name__}: {str(exc)[:200]}",
+                                  prior_study_uid=str(job["prior"].get("study_uid", "")),
+                                  prior_study_date=str(job["prior"].get("study_date", "")))
         timings["prior"] = time.perf_counter() - t0
         if change.comparable:
             log.info("job %s: compared with prior %s (%s, %s days): %d new, %d enlarging, "
