@@ -52,3 +52,22 @@ def test_a_comparison_that_breaks_leaves_the_follow_up_result_standing(tmp_path)
     assert res["change"]["prior_study_uid"] == "2.25.80"
     assert _sr_change(res)["comparable"] is False
     assert any(f["kind"] == "SR" for f in res["files"])
+
+
+def test_a_comparison_that_cannot_be_encoded_is_not_reported_but_the_study_is(tmp_path,
+                                                                              monkeypatch):
+    from ai.types import ChangeReport
+
+    def wrong_grid(job, flair, result, seg, opts):  # a change map that is not on the FLAIR grid
+        return ChangeReport(True, prior_study_uid="2.25.80", prior_study_date="20190305",
+                            interval_days=464, n_new=1, activity=True,
+                            change_map=np.ones((2, 5, 5), np.uint8))
+
+    monkeypatch.setattr(pipeline, "compare_with_prior", wrong_grid)
+    res = pipeline.run_ms_lesions(_job(tmp_path, {"study_uid": "2.25.80"}))
+    assert res["change"]["comparable"] is False
+    assert res["change"]["reason"].startswith("comparison could not be encoded")
+    assert res["change"]["prior_study_uid"] == "2.25.80"
+    sr = _sr_change(res)
+    assert sr["comparable"] is False and sr["n_new"] is None
+    assert not (Path(res["files"][0]["path"]).parent / "seg_change.dcm").exists()

@@ -219,13 +219,19 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     if change is not None and change.comparable:
         from dicom_node.encode.change import build_change_seg
 
-        change_seg = build_change_seg(change, flair, job_key=key, model_name=result.model_name,
-                                      model_version=result.model_version)
+        try:
+            change_seg = build_change_seg(change, flair, job_key=key, model_name=result.model_name,
+                                          model_version=result.model_version)
+            sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, change=change,
+                             change_seg=change_seg)
+        except Exception as exc:  # the comparison is not reported rather than the study
+            log.exception("job %s: the comparison could not be encoded", job["job_id"])
+            change, change_seg = _not_reported(change, f"{type(exc).__name__}: {exc}"), None
         if change_seg is not None:
             files.append(_entry("SEG", _write_dataset(change_seg, out_dir / "seg_change.dcm"),
                                 change_seg))
-    sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, change=change,
-                     change_seg=change_seg)
+    if change is None or not change.comparable:
+        sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, change=change)
     files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
     tracking = tracking_of(result, sr_ds if change is not None and change.comparable else None, key)
     timings["encode"] = time.perf_counter() - t0
@@ -261,6 +267,16 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         out["followup"] = "ms-lesions-overlay"
     _write_json(out, out_dir / "result.json")
     return out
+
+
+def _not_reported(change: Any, why: str) -> Any:
+    """``change`` turned into "no comparison reported" with the reason (prior reference kept)."""
+    from ai.types import ChangeReport
+
+    return ChangeReport(False, reason=f"comparison could not be encoded: {why[:200]}",
+                        prior_study_uid=change.prior_study_uid,
+                        prior_study_date=change.prior_study_date,
+                        prior_accession=change.prior_accession)
 
 
 def _load_first(candidates: list[list[str]]) -> tuple[Volume | None, list[str]]:
