@@ -255,3 +255,25 @@ def test_prior_is_retrieved_compared_and_a_kill_during_retrieval_sends_nothing_t
     assert {j["study_uid"] for j in st["jobs"]} == {follow_uid}, st["jobs"]
     mods = {s["MainDicomTags"].get("Modality") for s in pacs.get(f"/studies/{prior_sid}/series")}
     assert mods == {"MR"}, mods
+
+
+def test_a_pacs_that_does_not_know_the_node_says_so(pacs, tmp_path, flairs):
+    """A PACS that does not know the node: a C-FIND, or a C-MOVE to an AE title it has no
+    modality for, gives the admin the reason, not a silent empty prior (the node turns it into
+    "no comparable prior: prior study not retrieved: ...", see dicom_node.retrieve.prior)."""
+    from dicom_node.retrieve.qr import Peer, RetrieveError, find_series, find_studies, move_series
+
+    uid = _study(tmp_path, flairs[0], "p5-prior", "20190305", patient="MSNODE-P5")
+    _upload(pacs, tmp_path, "p5-prior")
+    peer = Peer(pacs.aet, "127.0.0.1", pacs.dicom_port)
+    # Orthanc answers queries only from AE titles it knows
+    with pytest.raises(RetrieveError, match="does it allow AINODE to query"):
+        find_studies("AINODE", peer, "MSNODE-P5", modality="MR")
+    pacs.register_modality("ainode", "AINODE", "127.0.0.1", 11112)
+    (study,) = find_studies("AINODE", peer, "MSNODE-P5", date_range="20180101-20200101",
+                            modality="MR")
+    assert study.study_uid == uid and study.study_date == "20190305"
+    (series,) = find_series("AINODE", peer, uid)
+    assert series.modality == "MR" and series.n_instances == 36
+    with pytest.raises(RetrieveError, match="does the PACS know NOTKNOWN as a DICOM modality"):
+        move_series("AINODE", peer, uid, [series.series_uid], "NOTKNOWN")

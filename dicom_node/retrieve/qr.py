@@ -113,7 +113,8 @@ def _find(own_ae: str, peer: Peer, query: Dataset, timeout_s: float) -> list[Dat
     try:
         for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
             if not status:  # no response within the DIMSE timeout, or an abort
-                raise RetrieveError(f"C-FIND to {peer}: no response (timeout or abort)")
+                raise RetrieveError(f"C-FIND to {peer}: no response (timeout or abort; does it "
+                                    f"allow {own_ae} to query?)")
             code = int(status.Status)
             if code in (0xFF00, 0xFF01):
                 if ident is not None:
@@ -195,35 +196,9 @@ def move_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
     """C-MOVE the given series of one study to ``destination_ae`` (one association, one
     C-MOVE per series); raise :class:`RetrieveError` when a sub-operation or the move fails."""
     assoc = _associate(own_ae, peer, StudyRootQueryRetrieveInformationModelMove, timeout_s)
-    total = MoveResult(0, 0, 0)
-    try:
-        for uid in series_uids:
-            q = Dataset()
-            q.QueryRetrieveLevel = "SERIES"
-            q.StudyInstanceUID = study_uid
-            q.SeriesInstanceUID = uid
-            final = None
-            for status, _ident in assoc.send_c_move(q, destination_ae,
-                                                    StudyRootQueryRetrieveInformationModelMove):
-                if not status:
-                    raise RetrieveError(f"C-MOVE from {peer}: no response (timeout or abort)")
-                final = status
-            if final is None:
-                raise RetrieveError(f"C-MOVE from {peer}: no final response")
-            code = int(final.Status)
-            done = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
-            failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
-            warn = int(final.get("NumberOfWarningSuboperations", 0) or 0)
-            total = MoveResult(total.completed + done, total.failed + failed, total.warning + warn)
-            if code not in (0x0000, 0xB000) or failed:
-                hint = (" (the PACS does not know this AE title as a DICOM modality)"
-                        if code == 0xA801 else "")
-                raise RetrieveError(f"C-MOVE of series {uid} from {peer} to {destination_ae} "
-                                    f"failed: status 0x{code:04X}, {failed} failed{hint}")
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return total
+    return _retrieve(assoc, peer, study_uid, series_uids, "C-MOVE", f" to {destination_ae}",
+                     lambda q: assoc.send_c_move(q, destination_ae,
+                                                 StudyRootQueryRetrieveInformationModelMove))
 
 
 def get_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
@@ -249,6 +224,14 @@ def get_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
     if not assoc.is_established:
         raise RetrieveError(f"association with {peer} for C-GET "
                             f"{'rejected' if assoc.is_rejected else 'failed'}")
+    return _retrieve(assoc, peer, study_uid, series_uids, "C-GET", "",
+                     lambda q: assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet))
+
+
+def _retrieve(assoc: Any, peer: Peer, study_uid: str, series_uids: list[str], what: str, to: str,
+              send: Callable[[Dataset], Any]) -> MoveResult:
+    """One C-MOVE or C-GET per series on ``assoc`` (released at the end); the summed
+    sub-operation counts, or :class:`RetrieveError` at the first failure."""
     total = MoveResult(0, 0, 0)
     try:
         for uid in series_uids:
@@ -257,20 +240,22 @@ def get_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
             q.StudyInstanceUID = study_uid
             q.SeriesInstanceUID = uid
             final = None
-            for status, _ident in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet):
+            for status, _ident in send(q):
                 if not status:
-                    raise RetrieveError(f"C-GET from {peer}: no response (timeout or abort)")
+                    raise RetrieveError(f"{what} from {peer}: no response (timeout or abort)")
                 final = status
             if final is None:
-                raise RetrieveError(f"C-GET from {peer}: no final response")
+                raise RetrieveError(f"{what} from {peer}: no final response")
             code = int(final.Status)
             done = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
             failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
             warn = int(final.get("NumberOfWarningSuboperations", 0) or 0)
             total = MoveResult(total.completed + done, total.failed + failed, total.warning + warn)
             if code not in (0x0000, 0xB000) or failed:
-                raise RetrieveError(f"C-GET of series {uid} from {peer} failed: status "
-                                    f"0x{code:04X}, {failed} failed")
+                hint = (f" (does the PACS know{to.removeprefix(' to')} as a DICOM modality?)"
+                        if to and (code == 0xA801 or not done) else "")
+                raise RetrieveError(f"{what} of series {uid} from {peer}{to} failed: status "
+                                    f"0x{code:04X}, {failed} failed{hint}")
     finally:
         if assoc.is_established:
             assoc.release()
