@@ -65,7 +65,7 @@ from dicom_node.run.volume import Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_sr", "SUMMARY_TRACKING_ID", "CHANGE_TRACKING_ID"]
+__all__ = ["build_sr", "lesion_tracking", "SUMMARY_TRACKING_ID", "CHANGE_TRACKING_ID"]
 
 SUMMARY_TRACKING_ID = "MS lesion summary"
 #: Tracking identifier of the group on the comparison with the prior study.
@@ -159,7 +159,7 @@ def build_sr(
 
     comparable = change is not None and change.comparable
     follow = {lc.lesion_id: lc for lc in change.lesions if lc.timepoint == "follow-up"} if change and comparable else {}
-    idents = _identifiers(result, follow) if comparable else {}
+    tracking = lesion_tracking(result, job_key, change)
     groups: list = []
     for les in sorted(result.lesions, key=lambda les: les.id):
         assert seg is not None  # lesions without a SEG were refused above
@@ -183,10 +183,7 @@ def build_sr(
                 name=C.VOLUME_PRIOR, value=round(float(lc.volume_prior_mm3), 3), unit=C.MM3))
         group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=(lc.tracking_uid if lc is not None and lc.tracking_uid
-                     else derive_uid(job_key, "lesion", str(les.id))),
-                identifier=idents.get(les.id, f"Lesion {les.id}"),
-            ),
+                uid=tracking[les.id][0], identifier=tracking[les.id][1]),
             referenced_segment=ref,
             finding_type=C.LESION_TYPE,
             finding_category=C.LESION_CATEGORY,
@@ -274,6 +271,27 @@ def _add(group: Template, item: hd.sr.ContentItem) -> None:
 
 def _status(lc: LesionChange) -> hd.sr.QualitativeEvaluation:
     return hd.sr.QualitativeEvaluation(C.CHANGE_STATUS, C.CHANGE_STATUS_VALUES[lc.status])
+
+
+def lesion_tracking(result: SegmentationResult, job_key: str,
+                    change: ChangeReport | None = None) -> dict[int, tuple[str, str]]:
+    """Lesion id -> (tracking UID, tracking identifier) as :func:`build_sr` writes them.
+
+    Without a comparable prior: a UID derived from ``job_key`` and "Lesion <id>". With one, a
+    lesion that continues a prior lesion keeps the prior report's UID and identifier (when the
+    comparison gives them), and the others take the next identifier not used. The node keeps
+    this map with its result, so that a later follow-up of the patient continues it."""
+    comparable = change is not None and change.comparable
+    follow = ({lc.lesion_id: lc for lc in change.lesions if lc.timepoint == "follow-up"}
+              if change is not None and comparable else {})
+    idents = _identifiers(result, follow) if comparable else {}
+    out: dict[int, tuple[str, str]] = {}
+    for les in result.lesions:
+        lc = follow.get(les.id)
+        uid = (lc.tracking_uid if lc is not None and lc.tracking_uid
+               else derive_uid(job_key, "lesion", str(les.id)))
+        out[les.id] = (uid, idents.get(les.id, f"Lesion {les.id}"))
+    return out
 
 
 def _identifiers(result: SegmentationResult, follow: dict[int, LesionChange]) -> dict[int, str]:

@@ -21,32 +21,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["compare_with_prior", "reused_prior", "tracking_of"]
-
-
-def tracking_of(result: Any, sr: Any, key: str) -> dict[int, tuple[str, str]]:
-    """Lesion id -> (tracking UID, identifier) as the SR carries them: derived from ``key``
-    (``sr`` None), or read back from an SR that compared with a prior (continuing lesions carry
-    the prior's UID and identifier, new ones the next free identifier)."""
-    from dicom_node.encode.uids import derive_uid
-
-    out = {les.id: (derive_uid(key, "lesion", str(les.id)), f"Lesion {les.id}")
-           for les in result.lesions}
-    if sr is not None:
-        from dicom_node.encode.sr_read import read_report
-
-        for les in read_report(sr)["lesions"]:
-            if isinstance(les.get("id"), int) and les["id"] in out and les.get("tracking_uid"):
-                out[les["id"]] = (str(les["tracking_uid"]), str(les.get("tracking_id") or ""))
-    return out
+__all__ = ["compare_with_prior", "reused_prior"]
 
 
 def reused_prior(prior: dict[str, Any], model_version: str) -> dict[str, Any] | None:
     """The node's own earlier result of the prior study, when it can stand for segmenting the
-    prior again: same model version, same FLAIR series, labels and probabilities kept."""
+    prior again: same model version, same FLAIR series, labels, probabilities and the tracking
+    UIDs its report carried kept."""
     d = prior.get("reuse_result_dir")
     if not d:
         return None
+    from ai.types import Lesion
+
     d = Path(d)
     try:
         res = json.loads((d / "result.json").read_text())
@@ -55,17 +41,11 @@ def reused_prior(prior: dict[str, Any], model_version: str) -> dict[str, Any] | 
             return None
         labels = np.load(d / "labels.npz")["labels"]
         prob = np.load(d / "probability.npz")["probability"].astype(np.float32) / 255.0
-    except (OSError, ValueError, KeyError) as exc:
+        lesions = [Lesion(**les) for les in res.get("lesions", [])]
+        tracking = {int(k): (str(v[0]), str(v[1])) for k, v in res["tracking"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("prior result in %s not reusable: %s", d, exc)
         return None
-    from ai.types import Lesion
-    from dicom_node.encode.uids import derive_uid
-
-    lesions = [Lesion(**les) for les in res.get("lesions", [])]
-    tracking = {int(k): (str(v[0]), str(v[1])) for k, v in (res.get("tracking") or {}).items()}
-    for les in lesions:  # results written before "tracking" was kept: the SR's derived UIDs
-        tracking.setdefault(les.id, (derive_uid(res["job_key"], "lesion", str(les.id)),
-                                     f"Lesion {les.id}"))
     return {"labels": labels, "probability": prob, "lesions": lesions, "tracking": tracking}
 
 
@@ -94,6 +74,7 @@ def compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any
         return ChangeReport(False, reason=reg.reason, registration_head_dice=round(reg.head_dice, 4),
                             **meta)
     reused = reused_prior(prior, result.model_version)
+    prior_reused = reused is not None
     if reused is None:
         pt1 = None
         if prior["inputs"].get("t1"):
@@ -105,10 +86,10 @@ def compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any
         pres = seg.segment(pflair.image, pt1, threshold=opts.threshold, min_voxels=opts.min_voxels,
                            min_volume_mm3=opts.min_volume_mm3)
         reused = {"labels": pres.labels, "probability": pres.probability, "lesions": pres.lesions,
-                  "tracking": {}, "fresh": True}
+                  "tracking": {}}
     ch = compare(reused["labels"], pflair.image, result.labels, flair.image, reg.transform,
                  prior_probability=reused["probability"], follow_probability=result.probability)
     follow_date = str(flair.datasets[0].get("StudyDate", "") or "")
     return change_report(ch, result.lesions, reused["lesions"], prior_tracking=reused["tracking"],
                          follow_study_date=follow_date, head_dice=reg.head_dice,
-                         prior_reused=not reused.get("fresh", False), **meta)
+                         prior_reused=prior_reused, **meta)

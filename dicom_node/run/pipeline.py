@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dicom_node.receive.spool import save_dataset
-from dicom_node.run.followup import compare_with_prior, tracking_of
+from dicom_node.run.followup import compare_with_prior
 from dicom_node.run.options import PipelineOptions
 
 if TYPE_CHECKING:
@@ -187,12 +187,10 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
             change = compare_with_prior(job, flair, result, seg, opts)
         except Exception as exc:  # a comparison never fails the follow-up's result
             log.exception("job %s: comparison with the prior failed", job["job_id"])
-            from ai.types import ChangeReport
-
-            change = ChangeReport(False, reason=f"comparison with the prior failed: "
-                                                f"{type(exc).__name__}: {str(exc)[:200]}",
-                                  prior_study_uid=str(job["prior"].get("study_uid", "")),
-                                  prior_study_date=str(job["prior"].get("study_date", "")))
+            p = job["prior"]
+            change = _without_comparison(
+                f"comparison with the prior failed: {type(exc).__name__}: {str(exc)[:200]}",
+                str(p.get("study_uid", "")), str(p.get("study_date", "")), str(p.get("accession", "")))
         timings["prior"] = time.perf_counter() - t0
         if change.comparable:
             log.info("job %s: compared with prior %s (%s, %s days): %d new, %d enlarging, "
@@ -205,7 +203,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     from dicom_node.encode.seg import build_seg
-    from dicom_node.encode.sr import build_sr
+    from dicom_node.encode.sr import build_sr, lesion_tracking
     files: list[dict[str, Any]] = []
     seg_ds = None
     if result.lesions:  # a SEG without segments is invalid: none is written for 0 lesions
@@ -226,14 +224,16 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
                              change_seg=change_seg)
         except Exception as exc:  # the comparison is not reported rather than the study
             log.exception("job %s: the comparison could not be encoded", job["job_id"])
-            change, change_seg = _not_reported(change, f"{type(exc).__name__}: {exc}"), None
+            change, change_seg = _without_comparison(
+                f"comparison could not be encoded: {type(exc).__name__}: {str(exc)[:200]}",
+                change.prior_study_uid, change.prior_study_date, change.prior_accession), None
         if change_seg is not None:
             files.append(_entry("SEG", _write_dataset(change_seg, out_dir / "seg_change.dcm"),
                                 change_seg))
     if change is None or not change.comparable:
         sr_ds = build_sr(result, flair, seg_ds, job_key=key, notes=notes, change=change)
     files.append(_entry("SR", _write_dataset(sr_ds, out_dir / "sr.dcm"), sr_ds))
-    tracking = tracking_of(result, sr_ds if change is not None and change.comparable else None, key)
+    tracking = lesion_tracking(result, key, change)
     timings["encode"] = time.perf_counter() - t0
 
     out = {
@@ -269,14 +269,12 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _not_reported(change: Any, why: str) -> Any:
-    """``change`` turned into "no comparison reported" with the reason (prior reference kept)."""
+def _without_comparison(reason: str, prior_uid: str, prior_date: str, accession: str) -> Any:
+    """"No comparison reported" with the reason, keeping the reference to the prior study."""
     from ai.types import ChangeReport
 
-    return ChangeReport(False, reason=f"comparison could not be encoded: {why[:200]}",
-                        prior_study_uid=change.prior_study_uid,
-                        prior_study_date=change.prior_study_date,
-                        prior_accession=change.prior_accession)
+    return ChangeReport(False, reason=reason, prior_study_uid=prior_uid,
+                        prior_study_date=prior_date, prior_accession=accession)
 
 
 def _load_first(candidates: list[list[str]]) -> tuple[Volume | None, list[str]]:
