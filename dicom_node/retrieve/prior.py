@@ -136,9 +136,10 @@ class PriorFetcher:
             return {"reason": "the study has no Study Date: no prior study searched"}
         follow_time = self._study_time(job.study_uid)
         peer = self._peer(settings["peer"])
-        timeout = float(settings.get("timeout_seconds", 300.0))
-        start = when - dt.timedelta(days=int(settings.get("lookback_days", 1825)))
-        modality = str(settings.get("modality", "MR"))
+        # settings: PriorModel.as_dict(), every key present (the defaults live in the schema)
+        timeout, lookback = float(settings["timeout_seconds"]), int(settings["lookback_days"])
+        start = when - dt.timedelta(days=lookback)
+        modality = str(settings["modality"])
         t0 = time.perf_counter()
         matches = find_studies(self.cfg.ae_title, peer, patient_id,
                                date_range=f"{start:%Y%m%d}-{when:%Y%m%d}", modality=modality,
@@ -149,10 +150,10 @@ class PriorFetcher:
         earlier = [m for m in earlier if m.study_date[:8] != f"{when:%Y%m%d}"
                    or (m.study_time and follow_time)]
         if not earlier:
-            log.info("job %s: no prior %s study within %d days at %s", job.id, modality,
-                     int(settings.get("lookback_days", 1825)), peer)
-            return {"reason": f"no earlier {modality} study of the patient within "
-                              f"{int(settings.get('lookback_days', 1825))} days at {peer.ae_title}"}
+            log.info("job %s: no prior %s study within %d days at %s", job.id, modality, lookback,
+                     peer)
+            return {"reason": f"no earlier {modality} study of the patient within {lookback} days "
+                              f"at {peer.ae_title}"}
         prior = max(earlier, key=lambda m: (m.study_date[:8], m.study_time))
         base = {"study_uid": prior.study_uid, "study_date": prior.study_date[:8],
                 "study_time": prior.study_time, "accession": prior.accession}
@@ -172,12 +173,12 @@ class PriorFetcher:
                 return {**base, "reason": f"the prior study of {prior.study_date} has no "
                                           f"{modality} series at {peer.ae_title}"}
             self.registry.register(prior.study_uid, job.id, str(peer))
-            how = ("C-GET" if settings.get("retrieve") == "get"
-                   else f"C-MOVE to {self.cfg.ae_title}")
+            by_get = settings["retrieve"] == "get"
             log.info("job %s: retrieving prior study %s: %d series from %s (%s)",
-                     job.id, prior.study_uid, len(series), peer, how)
+                     job.id, prior.study_uid, len(series), peer,
+                     "C-GET" if by_get else f"C-MOVE to {self.cfg.ae_title}")
             uids = [s.series_uid for s in series]
-            if settings.get("retrieve") == "get":
+            if by_get:
                 if self.store is None:
                     raise RetrieveError("retrieve: get needs the node's Storage SCP (not running)")
                 moved = get_series(self.cfg.ae_title, peer, prior.study_uid, uids, self.store,
@@ -186,7 +187,7 @@ class PriorFetcher:
                 moved = move_series(self.cfg.ae_title, peer, prior.study_uid, uids,
                                     self.cfg.ae_title, timeout_s=timeout)
             retrieved = moved.completed
-            self._wait_indexed([s.series_uid for s in series], moved.completed)
+            self._wait_indexed(uids, moved.completed)
             self.registry.finished(prior.study_uid, moved.completed)
             route = self._route(job.rule, prior.study_uid, whole=True)
         retrieve_s = time.perf_counter() - t0

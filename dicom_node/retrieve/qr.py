@@ -25,7 +25,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     EnhancedMRColorImageStorage,
     EnhancedMRImageStorage,
@@ -50,7 +50,7 @@ __all__ = ["RetrieveError", "Peer", "StudyMatch", "SeriesMatch", "find_studies",
 GET_STORAGE_CLASSES = (MRImageStorage, EnhancedMRImageStorage, EnhancedMRColorImageStorage,
                        LegacyConvertedEnhancedMRImageStorage)
 #: Transfer syntaxes offered for them: what the node's Storage SCP accepts and decodes.
-GET_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+GET_TRANSFER_SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
                          ExplicitVRBigEndian, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
                          JPEG2000Lossless, JPEG2000, RLELossless, JPEGBaseline8Bit, JPEGExtended12Bit]
 
@@ -91,14 +91,19 @@ class MoveResult:
     warning: int
 
 
-def _associate(own_ae: str, peer: Peer, context: Any, timeout_s: float) -> Any:
+def _associate(own_ae: str, peer: Peer, contexts: list[tuple[Any, list[str] | None]],
+               timeout_s: float, **kwargs: Any) -> Any:
+    """An established association with ``peer`` proposing ``contexts`` ((abstract syntax,
+    transfer syntaxes or None for pynetdicom's default) pairs); ``kwargs`` go to
+    ``AE.associate`` (role selection, event handlers)."""
     ae = AE(ae_title=own_ae)
-    ae.add_requested_context(context)
+    for abstract, syntaxes in contexts:
+        ae.add_requested_context(abstract, syntaxes or DEFAULT_TRANSFER_SYNTAXES)
     ae.acse_timeout = min(30.0, timeout_s)
     ae.network_timeout = timeout_s
     ae.dimse_timeout = timeout_s
     try:
-        assoc = ae.associate(peer.host, int(peer.port), ae_title=peer.ae_title)
+        assoc = ae.associate(peer.host, int(peer.port), ae_title=peer.ae_title, **kwargs)
     except Exception as exc:  # socket errors, bad addresses
         raise RetrieveError(f"cannot associate with {peer}: {exc}") from exc
     if not assoc.is_established:
@@ -108,7 +113,7 @@ def _associate(own_ae: str, peer: Peer, context: Any, timeout_s: float) -> Any:
 
 
 def _find(own_ae: str, peer: Peer, query: Dataset, timeout_s: float) -> list[Dataset]:
-    assoc = _associate(own_ae, peer, StudyRootQueryRetrieveInformationModelFind, timeout_s)
+    assoc = _associate(own_ae, peer, [(StudyRootQueryRetrieveInformationModelFind, None)], timeout_s)
     out: list[Dataset] = []
     try:
         for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
@@ -130,6 +135,13 @@ def _find(own_ae: str, peer: Peer, query: Dataset, timeout_s: float) -> list[Dat
 def _text(ds: Dataset, keyword: str) -> str:
     v = ds.get(keyword, "")
     return str(v).strip() if v is not None else ""
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        return int(_text(ds, keyword)) if _text(ds, keyword) else None
+    except ValueError:
+        return None
 
 
 def find_studies(own_ae: str, peer: Peer, patient_id: str, *, date_range: str = "",
@@ -175,19 +187,11 @@ def find_series(own_ae: str, peer: Peer, study_uid: str, *, timeout_s: float = 6
     q.NumberOfSeriesRelatedInstances = ""
     out = []
     for ds in _find(own_ae, peer, q, timeout_s):
-        try:
-            number = int(ds.get("SeriesNumber")) if _text(ds, "SeriesNumber") else None
-        except (TypeError, ValueError):
-            number = None
-        try:
-            n = int(ds.get("NumberOfSeriesRelatedInstances")) if _text(
-                ds, "NumberOfSeriesRelatedInstances") else None
-        except (TypeError, ValueError):
-            n = None
         uid = _text(ds, "SeriesInstanceUID")
         if uid:
-            out.append(SeriesMatch(uid, _text(ds, "Modality"), number,
-                                   _text(ds, "SeriesDescription"), n))
+            out.append(SeriesMatch(uid, _text(ds, "Modality"), _int(ds, "SeriesNumber"),
+                                   _text(ds, "SeriesDescription"),
+                                   _int(ds, "NumberOfSeriesRelatedInstances")))
     return out
 
 
@@ -195,10 +199,11 @@ def move_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
                 *, timeout_s: float = 300.0) -> MoveResult:
     """C-MOVE the given series of one study to ``destination_ae`` (one association, one
     C-MOVE per series); raise :class:`RetrieveError` when a sub-operation or the move fails."""
-    assoc = _associate(own_ae, peer, StudyRootQueryRetrieveInformationModelMove, timeout_s)
-    return _retrieve(assoc, peer, study_uid, series_uids, "C-MOVE", f" to {destination_ae}",
+    assoc = _associate(own_ae, peer, [(StudyRootQueryRetrieveInformationModelMove, None)], timeout_s)
+    return _retrieve(assoc, peer, study_uid, series_uids, "C-MOVE",
                      lambda q: assoc.send_c_move(q, destination_ae,
-                                                 StudyRootQueryRetrieveInformationModelMove))
+                                                 StudyRootQueryRetrieveInformationModelMove),
+                     destination_ae)
 
 
 def get_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
@@ -208,30 +213,19 @@ def get_series(own_ae: str, peer: Peer, study_uid: str, series_uids: list[str],
     :meth:`~dicom_node.receive.scp.StorageSCP.handle_store`, so it is spooled and indexed like
     any received instance). Raise :class:`RetrieveError` when a sub-operation or the C-GET
     fails."""
-    ae = AE(ae_title=own_ae)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for cls in GET_STORAGE_CLASSES:
-        ae.add_requested_context(cls, GET_TRANSFER_SYNTAXES)
-    ae.acse_timeout = min(30.0, timeout_s)
-    ae.network_timeout = timeout_s
-    ae.dimse_timeout = timeout_s
+    contexts: list[tuple[Any, list[str] | None]] = [(StudyRootQueryRetrieveInformationModelGet, None)]
+    contexts += [(cls, GET_TRANSFER_SYNTAXES) for cls in GET_STORAGE_CLASSES]
     roles: list[Any] = [build_role(cls, scp_role=True) for cls in GET_STORAGE_CLASSES]
-    try:
-        assoc = ae.associate(peer.host, int(peer.port), ae_title=peer.ae_title, ext_neg=roles,
-                             evt_handlers=[(evt.EVT_C_STORE, store)])
-    except Exception as exc:  # socket errors, bad addresses
-        raise RetrieveError(f"cannot associate with {peer}: {exc}") from exc
-    if not assoc.is_established:
-        raise RetrieveError(f"association with {peer} for C-GET "
-                            f"{'rejected' if assoc.is_rejected else 'failed'}")
-    return _retrieve(assoc, peer, study_uid, series_uids, "C-GET", "",
+    assoc = _associate(own_ae, peer, contexts, timeout_s, ext_neg=roles,
+                       evt_handlers=[(evt.EVT_C_STORE, store)])
+    return _retrieve(assoc, peer, study_uid, series_uids, "C-GET",
                      lambda q: assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet))
 
 
-def _retrieve(assoc: Any, peer: Peer, study_uid: str, series_uids: list[str], what: str, to: str,
-              send: Callable[[Dataset], Any]) -> MoveResult:
-    """One C-MOVE or C-GET per series on ``assoc`` (released at the end); the summed
-    sub-operation counts, or :class:`RetrieveError` at the first failure."""
+def _retrieve(assoc: Any, peer: Peer, study_uid: str, series_uids: list[str], what: str,
+              send: Callable[[Dataset], Any], destination: str = "") -> MoveResult:
+    """One C-MOVE (to ``destination``) or C-GET per series on ``assoc`` (released at the end);
+    the summed sub-operation counts, or :class:`RetrieveError` at the first failure."""
     total = MoveResult(0, 0, 0)
     try:
         for uid in series_uids:
@@ -252,8 +246,9 @@ def _retrieve(assoc: Any, peer: Peer, study_uid: str, series_uids: list[str], wh
             warn = int(final.get("NumberOfWarningSuboperations", 0) or 0)
             total = MoveResult(total.completed + done, total.failed + failed, total.warning + warn)
             if code not in (0x0000, 0xB000) or failed:
-                hint = (f" (does the PACS know{to.removeprefix(' to')} as a DICOM modality?)"
-                        if to and (code == 0xA801 or not done) else "")
+                to = f" to {destination}" if destination else ""
+                hint = (f" (does the PACS know {destination} as a DICOM modality?)"
+                        if destination and (code == 0xA801 or not done) else "")
                 raise RetrieveError(f"{what} of series {uid} from {peer}{to} failed: status "
                                     f"0x{code:04X}, {failed} failed{hint}")
     finally:
