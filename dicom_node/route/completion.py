@@ -341,9 +341,9 @@ class CompletionManager:
             job_id = self.jobs.enqueue(
                 study_uid, route.rule, route.pipeline, dict(route.inputs), dests,
                 int(getattr(route, "priority", 0) or 0), calling_ae=calling_ae, job_key=key,
-                alternates={role: [u for u in uids if u != route.inputs.get(role)]
+                alternates={role: rest
                             for role, uids in (getattr(route, "candidates", None) or {}).items()
-                            if any(u != route.inputs.get(role) for u in uids)},
+                            if (rest := [u for u in uids if u != route.inputs.get(role)])},
             )
             if job_id not in before:
                 log.info("job queued: job=%s study=%s rule=%s pipeline=%s inputs=%s",

@@ -36,6 +36,7 @@ from dicom_node.store.jobs import Job, JobQueue
 
 if TYPE_CHECKING:
     from dicom_node.config import NodeConfig
+    from dicom_node.retrieve.prior import PriorFetcher
     from dicom_node.send.outbox import Outbox
     from dicom_node.store.index import Index
 
@@ -121,7 +122,7 @@ class Runner:
                  options: PipelineOptions | Mapping[str, Any] | None = None,
                  executor_factory: Callable[[int], cf.Executor] | None = None,
                  poll_s: float = 0.5, send_interval_s: float = 1.0,
-                 prior_fetcher: Any = None) -> None:
+                 prior_fetcher: PriorFetcher | None = None) -> None:
         self.cfg = cfg
         self.prior_fetcher = prior_fetcher
         self._prior_pool: cf.ThreadPoolExecutor | None = None
