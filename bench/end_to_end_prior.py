@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicom_node.devtools.demo import _node_config  # noqa: E402
+from dicom_node.devtools.demo import _node_config, prior_routing  # noqa: E402
 from dicom_node.devtools.orthanc import OrthancServer, dicom_env  # noqa: E402
 
 LONG = REPO.parent / "shared" / "data" / "ms" / "longitudinal" / "patient01"
@@ -50,14 +50,9 @@ def _write(work: Path, tag: str, date: str) -> str:
 
 
 def _routing(work: Path, prior: bool) -> Path:
-    text = (REPO / "config" / "routing.yaml").read_text()
     if prior:
-        text = text.replace("enabled: false                 # true: the PACS",
-                            "enabled: true # the PACS").replace("lookback_days: 1825",
-                                                                "lookback_days: 3650")
-    path = work / f"routing-{'prior' if prior else 'single'}.yaml"
-    path.write_text(text)
-    return path
+        return prior_routing(work / "routing-prior.yaml", lookback_days=3650)
+    return REPO / "config" / "routing.yaml"
 
 
 def _status(cfg_path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from dicom_node.devtools.demo import prior_routing
 from dicom_node.devtools.orthanc import OrthancServer
 from dicom_node.devtools.wrap import write_mr_series
 from dicom_node.encode.uids import derive_uid
@@ -53,31 +54,14 @@ def pacs(orthanc):
     return orthanc
 
 
-def _routing(workdir: Path, retrieve: str = "move") -> Path:
-    """The shipped routing.yaml with its prior block switched on (and no 120 s T1 wait)."""
-    text = (REPO / "config" / "routing.yaml").read_text()
-    if retrieve != "move":
-        line = "      retrieve: move "
-        assert line in text, "config/routing.yaml changed: prior.retrieve line not found"
-        text = text.replace(line, f"      retrieve: {retrieve} ")
-    for old, new in (("optional_grace_seconds: 120", "optional_grace_seconds: 1"),
-                     ("enabled: false                 # true: the PACS", "enabled: true # the PACS"),
-                     ("lookback_days: 1825", "lookback_days: 3650")):
-        assert old in text, f"config/routing.yaml changed: {old!r} not found"
-        text = text.replace(old, new)
-    path = workdir / "routing-prior.yaml"
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def _node(node_factory, pacs: OrthancServer, tmp_path: Path, name: str = "node",
           retrieve: str = "move", **overrides):
     node = node_factory(
         name,
         peers=[{"name": "orthanc", "ae_title": pacs.aet, "host": "127.0.0.1",
                 "port": pacs.dicom_port}],
-        routing_file=str(_routing(tmp_path / name, retrieve)),
+        routing_file=str(prior_routing(tmp_path / name / "routing-prior.yaml", retrieve=retrieve,
+                                       lookback_days=3650, optional_grace_seconds=1)),
         completion={"quiet_seconds": 2},
         **overrides,
     )

@@ -163,7 +163,7 @@ def run_demo(workdir: Path, *, case_dir: Path | None = None, keep: bool | None =
         cfg_path, cfg = _node_config(workdir, orthanc)
         # The demo compares with the patient's prior study in Orthanc (C-FIND, C-MOVE to the node,
         # which Orthanc knows as a modality below); the demo patient has none, which is said.
-        cfg["routing_file"] = str(_prior_routing(workdir))
+        cfg["routing_file"] = str(prior_routing(workdir / "routing.yaml"))
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         log_path = workdir / "node.log"
         with log_path.open("ab") as log:
@@ -249,13 +249,22 @@ def run_demo(workdir: Path, *, case_dir: Path | None = None, keep: bool | None =
         orthanc.stop()
 
 
-def _prior_routing(workdir: Path) -> Path:
-    """The shipped routing.yaml with its ``prior:`` block switched on (peer ``orthanc``)."""
-    text = (REPO / "config" / "routing.yaml").read_text()
-    text = text.replace("enabled: false                 # true: the PACS",
-                        "enabled: true                  # the PACS")
-    path = workdir / "routing.yaml"
-    path.write_text(text)
+def prior_routing(path: Path, *, retrieve: str = "move", lookback_days: int = 1825,
+                  optional_grace_seconds: float | None = None) -> Path:
+    """Write the shipped routing.yaml to ``path`` with its ``prior:`` block switched on (peer
+    ``orthanc``, the demo's, the tests' and the bench's PACS); ``optional_grace_seconds`` also
+    shortens the wait for an optional T1. Raises RuntimeError when no rule has a prior block."""
+    doc = yaml.safe_load((REPO / "config" / "routing.yaml").read_text())
+    priors = [rule["prior"] for rule in doc["rules"] if "prior" in rule]
+    if not priors:
+        raise RuntimeError("config/routing.yaml has no rule with a prior: block")
+    for rule in doc["rules"]:
+        if "prior" in rule:
+            rule["prior"].update(enabled=True, retrieve=retrieve, lookback_days=lookback_days)
+        if optional_grace_seconds is not None:
+            rule["optional_grace_seconds"] = optional_grace_seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
