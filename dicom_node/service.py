@@ -17,7 +17,6 @@ from typing import Any, Callable
 from pydicom.dataset import Dataset
 
 from dicom_node.config import ConfigError, NodeConfig
-from dicom_node.receive.limits import set_min_message_rate
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.spool import Spool
 from dicom_node.route.classify import SeriesInfo, classify_series
@@ -89,7 +88,6 @@ class Node:
             is_prior=self.priors.is_prior,
         )
         self.writer = IndexWriter(self.index, on_batch=self.completion.on_batch)
-        set_min_message_rate(cfg.scp.min_message_rate)  # for the SCP's association guards
         self.scp = StorageSCP(cfg, self.spool, self.writer)
         self.scp.on_release = self.completion.on_association_released
         self.runner: Any = None

@@ -37,7 +37,7 @@ import time
 from typing import Any, Callable
 
 __all__ = ["HARD_MAX_PDU", "MAX_CONTROL_PDU", "MIN_MESSAGE_RATE", "ConnectionGate", "PduGuard",
-           "refused", "set_min_message_rate"]
+           "refused"]
 
 log = logging.getLogger("dicom_node.receive.limits")
 
@@ -52,14 +52,6 @@ MIN_RATE = 64 * 2**10
 MIN_MESSAGE_RATE = 1024
 
 _PDV_HEADER = struct.Struct(">LBB")  # PDV item length, presentation context ID, message control
-_message_rate = float(MIN_MESSAGE_RATE)
-
-
-def set_min_message_rate(rate: float) -> None:
-    """Set ``scp.min_message_rate`` (bytes per second, 0: off) for the guards made after this
-    call that are not given one (the node process sets it from its configuration)."""
-    global _message_rate
-    _message_rate = max(0.0, float(rate))
 
 
 def refused(peer: str, reason: str, key: str) -> None:
@@ -89,17 +81,16 @@ class PduGuard:
         and the allowance of each DIMSE command set or data set before ``min_message_rate``.
     min_message_rate
         Bytes per second a command set or data set must average after ``pdu_timeout``
-        (0: no bound); None: the value of :func:`set_min_message_rate`.
+        (0: no bound).
     """
 
     def __init__(self, peer: str, max_pdu: int, request_timeout: float,
-                 pdu_timeout: float, min_message_rate: float | None = None) -> None:
+                 pdu_timeout: float, min_message_rate: float = MIN_MESSAGE_RATE) -> None:
         self.peer = peer
         self.max_pdu = int(max_pdu) if max_pdu else HARD_MAX_PDU
         self.request_timeout = float(request_timeout)
         self.pdu_timeout = float(pdu_timeout)
-        self.min_message_rate = (_message_rate if min_message_rate is None
-                                 else max(0.0, float(min_message_rate)))
+        self.min_message_rate = max(0.0, float(min_message_rate))
         self.opened = time.monotonic()
         self.first_pdu_done = False
         self.refused = False  #: the reader refused this connection (logged already)
