@@ -22,7 +22,7 @@ import struct
 import zlib
 from typing import Any
 
-__all__ = ["scan_header", "Header", "WANTED", "check_structure", "MAX_INFLATED"]
+__all__ = ["scan_header", "WANTED", "check_structure", "MAX_INFLATED"]
 
 #: keyword -> tag of the values returned by :func:`scan_header`
 WANTED = {
@@ -106,9 +106,8 @@ def _element_header(b: bytes, pos: int, end: int, implicit: bool,
 
 
 def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
-          found: dict[int, bytes] | None, stop_after: int = _STOP_AFTER,
-          wanted: Any = _BY_TAG) -> int:
-    """Walk the elements of a dataset (``depth`` 0, stops after ``stop_after``) or of an
+          found: dict[int, bytes] | None) -> int:
+    """Walk the elements of a dataset (``depth`` 0, stops after InstanceNumber) or of an
     undefined-length item (ends at its delimiter); return the position after them."""
     while pos < end:
         tag, vr, length, vpos = _element_header(b, pos, end, implicit)
@@ -116,7 +115,7 @@ def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
             if depth == 0:
                 raise _Unsure
             return vpos
-        if depth == 0 and tag > stop_after:
+        if depth == 0 and tag > _STOP_AFTER:
             return pos
         if tag >> 16 == 0xFFFE:
             raise _Unsure
@@ -128,7 +127,7 @@ def _walk(b: bytes, pos: int, end: int, implicit: bool, depth: int,
             continue
         if length > end - pos:
             raise _Unsure
-        if found is not None and tag in wanted:
+        if found is not None and tag in _BY_TAG:
             found[tag] = b[pos:pos + length]
         pos += length
     if depth:
@@ -174,40 +173,21 @@ _SAMPLES, _FRAMES, _ROWS, _COLUMNS, _BITS = (0x00280002, 0x00280008, 0x00280010,
 _PIXEL_TAGS = frozenset((_SAMPLES, _FRAMES, _ROWS, _COLUMNS, _BITS))
 
 
-class Header(dict):
-    """:func:`scan_header`'s result: ``{keyword: value}``, plus ``pixel_data_length``, the
-    byte length uncompressed Pixel Data of this image has (even; None when not known)."""
-
-    pixel_data_length: int | None = None
-
-
-def _pixel_data_length(raw: bytes, pos: int, implicit: bool) -> int | None:
-    """Walk on from ``pos`` to (0028,0100) and compute the uncompressed Pixel Data length."""
-    found: dict[int, bytes] = {}
-    try:
-        _walk(raw, pos, len(raw), implicit, 0, found, _BITS, _PIXEL_TAGS)
-    except (_Unsure, struct.error, IndexError):
-        return None
-    return _pixel_data_length_of(found)
-
-
-def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True) -> Header | None:
+def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True) -> dict[str, Any] | None:
     """``{keyword: value}`` for :data:`WANTED`, as ``pydicom`` would give them, or ``None``.
 
     Values: the string (UIDs, Modality, PatientID, StudyDate; ``""`` when empty), an ``int``
     for InstanceNumber (``None`` when empty), ``None`` for an absent element. ``None`` for the
-    whole result when the caller must ask pydicom (see the module docstring). The walk then
-    goes on to the Image Pixel attributes for :attr:`Header.pixel_data_length` (which stays
-    None when anything there is unusual).
+    whole result when the caller must ask pydicom (see the module docstring).
     """
     if not little_endian:
         return None
     found: dict[int, bytes] = {}
     try:
-        stop = _walk(raw, 0, len(raw), implicit_vr, 0, found)
+        _walk(raw, 0, len(raw), implicit_vr, 0, found)
     except (_Unsure, struct.error, IndexError):
         return None
-    out = Header({kw: None for kw in WANTED})
+    out: dict[str, Any] = {kw: None for kw in WANTED}
     for tag, value in found.items():
         s = _text(value)
         if s is None:
@@ -222,7 +202,6 @@ def scan_header(raw: bytes, implicit_vr: bool, little_endian: bool = True) -> He
             out["InstanceNumber"] = int(s)
         else:
             out[_BY_TAG[tag]] = s
-    out.pixel_data_length = _pixel_data_length(raw, stop, implicit_vr)
     return out
 
 
