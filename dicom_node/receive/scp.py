@@ -202,8 +202,8 @@ class StorageSCP:
                 first = series_uid not in self._seen_series
             if first and not full:
                 # first instance of a series (in this process): decode it all, for the
-                # routing header and the structural check
-                ds, full = event.dataset, True
+                # routing header (extract_header)
+                ds = event.dataset
             # the whole dataset, element by element, and Pixel Data against the syntax (every
             # transfer syntax: little and big endian, implicit, deflated)
             truncated = check_structure(raw, event.context.transfer_syntax)
