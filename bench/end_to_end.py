@@ -36,11 +36,30 @@ from dicom_node.devtools.demo import SHARED_CASE, _node_config, build_study  # n
 from dicom_node.devtools.orthanc import OrthancServer, dicom_env  # noqa: E402
 
 
-def _status(cfg_path: Path) -> dict:
+def status(cfg_path: Path) -> dict:
     r = subprocess.run([sys.executable, "-m", "dicom_node.cli", "status", "--config",
                         str(cfg_path), "--json"], capture_output=True, text=True, cwd=REPO,
                        check=True)
     return json.loads(r.stdout)
+
+
+def start_node(work: Path, cfg_path: Path, cfg: dict) -> subprocess.Popen:
+    """Write ``cfg`` to ``cfg_path``, start ``dicom-node serve`` on it (log ``work/node.log``)
+    and wait until its Storage SCP listens."""
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with (work / "node.log").open("ab") as log:
+        node = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "serve", "--config",
+                                 str(cfg_path)], stdout=log, stderr=subprocess.STDOUT,
+                                env=dicom_env(), cwd=REPO)
+    deadline = time.time() + 60
+    while "storage SCP listening" not in (work / "node.log").read_text(errors="replace"):
+        if time.time() > deadline or node.poll() is not None:
+            node.kill()
+            raise RuntimeError(f"node did not start; see {work / 'node.log'}")
+        time.sleep(0.1)
+    return node
 
 
 def _has_results(orthanc: OrthancServer, study_uid: str) -> bool:
@@ -57,18 +76,7 @@ def one_run(work: Path, case: Path | None, quiet: float) -> dict[str, float]:
         cfg_path, cfg = _node_config(work, orthanc)
         cfg["completion"] = {"quiet_seconds": quiet}
         cfg["http"] = {"port": 0}
-        import yaml
-
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        log = (work / "node.log").open("ab")
-        node = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "serve", "--config",
-                                 str(cfg_path)], stdout=log, stderr=subprocess.STDOUT,
-                                env=dicom_env(), cwd=REPO)
-        deadline = time.time() + 60
-        while "storage SCP listening" not in (work / "node.log").read_text(errors="replace"):
-            if time.time() > deadline or node.poll() is not None:
-                raise RuntimeError("node did not start")
-            time.sleep(0.1)
+        node = start_node(work, cfg_path, cfg)
         for p in study.all_files:
             orthanc.upload(p)
         sid = orthanc.find_study(study.study_uid)
@@ -81,7 +89,7 @@ def one_run(work: Path, case: Path | None, quiet: float) -> dict[str, float]:
             time.sleep(0.05)
         t_stored = time.time()
         while True:  # the overlay follows SEG + SR; the job is done after it
-            st = _status(cfg_path)
+            st = status(cfg_path)
             job = next((j for j in st["jobs"] if j["state"] == "done"), None)
             if job is not None:
                 break

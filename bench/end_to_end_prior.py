@@ -17,19 +17,18 @@ Target: ``cached`` adds <= 10 s to ``single`` on 2 CPU cores.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from end_to_end import start_node, status  # noqa: E402
+
 from dicom_node.devtools.demo import _node_config, prior_routing  # noqa: E402
-from dicom_node.devtools.orthanc import OrthancServer, dicom_env  # noqa: E402
+from dicom_node.devtools.orthanc import OrthancServer  # noqa: E402
 
 LONG = REPO.parent / "shared" / "data" / "ms" / "longitudinal" / "patient01"
 
@@ -55,12 +54,6 @@ def _routing(work: Path, prior: bool) -> Path:
     return REPO / "config" / "routing.yaml"
 
 
-def _status(cfg_path: Path) -> dict[str, Any]:
-    r = subprocess.run([sys.executable, "-m", "dicom_node.cli", "status", "--config", str(cfg_path),
-                        "--json"], capture_output=True, text=True, cwd=REPO, check=True)
-    return json.loads(r.stdout)
-
-
 def _send_and_wait(orthanc: OrthancServer, cfg_path: Path, cfg: dict, sid: str, study_uid: str,
                    n_seg: int) -> tuple[float, dict[str, Any]]:
     orthanc.store_to("ainode", [sid])
@@ -77,7 +70,7 @@ def _send_and_wait(orthanc: OrthancServer, cfg_path: Path, cfg: dict, sid: str, 
         time.sleep(0.05)
     total = time.time() - t_ack
     while True:
-        job = next((j for j in _status(cfg_path)["jobs"]
+        job = next((j for j in status(cfg_path)["jobs"]
                     if j["study_uid"] == study_uid and j["state"] in ("done", "failed")), None)
         if job is not None:
             break
@@ -102,17 +95,8 @@ def one_node(work: Path, orthanc: OrthancServer, studies: dict[str, tuple[str, s
     cfg_path, cfg = _node_config(work, orthanc)
     cfg["completion"] = {"quiet_seconds": 2}
     cfg["routing_file"] = str(_routing(work, mode != "single"))
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    log = (work / "node.log").open("ab")
-    node = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "serve", "--config",
-                             str(cfg_path)], stdout=log, stderr=subprocess.STDOUT, env=dicom_env(),
-                            cwd=REPO)
+    node = start_node(work, cfg_path, cfg)
     try:
-        deadline = time.time() + 60
-        while "storage SCP listening" not in (work / "node.log").read_text(errors="replace"):
-            if time.time() > deadline or node.poll() is not None:
-                raise RuntimeError("node did not start")
-            time.sleep(0.1)
         orthanc.register_modality("ainode", "AINODE", "127.0.0.1", cfg["port"])
         if mode == "cached":
             _send_and_wait(orthanc, cfg_path, cfg, *studies["prior"], n_seg=1)
