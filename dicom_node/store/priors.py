@@ -9,12 +9,10 @@ C-MOVE, so the registration survives a crash in the middle of the retrieval.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from dicom_node.store.index import connect
+from dicom_node.store.index import Index
 
 __all__ = ["PriorRegistry"]
 
@@ -33,17 +31,12 @@ CREATE TABLE IF NOT EXISTS prior_retrievals (
 class PriorRegistry:
     """Which studies were retrieved as priors, for which job, and when."""
 
-    def __init__(self, index_or_db_path: Any) -> None:
-        self.path = Path(getattr(index_or_db_path, "path", index_or_db_path))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+    def __init__(self, index: Index) -> None:
+        self.index = index
         self._conn().executescript(SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = self._local.conn = connect(self.path)
-        return c
+        return self.index.conn()  # the index's database and per-thread connection
 
     def register(self, study_uid: str, job_id: str, peer: str) -> None:
         """Record that ``study_uid`` is being retrieved for ``job_id`` (before the C-MOVE)."""
