@@ -88,7 +88,7 @@ def _evaluate_change(a: argparse.Namespace) -> int:
 
     res = evaluate_pairs(Path(a.pairs), weights=a.weights, device=a.device, tta=not a.no_tta,
                          bf16=bf16_for(a.precision), self_pairs=not a.no_self_pairs,
-                         plots=Path(a.plots) if a.plots else None)
+                         plots=Path(a.plots) if a.plots else None, space=a.space)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     for name, m in res["pairs"].items():
@@ -101,7 +101,8 @@ def _evaluate_change(a: argparse.Namespace) -> int:
               f"{m['tp_pred']}/{m['n_pred']}, F1 {m['lesion_f1']:.3f}; new {m['n_new']} (false {m['false_new']}), "
               f"enlarging {m['n_enlarging']}{extra}")
     o = res["overall"]
-    print(f"pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} sens={o['sensitivity']:.3f} ppv={o['ppv']:.3f}")
+    print(f"space={res['space']} pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} "
+          f"sens={o['sensitivity']:.3f} ppv={o['ppv']:.3f}")
     return 0
 
 
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--no-tta", action="store_true")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     g.add_argument("--no-self-pairs", action="store_true", help="skip the follow-up-against-itself checks")
+    g.add_argument("--space", choices=["follow", "halfway"], default=None,
+                   help="where the voxel change rule runs: the follow-up's grid, or a halfway space between "
+                        "the two registered studies (default: ai.change.SPACE)")
     g.set_defaults(fn=_evaluate_change)
     s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
     s.add_argument("out")

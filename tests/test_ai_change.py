@@ -255,3 +255,65 @@ def test_noise_and_residual_misregistration_are_not_new(shift_x):
         if shift_x == 1:
             assert ch.n_enlarging == 0 and not ch.activity, ch.follow_status
             assert set(ch.prior_status.values()) == {"stable"}, ch.prior_status
+
+
+def _move(arr: np.ndarray, img: sitk.Image, tx: sitk.Transform, interp) -> np.ndarray:
+    a = sitk.GetImageFromArray(arr)
+    a.CopyInformation(img)
+    return sitk.GetArrayFromImage(sitk.Resample(a, img, tx, interp, 0))
+
+
+def _moved_prior(pl, pimg, pp, degrees=4.0, shift_mm=(2.0, -1.5, 1.0)):
+    """The prior (labels, image, probability) rigidly moved on its own grid, and the transform that
+    maps follow-up points to points of the moved prior (what :func:`register` would find)."""
+    c = pimg.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in pimg.GetSize()])
+    tx = sitk.Euler3DTransform(c, 0.0, 0.0, np.deg2rad(degrees), shift_mm)
+    return (_move(pl, pimg, tx, sitk.sitkNearestNeighbor), moved_copy(pimg, degrees, shift_mm),
+            _move(pp, pimg, tx, sitk.sitkLinear), tx.GetInverse())
+
+
+def test_halfway_transform_is_the_square_root_of_the_registration():
+    from ai.change import halfway_grid, halfway_transform
+
+    c = (10.0, -20.0, 30.0)
+    t = sitk.CompositeTransform([sitk.Euler3DTransform(c, 0.05, -0.03, 0.08, (3.0, -2.0, 5.0)),
+                                 sitk.TranslationTransform(3, (1.0, 0.5, -2.0))])
+    h = halfway_transform(t)
+    pts = np.random.default_rng(1).uniform(-150, 150, (50, 3))
+    err = [np.linalg.norm(np.subtract(h.TransformPoint(h.TransformPoint(tuple(p))), t.TransformPoint(tuple(p))))
+           for p in pts]
+    assert max(err) < 1e-6
+    half = sitk.Euler3DTransform()  # half the angle about the same axis
+    half.SetMatrix(h.GetMatrix())
+    full = np.arccos((np.trace(np.reshape(sitk.Euler3DTransform(c, 0.05, -0.03, 0.08).GetMatrix(), (3, 3))) - 1) / 2)
+    assert np.arccos((np.trace(np.reshape(h.GetMatrix(), (3, 3))) - 1) / 2) == pytest.approx(full / 2, abs=1e-9)
+    # no motion: the halfway space is the follow-up's own grid
+    img = _img()
+    grid = halfway_grid(img, halfway_transform(IDENTITY))
+    assert grid.GetSize() == img.GetSize() and grid.GetOrigin() == img.GetOrigin()
+    # with motion: the follow-up's lattice, grown to hold its field of view moved half way
+    grid = halfway_grid(img, h)
+    assert grid.GetSpacing() == img.GetSpacing() and grid.GetDirection() == img.GetDirection()
+    assert all(a >= b for a, b in zip(grid.GetSize(), img.GetSize(), strict=True))
+
+
+def test_halfway_self_pair_and_moved_copy_give_no_new_lesion():
+    pl, pimg, pp, *_ = _phantom_pair(noise=0.03)
+    ch = compare(pl, pimg, pl, pimg, IDENTITY, pp, follow_probability=pp, space="halfway")
+    assert ch.n_new == 0 and ch.n_enlarging == 0 and not ch.activity
+    assert not np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING)).any()
+    ml, mimg, mp, tx = _moved_prior(pl, pimg, pp)
+    for follow_p in (pp, None):
+        ch = compare(ml, mimg, pl, pimg, tx, mp, follow_probability=follow_p, space="halfway")
+        assert ch.n_new == 0 and not (ch.change_map == NEW).any(), ch.follow_status
+
+
+def test_halfway_space_finds_a_brightening_against_a_moved_prior():
+    pl, pimg, pp, fl, fimg, pf = _phantom_pair(noise=0.03)
+    ml, mimg, mp, tx = _moved_prior(pl, pimg, pp)
+    ch = compare(ml, mimg, fl, fimg, tx, mp, follow_probability=pf, space="halfway")
+    assert ch.follow_status == {1: "enlarging", 2: "new"}, ch.follow_status
+    assert set(ch.prior_status.values()) == {"stable", "vanished"}
+    assert ch.change_map.shape == fl.shape and (ch.change_map[fl == 2] == NEW).all()
+    with pytest.raises(ValueError, match="comparison space"):
+        compare(ml, mimg, fl, fimg, tx, mp, space="prior")
