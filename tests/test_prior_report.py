@@ -130,3 +130,21 @@ def test_an_sr_of_another_model_version_is_not_used_and_the_job_succeeds(tmp_pat
         {les["tracking_uid"] for les in prior}
     assert f"not used for tracking: made by model version {OTHER_MODEL}" in caplog.text
 
+
+def test_the_fetcher_knows_the_node_s_own_reports_by_their_header(tmp_path):
+    from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME
+    from dicom_node.retrieve.prior import (
+        OWN_SR_DESCRIPTION,
+        OWN_SR_MANUFACTURER,
+        OWN_SR_MODEL_NAME,
+        _own_report_header,
+    )
+
+    assert (OWN_SR_MANUFACTURER, OWN_SR_MODEL_NAME) == (MANUFACTURER, MODEL_NAME)
+    path, _ = _prior_sr(tmp_path, load_series(_series(tmp_path, "prior", "20190305")))
+    ds = pydicom.dcmread(path)
+    assert str(ds.SeriesDescription).startswith(OWN_SR_DESCRIPTION)
+    assert _own_report_header(path) == (str(ds.ContentDate), str(ds.ContentTime))
+    ds.Manufacturer = "another vendor"
+    ds.save_as(tmp_path / "theirs.dcm")
+    assert _own_report_header(tmp_path / "theirs.dcm") is None
