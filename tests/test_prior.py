@@ -11,13 +11,17 @@ SEG and an SR with the comparison. Scenarios:
   analysed as a study of its own and nothing is sent into it;
 * the prior was analysed by the node before: its lesions and tracking UIDs are reused (no
   retrieval, no second segmentation), and a study that repeats the follow-up's images later
-  (the self-pair) has no new lesion and no activity;
+  (the self-pair) has no new lesion and no activity; the self-pair runs after the node's
+  result folder of the follow-up was removed, so its tracking UIDs come from the node's SR of
+  the follow-up in Orthanc (retrieved, read back, its lesions matched to the follow-up
+  segmented again);
 * no prior, and a prior in another slice orientation (retrieved with C-GET): the report says
   "no comparable prior" with the reason, and carries no change figures.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from io import BytesIO
 from pathlib import Path
@@ -153,6 +157,11 @@ def test_reused_prior_tracking_uids_and_the_self_pair(pacs, node_factory, tmp_pa
     assert "(prior lesions reused)" in log, log[-3000:]
     assert "(0 instance(s) retrieved)" in log  # the node held the prior already
 
+    # The node loses its result of the follow-up (retention, a reinstall): the self-pair then
+    # segments it again, and takes its lesions' tracking UIDs from the node's SR in Orthanc.
+    _job_done(node, follow_uid)
+    (follow_job,) = [j for j in node.status()["jobs"] if j["study_uid"] == follow_uid]
+    shutil.rmtree(Path(node.cfg["data_dir"]) / "results" / follow_job["id"])
     pacs.store_to("ainode", [sids["p2-self"]])
     same = _report(pacs, _results(pacs, sids["p2-self"], node, n_seg=1))
     change = same["change"]
@@ -160,6 +169,26 @@ def test_reused_prior_tracking_uids_and_the_self_pair(pacs, node_factory, tmp_pa
     assert change["n_new"] == 0 and change["n_enlarging"] == 0 and change["activity"] is False
     assert change["interval_days"] == 1
     _job_done(node, self_uid)
+    # every lesion of the self-pair is a stable one and keeps the follow-up SR's tracking UID
+    assert {les["tracking_uid"] for les in same["lesions"]} == follow_uids
+    log = node.log_text()
+    assert f"SR(s) of the node in prior {follow_uid}" in log, log[-3000:]
+    assert "prior lesion(s) taken from the node's SR" in log, log[-3000:]
+    # the SR retrieved into the follow-up study ran no job there and nothing new went into it
+    assert sorted(j["study_uid"] for j in node.status()["jobs"]) == sorted(
+        [_uid("p2-prior"), follow_uid, self_uid])
+    assert len([s for s in pacs.get(f"/studies/{sids['p2-follow']}/series")
+                if s["MainDicomTags"].get("Modality") == "SR"]) == 1
+
+    # retrieve: get brings the node's SR too (Comprehensive 3D SR is proposed with the MR classes)
+    from dicom_node.retrieve.qr import Peer, find_series, get_series
+
+    peer = Peer(pacs.aet, "127.0.0.1", pacs.dicom_port)
+    srs = [s.series_uid for s in find_series(node.ae_title, peer, follow_uid) if s.modality == "SR"]
+    got: list = []
+    assert get_series(node.ae_title, peer, follow_uid, srs,
+                      lambda ev: got.append(ev.dataset) or 0x0000).completed == 1
+    assert [str(ds.Manufacturer) for ds in got] == ["ms-dicom-node"]
 
 
 def test_no_prior_and_an_incomparable_prior(pacs, node_factory, tmp_path, flairs):

@@ -39,7 +39,26 @@ def _value(group: _Group, name: hd.sr.CodedConcept) -> float | None:
     return float(vals[0]) if vals else None
 
 
+#: DCM 111001 "Algorithm Name", DCM 111003 "Algorithm Version" (TID 4019, in the summary group).
+ALGORITHM_NAME, ALGORITHM_VERSION = "111001", "111003"
+
 _STATUS_BY_CODE = {c.value: k for k, c in C.CHANGE_STATUS_VALUES.items()}
+
+
+def _source_image(ref: hd.sr.ReferencedSegment | None) -> str | None:
+    """SOP Instance UID of the source image a lesion's segment reference names (the FLAIR slice
+    through the lesion's centroid, as :func:`build_sr` writes it)."""
+    if ref is None or not ref.has_source_images():
+        return None
+    images = ref.source_images_for_segmentation
+    return str(images[0].referenced_sop_instance_uid) if images else None
+
+
+def _evidence_series(sr: Dataset) -> list[str]:
+    """Series Instance UIDs listed in the report's Current Requested Procedure Evidence."""
+    return [str(s.SeriesInstanceUID)
+            for study in sr.get("CurrentRequestedProcedureEvidenceSequence", [])
+            for s in study.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in s]
 
 
 def _lesion_change(group: _Group, timepoint: str) -> dict | None:
@@ -99,7 +118,7 @@ def read_report(sr: Dataset) -> dict:
     dict
         ``{"lesions": [{"id", "tracking_uid", "tracking_id", "volume_mm3", "volume_prior_mm3",
         "status", "mean_probability", "max_probability", "location", "segment_number",
-        "seg_sop_instance_uid"}], "summary": {"lesion_count", "total_volume_mm3",
+        "seg_sop_instance_uid", "source_sop_instance_uid"}], "summary": {"lesion_count", "total_volume_mm3",
         "low_confidence_count", "confidence_cut", "counts_by_location", "volume_by_location_mm3",
         "load_category", "dis_met"}, "change": None | {...}}``. A lesion's ``id`` is its label
         in this study (``status``/``volume_prior_mm3`` None without a comparison). ``change``
@@ -110,6 +129,10 @@ def read_report(sr: Dataset) -> dict:
         when not comparable) and ``lesions``: ``[{"id", "timepoint" ("follow-up" or "prior"),
         "status", "volume_now_mm3", "volume_prior_mm3", "tracking_uid", "tracking_id"}]``, the
         follow-up lesions first, then the shrinking and vanished prior lesions.
+        ``algorithm``: ``{"name", "version"}`` of the model that made the report (None when
+        absent); ``evidence_series``: the Series Instance UIDs of its evidence (the FLAIR, the
+        SEG, the change SEG). A lesion's ``source_sop_instance_uid`` is the FLAIR slice through
+        its centroid.
     """
     report = hd.sr.MeasurementReport.from_sequence([sr])
     loc_by_code = {c.value: loc for loc, c in C.LOCATION_CODES.items()}
@@ -140,9 +163,11 @@ def read_report(sr: Dataset) -> dict:
             "segment_number": (int(ref.referenced_segment_numbers[0])
                                if ref and ref.referenced_segment_numbers else None),
             "seg_sop_instance_uid": str(ref.referenced_sop_instance_uid) if ref else None,
+            "source_sop_instance_uid": _source_image(ref),
         })
     summary: dict = {"counts_by_location": {}, "volume_by_location_mm3": {}}
     change_group = None
+    algorithm: dict = {"name": None, "version": None}
     for summary_group in report.get_image_measurement_groups(tracking_uid=None):
         ident = str(summary_group.tracking_identifier)
         if ident == CHANGE_TRACKING_ID:
@@ -153,6 +178,8 @@ def read_report(sr: Dataset) -> dict:
             if lc is not None:
                 changes.append(lc)
             continue
+        items = _items(summary_group)
+        algorithm = {"name": items.get(ALGORITHM_NAME), "version": items.get(ALGORITHM_VERSION)}
         for m in summary_group.get_measurements():
             sites = [loc_by_code.get(fs.value.value) for fs in (m.finding_sites or [])]
             is_count = m.name.value == C.NUMBER_OF_LESIONS.value
@@ -174,4 +201,5 @@ def read_report(sr: Dataset) -> dict:
             elif q.name.value == C.DIS_MET.value:
                 summary["dis_met"] = answer.value == C.YES.value
     change = _read_change(change_group, changes) if change_group is not None else None
-    return {"lesions": lesions, "summary": summary, "change": change}
+    return {"lesions": lesions, "summary": summary, "change": change,
+            "algorithm": algorithm, "evidence_series": _evidence_series(sr)}

@@ -19,13 +19,22 @@ For a job whose routing rule has an enabled ``prior:`` block (see
    (:meth:`RuleSet.route_with_rule`), so "the FLAIR" means the same thing at both time points.
 5. When the node analysed the prior study before (a finished job of the same rule), that job's
    result folder is named so that the pipeline can reuse its lesions and tracking UIDs.
+6. When it holds no such result (results purged by retention, the node reinstalled, another
+   node instance analysed the prior), the SRs the node wrote into the prior study are looked
+   for at the PACS and retrieved (:meth:`PriorFetcher.own_reports`): the pipeline then segments
+   the prior again but takes its lesions' tracking identifiers and UIDs from the newest such SR
+   that fits (same model version, same FLAIR, the same lesions:
+   :func:`dicom_node.run.followup.prior_report_tracking`). No SR, or one that does not fit,
+   only costs the tracking UIDs (a log line says why), never the comparison.
 
 The answer is a plain dict for the pipeline (``job["prior"]``): ``study_uid``, ``study_date``,
-``study_time``, ``accession``, ``inputs`` (role -> spool paths), ``series`` (role -> series UID),
-``reuse_result_dir`` (or None), ``retrieved`` (instances moved; 0 when held already) and
-``retrieve_s``; or ``{"reason": ...}`` (plus what is known of the prior) when there is no prior
-to compare with. Network and PACS errors become such reasons, never exceptions: a follow-up is
-still analysed, as a single study, when its prior cannot be had.
+``study_time``, ``accession``, ``inputs`` (role -> spool paths), ``series`` (role -> series
+UID), ``reuse_result_dir`` (or None), ``own_reports`` (spool paths of the node's SRs of the
+prior, newest first; empty when a result folder is reused or none was found), ``retrieved``
+(image instances moved; 0 when held already) and ``retrieve_s``; or ``{"reason": ...}`` (plus
+what is known of the prior) when there is no prior to compare with. Network and PACS errors
+become such reasons, never exceptions: a follow-up is still analysed, as a single study, when
+its prior cannot be had.
 """
 
 from __future__ import annotations
@@ -59,6 +68,30 @@ __all__ = ["PriorFetcher"]
 #: How long to wait, after the C-MOVE's final response, for the index to hold every moved
 #: instance (the Storage SCP indexes in batches, a fraction of a second behind).
 INDEX_WAIT_S = 30.0
+
+
+#: What :func:`dicom_node.encode.sr.build_sr` writes into the node's reports (the values of
+#: :mod:`dicom_node.encode.seg`, repeated here: the node process does not import the encoders).
+OWN_SR_MANUFACTURER = "ms-dicom-node"
+OWN_SR_MODEL_NAME = "MS lesion AI node"
+OWN_SR_DESCRIPTION = "MS lesion report"
+
+
+def _own_report_header(path: Any) -> tuple[str, str] | None:
+    """(Content Date, Content Time) of a spooled SR the node wrote; None for any other file."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                             specific_tags=["Modality", "Manufacturer", "ManufacturerModelName",
+                                            "ContentDate", "ContentTime"])
+    except Exception:  # noqa: BLE001
+        return None
+    if (str(ds.get("Modality", "")) != "SR"
+            or str(ds.get("Manufacturer", "") or "").strip() != OWN_SR_MANUFACTURER
+            or str(ds.get("ManufacturerModelName", "") or "").strip() != OWN_SR_MODEL_NAME):
+        return None
+    return (str(ds.get("ContentDate", "") or ""), str(ds.get("ContentTime", "") or ""))
 
 
 def _date(text: str) -> dt.date | None:
@@ -173,35 +206,91 @@ class PriorFetcher:
                 return {**base, "reason": f"the prior study of {prior.study_date} has no "
                                           f"{modality} series at {peer.ae_title}"}
             self.registry.register(prior.study_uid, job.id, str(peer))
-            by_get = settings["retrieve"] == "get"
             log.info("job %s: retrieving prior study %s: %d series from %s (%s)",
                      job.id, prior.study_uid, len(series), peer,
-                     "C-GET" if by_get else f"C-MOVE to {self.cfg.ae_title}")
-            uids = [s.series_uid for s in series]
-            if by_get:
-                if self.store is None:
-                    raise RetrieveError("retrieve: get needs the node's Storage SCP (not running)")
-                moved = get_series(self.cfg.ae_title, peer, prior.study_uid, uids, self.store,
-                                   timeout_s=timeout)
-            else:
-                moved = move_series(self.cfg.ae_title, peer, prior.study_uid, uids,
-                                    self.cfg.ae_title, timeout_s=timeout)
-            retrieved = moved.completed
-            self._wait_indexed(uids, moved.completed)
-            self.registry.finished(prior.study_uid, moved.completed)
+                     "C-GET" if settings["retrieve"] == "get" else f"C-MOVE to {self.cfg.ae_title}")
+            retrieved = self._retrieve(peer, prior.study_uid, [s.series_uid for s in series],
+                                       settings)
+            self.registry.finished(prior.study_uid, retrieved)
             route = self._route(job.rule, prior.study_uid, whole=True)
-        retrieve_s = time.perf_counter() - t0
         if route is None:
             return {**base, "reason": f"the prior study of {prior.study_date} has no series that "
                                       f"rule {job.rule} accepts as its required input"}
         inputs = {role: [str(p) for p in self.index.instance_paths(uid)]
                   for role, uid in route.inputs.items()}
+        reuse = self._reuse(job.rule, prior.study_uid)
+        reports = [] if reuse is not None else self.own_reports(job, peer, prior.study_uid,
+                                                                settings)
+        retrieve_s = time.perf_counter() - t0
         log.info("job %s: prior %s ready in %.1f s (%d instance(s) retrieved): %s", job.id,
                  prior.study_uid, retrieve_s, retrieved,
                  ", ".join(f"{r}={u}" for r, u in sorted(route.inputs.items())))
         return {**base, "inputs": inputs, "series": dict(route.inputs),
-                "reuse_result_dir": self._reuse(job.rule, prior.study_uid),
+                "reuse_result_dir": reuse, "own_reports": reports,
                 "retrieved": retrieved, "retrieve_s": round(retrieve_s, 3)}
+
+    def _retrieve(self, peer: Peer, study_uid: str, uids: list[str],
+                  settings: dict[str, Any]) -> int:
+        """C-MOVE (or C-GET) the series ``uids`` of ``study_uid`` to the node and wait until the
+        index holds them; the number of instances retrieved."""
+        timeout = float(settings["timeout_seconds"])
+        if settings["retrieve"] == "get":
+            if self.store is None:
+                raise RetrieveError("retrieve: get needs the node's Storage SCP (not running)")
+            moved = get_series(self.cfg.ae_title, peer, study_uid, uids, self.store,
+                               timeout_s=timeout)
+        else:
+            moved = move_series(self.cfg.ae_title, peer, study_uid, uids, self.cfg.ae_title,
+                                timeout_s=timeout)
+        self._wait_indexed(uids, moved.completed)
+        return moved.completed
+
+    def own_reports(self, job: Any, peer: Peer, study_uid: str,
+                    settings: dict[str, Any]) -> list[str]:
+        """Spool paths of the SRs the node itself wrote into the prior study, newest first.
+
+        Asked only when the node holds no reusable result of its own for the prior: the SR's
+        tracking UIDs then still continue the lesions' tracking (the worker checks that the SR
+        fits: :func:`dicom_node.run.followup.prior_report_tracking`). C-FIND (SERIES level) for
+        SR series whose description is the node's ("MS lesion report ..."; a PACS that returns
+        no description lets every SR series through), retrieval of those the node does not
+        hold yet (like the images: C-MOVE or C-GET, into the prior study: a study retrieved as a
+        prior is never routed, and one the node analysed itself keeps its one job, since the
+        same inputs make the same job), and a header check: Manufacturer and Manufacturer's Model Name as
+        :func:`dicom_node.encode.sr.build_sr` writes them. Newest: Content Date and Time.
+        Never raises: a failure is logged (why no SR is used) and gives an empty list."""
+        ing = self.cfg.ingest
+        if ing.drop_non_mr or "SR" in ing.drop_modalities:
+            log.info("job %s: the node's SR of prior %s not looked for: the ingest filter drops "
+                     "SR objects; prior lesions get new tracking UIDs", job.id, study_uid)
+            return []
+        try:
+            series = [s for s in find_series(self.cfg.ae_title, peer, study_uid,
+                                             timeout_s=min(float(settings["timeout_seconds"]), 60.0))
+                      if s.modality == "SR" and (not s.description
+                                                 or s.description.startswith(OWN_SR_DESCRIPTION))]
+            missing = [s.series_uid for s in series
+                       if len(self.index.instance_uids(s.series_uid)) < (s.n_instances or 1)]
+            if missing:
+                n = self._retrieve(peer, study_uid, missing, settings)
+                log.info("job %s: retrieved %d SR instance(s) of prior %s", job.id, n, study_uid)
+        except Exception as exc:  # noqa: BLE001 - the comparison runs without the SR
+            log.warning("job %s: the node's SR of prior %s not retrieved (%s); prior lesions get "
+                        "new tracking UIDs", job.id, study_uid, exc)
+            return []
+        found = []
+        for s in series:
+            for p in self.index.instance_paths(s.series_uid):
+                hdr = _own_report_header(p)
+                if hdr is not None:
+                    found.append((hdr, str(p)))
+        if not found:
+            log.info("job %s: no SR of the node in prior %s at %s (%d SR series); prior lesions "
+                     "get new tracking UIDs", job.id, study_uid, peer, len(series))
+            return []
+        found.sort(key=lambda f: f[0], reverse=True)
+        log.info("job %s: %d SR(s) of the node in prior %s", job.id, len(found), study_uid)
+        return [p for _, p in found]
 
     def _study_time(self, study_uid: str) -> str:
         """The follow-up's StudyTime from one of its spooled headers ("" when absent)."""

@@ -27,6 +27,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    Comprehensive3DSRStorage,
     EnhancedMRColorImageStorage,
     EnhancedMRImageStorage,
     LegacyConvertedEnhancedMRImageStorage,
@@ -46,9 +47,10 @@ log = logging.getLogger(__name__)
 __all__ = ["RetrieveError", "Peer", "StudyMatch", "SeriesMatch", "find_studies", "find_series",
            "move_series", "get_series", "MoveResult"]
 
-#: Storage SOP classes a C-GET of MR series accepts (the SCU takes the SCP role for them).
+#: Storage SOP classes a C-GET accepts (the SCU takes the SCP role for them): MR series, and the
+#: node's own TID 1500 reports (Comprehensive 3D SR) of a prior study.
 GET_STORAGE_CLASSES = (MRImageStorage, EnhancedMRImageStorage, EnhancedMRColorImageStorage,
-                       LegacyConvertedEnhancedMRImageStorage)
+                       LegacyConvertedEnhancedMRImageStorage, Comprehensive3DSRStorage)
 #: Transfer syntaxes offered for them: what the node's Storage SCP accepts and decodes.
 GET_TRANSFER_SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
                          ExplicitVRBigEndian, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
