@@ -37,9 +37,10 @@ from dicom_node._pynetdicom.gate import set_gate
 from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from dicom_node._pynetdicom.serve import answer_every_request
 from dicom_node.ops import metrics
-from dicom_node.receive.headerscan import check_structure, scan_header
+from dicom_node.receive.headerscan import scan_header
 from dicom_node.receive.limits import ConnectionGate, PduGuard, normal_address, refused, server_class
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
+from dicom_node.receive.structure import check_structure
 from dicom_node.store.records import InstanceRecord, extract_header
 from dicom_node.store.writer import IndexWriter
 
