@@ -40,8 +40,8 @@ from dicom_node.ops import metrics
 from dicom_node.receive.headerscan import scan_header
 from dicom_node.receive.limits import ConnectionGate, PduGuard, normal_address, refused, server_class
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
-from dicom_node.receive.structure import check_structure
-from dicom_node.store.records import InstanceRecord, extract_header
+from dicom_node.receive.structure import walk_dataset
+from dicom_node.store.records import KEPT_TAGS, InstanceRecord, extract_header, pack_routing_header
 from dicom_node.store.writer import IndexWriter
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
@@ -206,10 +206,14 @@ class StorageSCP:
                 # routing header (extract_header)
                 ds = event.dataset
             # the whole dataset, element by element, and Pixel Data against the syntax (every
-            # transfer syntax: little and big endian, implicit, deflated)
-            truncated = check_structure(raw, event.context.transfer_syntax)
+            # transfer syntax: little and big endian, implicit, deflated); the same walk keeps
+            # the elements classification and routing read (stored in the index)
+            ts = event.context.transfer_syntax
+            truncated, kept = walk_dataset(raw, ts, KEPT_TAGS)
             if truncated:
                 raise ValueError(truncated)
+            routing = (pack_routing_header(kept, ts.is_implicit_VR, ts.is_little_endian)
+                       if kept is not None else None)
         except InvalidUID as exc:
             self._failed(event)
             log.warning("C-STORE refused (0x%04X): %s; calling_ae=%s address=%s sop_class=%s",
@@ -280,7 +284,7 @@ class StorageSCP:
             transfer_syntax=str(event.context.transfer_syntax),
             instance_number=inst_no, path=str(path), size=res.size, received_at=received_at,
             calling_ae=calling_ae, calling_host=calling_host, status=res.status, header=header,
-            study_date=str(ds.get("StudyDate", "") or "") or None,
+            study_date=str(ds.get("StudyDate", "") or "") or None, routing_header=routing,
         ))
         log.debug("stored sop=%s series=%s bytes=%d", sop_uid, series_uid, res.size)
         return STATUS_SUCCESS

@@ -3,10 +3,10 @@
 :func:`check_structure` walks every element of a dataset as received (undefined-length
 sequences and items to their delimiters, encapsulated Pixel Data fragment by fragment) and says
 why it does not parse whole, or None; the SCP answers such a dataset with an error instead of
-storing it. :func:`walk_dataset` does the same walk and also returns the top-level elements a
-``keep(tag)`` predicate selects, as their encoded bytes (header and value, in the transfer
+storing it. :func:`walk_dataset` does the same walk and also returns the top-level elements
+whose tags ``keep`` holds, as their encoded bytes (header and value, in the transfer
 syntax walked): the SCP keeps the elements that classification and routing read
-(:func:`dicom_node.store.records.keeps_element`) so that nothing has to read the spooled file
+(:data:`dicom_node.store.records.KEPT_TAGS`) so that nothing has to read the spooled file
 again when the series completes. Element headers are read by :mod:`dicom_node.receive.elements`.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Container
 from typing import Any
 
 from dicom_node.receive.elements import (
@@ -55,7 +55,7 @@ def check_structure(raw: bytes, transfer_syntax: Any) -> str | None:
     return walk_dataset(raw, transfer_syntax)[0]
 
 
-def walk_dataset(raw: bytes, transfer_syntax: Any, keep: Callable[[int], bool] | None = None
+def walk_dataset(raw: bytes, transfer_syntax: Any, keep: Container[int] | None = None
                  ) -> tuple[str | None, bytes | None]:
     """``(why raw does not parse whole or None, kept elements)`` of a dataset as received.
 
@@ -71,7 +71,7 @@ def walk_dataset(raw: bytes, transfer_syntax: Any, keep: Callable[[int], bool] |
     stream only a NUL pad byte (PS3.5 A.5) and a gzip-style trailer (CRC-32 and size of the
     inflated bytes, as some writers add, pydicom's test file among them) are accepted.
 
-    With ``keep``, the top-level elements whose tag it accepts are returned as the bytes
+    With ``keep`` (tags), the top-level elements whose tag it holds are returned as the bytes
     walked (element header and value, in order): a dataset fragment in ``transfer_syntax``, or
     in Explicit VR Little Endian for a deflated one. Without ``keep``, or when the dataset
     does not parse whole, None.
@@ -88,7 +88,7 @@ def walk_dataset(raw: bytes, transfer_syntax: Any, keep: Callable[[int], bool] |
     pixel: list[tuple[int, int, int]] = []  # (value position, length, first fragment position)
     spans: list[tuple[int, int]] | None = [] if keep is not None else None
     try:
-        _walk_whole(raw, 0, len(raw), implicit, 0, found, pixel, layout, spans, keep)
+        _walk_whole(raw, 0, len(raw), implicit, 0, found, pixel, layout, spans, keep or ())
     except _Damaged as exc:
         return str(exc), None
     except (struct.error, IndexError):
@@ -171,10 +171,10 @@ def _pixel_data_length_of(found: dict[int, bytes], layout: _Layout = _LE) -> int
 def _walk_whole(b: bytes, pos: int, end: int, implicit: bool, depth: int,
                 found: dict[int, bytes] | None, pixel: list, layout: _Layout = _LE,
                 spans: list[tuple[int, int]] | None = None,
-                keep: Callable[[int], bool] | None = None) -> int:
+                keep: Container[int] = frozenset()) -> int:
     """Walk a dataset (depth 0: to ``end`` exactly) or an undefined-length item (to its
     delimiter); raise :class:`_Damaged` when an element does not fit. ``spans`` (depth 0)
-    receives ``(start, end)`` of each element ``keep`` accepts."""
+    receives ``(start, end)`` of each element whose tag ``keep`` holds."""
     while pos < end:
         start = pos
         tag, vr, length, pos = _element_header(b, pos, end, implicit, layout)
@@ -193,7 +193,7 @@ def _walk_whole(b: bytes, pos: int, end: int, implicit: bool, depth: int,
                                   layout)
             else:
                 raise _Damaged(f"undefined length of {_where(tag, start)} (VR {vr!r})")
-            if spans is not None and keep is not None and keep(tag):
+            if spans is not None and tag in keep:
                 spans.append((start, pos))
             continue
         if length > end - pos:
@@ -205,7 +205,7 @@ def _walk_whole(b: bytes, pos: int, end: int, implicit: bool, depth: int,
             elif found is not None and tag in _PIXEL_TAGS:
                 found[tag] = b[pos:pos + length]
         pos += length
-        if spans is not None and keep is not None and keep(tag):
+        if spans is not None and tag in keep:
             spans.append((start, pos))
     if depth:
         raise _Damaged("dataset ends inside an undefined-length item")

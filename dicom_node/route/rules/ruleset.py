@@ -242,6 +242,22 @@ class RuleSet:
                           priority=rule.priority, optional_grace_seconds=rule.optional_grace_seconds,
                           candidates=candidates, explanations=list(notes))
 
+    def header_tags(self) -> set[int]:
+        """The DICOM tags the rules read from a series' first header (conditions, preferences,
+        and SeriesNumber, which breaks ties between candidates)."""
+        out = {0x00200011}
+        for rule in self.rules:
+            for cond in (rule.study, rule.series, *(r.when for r in rule.roles)):
+                if cond is not None:
+                    out |= cond.tags()
+            for role in rule.roles:
+                for kind, arg in role.prefer:
+                    if kind == "match":
+                        out |= arg.tags()
+                    elif arg.tag is not None:
+                        out.add(arg.tag)
+        return out
+
     def unknown_peers(self, known: Collection[str]) -> list[str]:
         """``file:line: rules[i].destinations[j].peer (rule name): ...`` per destination naming a
         peer that is not in ``known`` (node.yaml's ``peers``)."""
