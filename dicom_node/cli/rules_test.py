@@ -13,12 +13,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicom_node.route.classify import Contrast, SeriesInfo, classify_series
-from dicom_node.route.rules.ruleset import (
-    RuleSet,
-    StudyRoute,
-    default_rules_path,
-    load_rules,
-)
+from dicom_node.route.rules.load import default_rules_path, load_rules
+from dicom_node.route.rules.ruleset import RuleSet, StudyRoute
 from dicom_node.route.rules.schema import RulesConfigError
 
 

@@ -18,7 +18,7 @@ Shrinking    prior lesion voxels that are no longer lesion (shrinking or        
 Every segment has category SCT 49755003 "Morphologically abnormal structure", type SCT 52988006
 "Lesion" and region SCT 12738006 "Brain", like the lesion SEG (there are no standard codes for
 a change class; it is in the segment label, tracking identifier and description). The display
-colours are those of the overlay (:data:`dicom_node.encode.overlay.CHANGE_RGB`).
+colours are those of the overlay (:data:`dicom_node.encode.render.CHANGE_RGB`).
 
 No SEG is written (``None``) when the report is not comparable or its map holds no change
 class: a SEG without segments is invalid.
@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ai.types import CHANGE_ENLARGING, CHANGE_LABELS, CHANGE_NEW, CHANGE_SHRINKING, CHANGE_STABLE, ChangeReport
-from dicom_node.encode.overlay import CHANGE_RGB
+from dicom_node.encode.render import CHANGE_RGB
 from dicom_node.encode.seg import (
     RESEARCH_NOTE,
     _algorithm,

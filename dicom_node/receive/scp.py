@@ -7,8 +7,9 @@
   decode/re-encode) atomically and durably *before* the success status goes back. A write error
   (disk full, I/O error) answers ``0xA700`` and leaves nothing partial.
 * Index rows are queued to :class:`dicom_node.store.writer.IndexWriter` (batched, off the hot path).
-* Associations are gated: allow-list of calling AE titles / source addresses and a free-disk
-  threshold; a refused association gets an A-ASSOCIATE-RJ and a log line.
+* Associations are gated (:mod:`dicom_node.receive.admission`): allow-list of calling AE
+  titles / source addresses and a free-disk threshold; a refused association gets an
+  A-ASSOCIATE-RJ and a log line.
 * ``TCP_NODELAY`` on the listening and accepted sockets.
 * Per instance, only a few header values are read, straight from the received bytes
   (:mod:`dicom_node.receive.headerscan`; the first instance of a series is decoded in full), and
@@ -20,7 +21,6 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import ssl
 import threading
@@ -37,10 +37,12 @@ from dicom_node._pynetdicom.gate import set_gate
 from dicom_node._pynetdicom.net import on_conn_open_nodelay, set_nodelay, set_reactor_poll
 from dicom_node._pynetdicom.serve import answer_every_request
 from dicom_node.ops import metrics
-from dicom_node.receive.headerscan import check_structure, scan_header
+from dicom_node.receive.admission import AssociationGate, host_matches
+from dicom_node.receive.headerscan import scan_header
 from dicom_node.receive.limits import ConnectionGate, PduGuard, normal_address, refused, server_class
 from dicom_node.receive.spool import InvalidUID, Spool, check_uid, encode_file_meta
-from dicom_node.store.records import InstanceRecord, extract_header
+from dicom_node.receive.structure import walk_dataset
+from dicom_node.store.records import KEPT_TAGS, InstanceRecord, extract_header, pack_routing_header
 from dicom_node.store.writer import IndexWriter
 
 __all__ = ["StorageSCP", "STATUS_OUT_OF_RESOURCES", "STATUS_DATASET_MISMATCH",
@@ -55,35 +57,6 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
-
-# Reject reasons: (result, source, diagnostic) of an A-ASSOCIATE-RJ.
-RJ_CALLING_AET = (0x01, 0x01, 0x03)  # permanent, service-user, calling AE not recognised
-RJ_NO_REASON = (0x01, 0x01, 0x01)  # permanent, service-user, no reason given
-RJ_LOCAL_LIMIT = (0x02, 0x03, 0x02)  # transient, service-provider, local limit exceeded
-RJ_CALLED_AET = (0x01, 0x01, 0x07)  # permanent, service-user, called AE not recognised
-
-
-def _host_matches(pattern: str, address: str) -> bool:
-    """``pattern`` is an address, a network in CIDR notation, or a host name (resolved)."""
-    try:
-        addr = ipaddress.ip_address(address)
-    except ValueError:
-        return pattern == address
-    if addr.version == 6 and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    try:
-        if "/" in pattern:
-            return addr in ipaddress.ip_network(pattern, strict=False)
-        return addr == ipaddress.ip_address(pattern)
-    except ValueError:
-        import socket
-
-        try:
-            return any(ipaddress.ip_address(i[4][0]) == addr
-                       for i in socket.getaddrinfo(pattern, None))
-        except OSError:
-            return False
-
 
 def _after_instance_number(tag: int, vr: Any, length: int) -> bool:
     return tag > 0x00200013
@@ -127,57 +100,11 @@ class StorageSCP:
         ae.acse_timeout = cfg.scp.acse_timeout
         ae.dimse_timeout = cfg.scp.dimse_timeout
         ae.require_called_aet = False
-        set_gate(ae, self._gate)
         self.ae = ae
-        self.conn_gate = ConnectionGate(cfg, _host_matches)
-
-    # -- association gate ----------------------------------------------------------------
-    def _gate(self, calling_ae: str, address: str,
-              called_ae: str | None = None) -> tuple[int, int, int] | None:
-        cfg = self.cfg
-        if cfg.scp.check_called_ae_title and called_ae is not None and called_ae != cfg.ae_title:
-            self.stats["rejected_assoc"] += 1
-            log.warning("association rejected: called AE title %s is not ours (%s); "
-                        "calling_ae=%s address=%s", called_ae, cfg.ae_title, calling_ae, address)
-            metrics.ASSOCIATIONS_REJECTED.labels("called_ae").inc()
-            return RJ_CALLED_AET
-        if not cfg.allow_any_peer:
-            ok = False
-            for p in cfg.allowed_peers:
-                if p.ae_title and p.ae_title != calling_ae:
-                    continue
-                if p.host and not _host_matches(p.host, address):
-                    continue
-                ok = True
-                break
-            if not ok:
-                self.stats["rejected_assoc"] += 1
-                known_aet = any(p.ae_title == calling_ae for p in cfg.allowed_peers)
-                log.warning("association rejected: unknown peer calling_ae=%s address=%s",
-                            calling_ae, address)
-                metrics.ASSOCIATIONS_REJECTED.labels("unknown_peer").inc()
-                return RJ_NO_REASON if known_aet else RJ_CALLING_AET
-        active = sum(1 for a in self.ae.active_associations if a.is_acceptor)
-        if active > cfg.scp.max_associations:  # as pynetdicom counts, with a log line
-            self.stats["rejected_assoc"] += 1
-            log.warning("association rejected: %d associations open (scp.max_associations=%d); "
-                        "calling_ae=%s address=%s", active - 1, cfg.scp.max_associations,
-                        calling_ae, address)
-            metrics.ASSOCIATIONS_REJECTED.labels("max_associations").inc()
-            return RJ_LOCAL_LIMIT
-        if cfg.min_free_disk_mb > 0:
-            try:
-                free = self.spool.free_mb()
-            except OSError:
-                free = 0.0
-            if free < cfg.min_free_disk_mb:
-                self.stats["rejected_assoc"] += 1
-                log.error("association rejected: spool free space %.0f MiB below min_free_disk_mb"
-                          "=%.0f calling_ae=%s address=%s", free, cfg.min_free_disk_mb,
-                          calling_ae, address)
-                metrics.ASSOCIATIONS_REJECTED.labels("low_disk").inc()
-                return RJ_LOCAL_LIMIT
-        return None
+        self.gate = AssociationGate(
+            cfg, spool, lambda: sum(1 for a in ae.active_associations if a.is_acceptor), self.stats)
+        set_gate(ae, self.gate)
+        self.conn_gate = ConnectionGate(cfg, host_matches)
 
     # -- handlers ------------------------------------------------------------------------
     def handle_echo(self, event: Any) -> int:
@@ -205,10 +132,14 @@ class StorageSCP:
                 # routing header (extract_header)
                 ds = event.dataset
             # the whole dataset, element by element, and Pixel Data against the syntax (every
-            # transfer syntax: little and big endian, implicit, deflated)
-            truncated = check_structure(raw, event.context.transfer_syntax)
+            # transfer syntax: little and big endian, implicit, deflated); the same walk keeps
+            # the elements classification and routing read (stored in the index)
+            ts = event.context.transfer_syntax
+            truncated, kept = walk_dataset(raw, ts, KEPT_TAGS)
             if truncated:
                 raise ValueError(truncated)
+            routing = (pack_routing_header(kept, ts.is_implicit_VR, ts.is_little_endian)
+                       if kept is not None else None)
         except InvalidUID as exc:
             self._failed(event)
             log.warning("C-STORE refused (0x%04X): %s; calling_ae=%s address=%s sop_class=%s",
@@ -279,7 +210,7 @@ class StorageSCP:
             transfer_syntax=str(event.context.transfer_syntax),
             instance_number=inst_no, path=str(path), size=res.size, received_at=received_at,
             calling_ae=calling_ae, calling_host=calling_host, status=res.status, header=header,
-            study_date=str(ds.get("StudyDate", "") or "") or None,
+            study_date=str(ds.get("StudyDate", "") or "") or None, routing_header=routing,
         ))
         log.debug("stored sop=%s series=%s bytes=%d", sop_uid, series_uid, res.size)
         return STATUS_SUCCESS

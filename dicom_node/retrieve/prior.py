@@ -307,7 +307,7 @@ class PriorFetcher:
         return ""
 
     def _route(self, rule: str, study_uid: str, whole: bool) -> Any:
-        tuples = [t for t in (series_tuple(self.index, self.classify, s, whole=whole)
+        tuples = [t for t in (series_tuple(self.index, self.classify, s, whole=whole, rules=self.rules)
                               for s in self.index.series_of_study(study_uid)) if t is not None]
         if not tuples:
             return None

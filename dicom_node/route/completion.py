@@ -12,7 +12,10 @@ Series
     open association delivers it), the series completes ``release_grace_seconds`` later unless
     an instance arrives in the meantime (:meth:`CompletionManager.on_association_released`);
     the quiet period stays the fallback, e.g. for senders that open one association per
-    instance and pause longer than the grace between them.
+    instance and pause longer than the grace between them. A complete series is classified
+    from its instances' routing headers, kept in the index at receipt
+    (:func:`series_headers`); no spooled file is read, except for index rows that have none
+    (an index of an earlier version, files re-indexed at start-up).
 
 Re-opening
     An instance that arrives after completion re-opens the series (``receiving``); it completes
@@ -41,24 +44,54 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicom_node.store.index import Index, SeriesState
 from dicom_node.store.jobs import JobQueue, make_job_key
-from dicom_node.store.records import SeriesTouch
+from dicom_node.store.records import SeriesTouch, keeps_element, routing_header
 
-__all__ = ["CompletionManager", "load_headers", "series_tuple"]
+__all__ = ["CompletionManager", "load_headers", "series_headers", "series_tuple", "reads_kept_only"]
 
 log = logging.getLogger(__name__)
 
 
 def load_headers(paths: list[Path]) -> list[Any]:
     """Read the headers (no pixel data) of spooled files; unreadable files are skipped."""
+    return [ds for ds in map(_read_header, paths) if ds is not None]
+
+
+def _read_header(path: Path) -> Any:
+    """The header (no pixel data) of a spooled file; None, with a log line, when unreadable."""
     import pydicom
 
-    out = []
-    for p in paths:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("unreadable spooled file %s: %s", path, exc)
+        return None
+
+
+def _header(path: Path, stored: bytes | None) -> Any:
+    """An instance's routing header as stored at receipt; its file's header when the index
+    has none (or it does not decode)."""
+    if stored is not None:
         try:
-            out.append(pydicom.dcmread(p, stop_before_pixels=True, force=True))
+            return routing_header(stored)
         except Exception as exc:  # noqa: BLE001
-            log.warning("unreadable spooled file %s: %s", p, exc)
-    return out
+            log.warning("stored routing header of %s does not decode (%s): file read", path, exc)
+    return _read_header(path)
+
+
+def series_headers(index: Index, series_uid: str) -> list[Any]:
+    """The headers of a series' instances, for classification: each instance's routing header
+    stored at receipt (:func:`dicom_node.store.records.routing_header`), or, for a row without
+    one (an index of an earlier version, a file re-indexed at start-up), its spooled file's
+    header. Unreadable files are skipped."""
+    return [ds for ds in (_header(p, b) for p, b in index.instance_headers(series_uid))
+            if ds is not None]
+
+
+def reads_kept_only(rules: Any) -> bool:
+    """Whether every tag ``rules`` read from a first header is in the routing header
+    (:func:`dicom_node.store.records.keeps_element`); otherwise the first file is read."""
+    tags = getattr(rules, "header_tags", None)
+    return tags is not None and all(keeps_element(t) for t in tags())
 
 
 def _info_to_dict(info: Any) -> dict[str, Any]:
@@ -84,20 +117,20 @@ def _info_from_json(text: str) -> Any:
 
 
 def series_tuple(index: Index, classify: Callable[[list[Any]], Any] | None, s: dict[str, Any], *,
-                 whole: bool = False) -> tuple[str, Any, Any] | None:
+                 whole: bool = False, rules: Any = None) -> tuple[str, Any, Any] | None:
     """``(series_uid, first header, SeriesInfo)`` of an indexed series, for routing.
 
     A complete series uses the classification stored at completion (or classifies all its
     headers); one still receiving is classified on its first header, unless ``whole`` (a
-    series known to be whole, e.g. a finished retrieval). None when it cannot be read."""
-    import pydicom
-
-    paths = index.instance_paths(s["series_uid"])
-    if not paths:
+    series known to be whole, e.g. a finished retrieval). The first header is the routing
+    header stored at receipt when ``rules`` read nothing else (:func:`reads_kept_only`), else
+    the first file's. None when it cannot be read."""
+    stored = index.instance_headers(s["series_uid"])
+    if not stored:
         return None
-    try:
-        first = pydicom.dcmread(paths[0], stop_before_pixels=True, force=True)
-    except Exception:  # noqa: BLE001
+    path, blob = stored[0]
+    first = _header(path, blob if reads_kept_only(rules) else None)
+    if first is None:
         return None
     complete = whole or s["state"] == SeriesState.COMPLETE
     info = None
@@ -105,7 +138,7 @@ def series_tuple(index: Index, classify: Callable[[list[Any]], Any] | None, s: d
         info = _info_from_json(s["info_json"])
     if info is None and classify is not None:
         try:
-            info = classify(load_headers(paths) if complete else [first])
+            info = classify(series_headers(index, s["series_uid"]) if complete else [first])
         except Exception:  # noqa: BLE001
             info = None
     if info is None:
@@ -263,7 +296,7 @@ class CompletionManager:
     def _classify(self, row: dict[str, Any]) -> None:
         if self.classify is None:
             return
-        headers = load_headers(self.index.instance_paths(row["series_uid"]))
+        headers = series_headers(self.index, row["series_uid"])
         if not headers:
             return
         try:
@@ -292,7 +325,7 @@ class CompletionManager:
                 return []
 
     def _series_tuple(self, s: dict[str, Any]) -> tuple[str, Any, Any] | None:
-        return series_tuple(self.index, self.classify, s)
+        return series_tuple(self.index, self.classify, s, rules=self.rules)
 
     def _evaluate_study(self, study_uid: str) -> list[str]:
         if self.is_prior is not None and self.is_prior(study_uid):

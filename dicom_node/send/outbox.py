@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -39,65 +36,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicom_node.receive.spool import copy_file, save_dataset
 from dicom_node.send import storescu
 from dicom_node.send.destinations import Destination
+from dicom_node.send.outboxdb import OutboxItem, OutboxState, item_from_row, open_db
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Outbox", "OutboxItem", "OutboxState", "Destination"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    sop_instance_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL,
-    transfer_syntax_uid TEXT NOT NULL,
-    dest_ae TEXT NOT NULL,
-    dest_host TEXT NOT NULL,
-    dest_port INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL,
-    last_error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    sent_at REAL,
-    retry_since REAL,
-    UNIQUE (sop_instance_uid, dest_ae, dest_host, dest_port)
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try);
-CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id);
-"""
-
-
-class OutboxState(StrEnum):
-    """State of an outbox item: ``pending`` -> ``sent``, or ``dead`` after ``max_attempts``."""
-
-    PENDING = "pending"
-    SENT = "sent"
-    DEAD = "dead"
-
-
-@dataclass
-class OutboxItem:
-    """One (instance, destination) row of the outbox."""
-
-    id: int
-    job_id: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    destination: Destination
-    path: Path
-    state: OutboxState
-    attempts: int
-    next_try: float
-    last_error: str | None
-    created_at: float
-    updated_at: float
-    sent_at: float | None
-    retry_since: float | None = None  #: start of the current delivery attempt period
-
 
 #: ``last_error`` prefixes of failures that say "the destination could not be reached"; a
 #: destination that answers C-ECHO again gets these items back (see ``probe_destinations``).
@@ -170,16 +113,8 @@ class Outbox:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            cols = {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}
-            if "retry_since" not in cols:  # an outbox from an earlier version
-                self._db.execute("ALTER TABLE outbox ADD COLUMN retry_since REAL")
+            self._db = open_db(self.db_path)
 
     # ------------------------------------------------------------------ queue
     def delay_for(self, attempts: int) -> float:
@@ -235,17 +170,6 @@ class Outbox:
                 log.info("outbox: revived dead item %s -> %s", sop_uid, dest)
 
     # ------------------------------------------------------------------ inspection
-    @staticmethod
-    def _item(row: sqlite3.Row) -> OutboxItem:
-        return OutboxItem(
-            id=row["id"], job_id=row["job_id"], sop_instance_uid=row["sop_instance_uid"],
-            sop_class_uid=row["sop_class_uid"], transfer_syntax_uid=row["transfer_syntax_uid"],
-            destination=Destination(row["dest_ae"], row["dest_host"], int(row["dest_port"])),
-            path=Path(row["path"]), state=OutboxState(row["state"]), attempts=row["attempts"],
-            next_try=row["next_try"], last_error=row["last_error"], created_at=row["created_at"],
-            updated_at=row["updated_at"], sent_at=row["sent_at"], retry_since=row["retry_since"],
-        )
-
     def items(self, job_id: str | None = None, state: OutboxState | None = None) -> list[OutboxItem]:
         """Outbox rows (optionally of one job and/or state), oldest first."""
         sql, args = "SELECT * FROM outbox WHERE 1=1", []
@@ -257,7 +181,7 @@ class Outbox:
             args.append(state)
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
-        return [self._item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     def pending_count(self, job_id: str | None = None) -> int:
         """Items still to be sent (state ``pending``), of one job or all."""
@@ -398,7 +322,7 @@ class Outbox:
                     (now,)).fetchall()
             by_dest: dict[Destination, list[OutboxItem]] = {}
             for r in rows:
-                it = self._item(r)
+                it = item_from_row(r)
                 by_dest.setdefault(it.destination, []).append(it)
             sent = 0
             for dest, items in by_dest.items():

@@ -26,7 +26,7 @@ from dicom_node._pynetdicom.reactor import pause_reactor
 from dicom_node.send.destinations import Destination
 
 if TYPE_CHECKING:
-    from dicom_node.send.outbox import OutboxItem
+    from dicom_node.send.outboxdb import OutboxItem
 
 __all__ = ["MAX_CONTEXTS", "OK_STATUS", "batches", "contexts_for", "echo", "send_batch"]
 

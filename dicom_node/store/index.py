@@ -7,7 +7,10 @@ spooled file the index does not know (e.g. after a crash between ACK and batch c
 
 Series rows carry a compact JSON of the routing-relevant header attributes of their first
 instance (``header_json``), the completion state and timings, and the classification result
-once complete.
+once complete. Instance rows carry the instance's routing header (``routing_header``, see
+:func:`dicom_node.store.records.routing_header`), so that completion classifies and routes a
+series without reading its files; rows without one (an index of an earlier version, files
+re-indexed by :meth:`Index.reconcile`) have their file read instead.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dicom_node.store.records import InstanceRecord, SeriesTouch, expected_count, extract_header
+from dicom_node.store.schema import connect, create
 
 __all__ = ["Index", "SeriesState", "connect"]
 
@@ -32,78 +36,6 @@ class SeriesState(StrEnum):
 
     RECEIVING = "receiving"
     COMPLETE = "complete"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS patients (
-    patient_id TEXT PRIMARY KEY,
-    first_seen REAL
-);
-CREATE TABLE IF NOT EXISTS studies (
-    study_uid TEXT PRIMARY KEY,
-    patient_id TEXT,
-    study_date TEXT,
-    calling_ae TEXT,
-    calling_host TEXT,
-    first_received_at REAL,
-    last_received_at REAL,
-    route_pending_since REAL,
-    route_deadline REAL
-);
-CREATE TABLE IF NOT EXISTS series (
-    series_uid TEXT PRIMARY KEY,
-    study_uid TEXT NOT NULL,
-    modality TEXT,
-    sop_class_uid TEXT,
-    series_number INTEGER,
-    series_description TEXT,
-    header_json TEXT,
-    state TEXT NOT NULL DEFAULT 'receiving',
-    n_instances INTEGER NOT NULL DEFAULT 0,
-    expected_instances INTEGER,
-    first_received_at REAL,
-    last_received_at REAL,
-    completed_at REAL,
-    complete_delay_s REAL,
-    completion_reason TEXT,
-    completions INTEGER NOT NULL DEFAULT 0,
-    contrast TEXT,
-    info_json TEXT,
-    calling_ae TEXT,
-    calling_host TEXT
-);
-CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
-CREATE INDEX IF NOT EXISTS series_state ON series(state);
-CREATE TABLE IF NOT EXISTS instances (
-    sop_uid TEXT PRIMARY KEY,
-    series_uid TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    sop_class_uid TEXT,
-    transfer_syntax TEXT,
-    instance_number INTEGER,
-    path TEXT NOT NULL,
-    size INTEGER,
-    received_at REAL,
-    calling_ae TEXT,
-    calling_host TEXT,
-    versions INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
-"""
-
-
-def connect(path: Path, synchronous: str | None = None) -> sqlite3.Connection:
-    """An autocommit SQLite connection in WAL mode with a 30 s busy timeout and ``Row``s
-    (the index and the job queue share one database file; each thread opens its own).
-
-    ``synchronous``: optional ``PRAGMA synchronous`` value (SQLite's default is FULL).
-    """
-    c = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-    c.row_factory = sqlite3.Row
-    c.execute("PRAGMA journal_mode=WAL")
-    if synchronous:
-        c.execute(f"PRAGMA synchronous={synchronous}")
-    c.execute("PRAGMA busy_timeout=30000")
-    return c
 
 
 class Index:
@@ -119,9 +51,7 @@ class Index:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        conn = self.conn()
-        conn.executescript(SCHEMA)
-        conn.commit()
+        create(self.conn())
 
     # -- connections ---------------------------------------------------------------------
     def conn(self) -> sqlite3.Connection:
@@ -194,17 +124,17 @@ class Index:
                 c.execute(
                     "INSERT INTO instances(sop_uid, series_uid, study_uid, sop_class_uid,"
                     " transfer_syntax, instance_number, path, size, received_at, calling_ae,"
-                    " calling_host) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+                    " calling_host, routing_header) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(sop_uid) DO UPDATE SET series_uid=excluded.series_uid,"
                     " study_uid=excluded.study_uid, sop_class_uid=excluded.sop_class_uid,"
                     " transfer_syntax=excluded.transfer_syntax,"
                     " instance_number=excluded.instance_number, path=excluded.path,"
                     " size=excluded.size, received_at=excluded.received_at,"
                     " calling_ae=excluded.calling_ae, calling_host=excluded.calling_host,"
-                    " versions=versions+1",
+                    " routing_header=excluded.routing_header, versions=versions+1",
                     (r.sop_uid, r.series_uid, r.study_uid, r.sop_class_uid, r.transfer_syntax,
                      r.instance_number, r.path, r.size, r.received_at, r.calling_ae,
-                     r.calling_host),
+                     r.calling_host, r.routing_header),
                 )
                 touched[r.series_uid] = r
             out: list[SeriesTouch] = []
@@ -243,6 +173,16 @@ class Index:
             (series_uid,),
         ).fetchall()
         return [Path(r["path"]) for r in rows]
+
+    def instance_headers(self, series_uid: str) -> list[tuple[Path, bytes | None]]:
+        """``(spool path, routing header or None)`` of the instances of a series, in the order
+        of :meth:`instance_paths`."""
+        rows = self.conn().execute(
+            "SELECT path, routing_header FROM instances WHERE series_uid=? "
+            "ORDER BY coalesce(instance_number, 0), sop_uid",
+            (series_uid,),
+        ).fetchall()
+        return [(Path(r["path"]), r["routing_header"]) for r in rows]
 
     def instance_uids(self, series_uid: str) -> list[str]:
         rows = self.conn().execute(

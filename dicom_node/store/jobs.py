@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from dicom_node.store.index import connect
+from dicom_node.store.schema import connect
 
 __all__ = ["Job", "JobQueue", "JobState", "JOB_STATES", "make_job_key"]
 

@@ -1,5 +1,6 @@
 """What the Storage SCP hands the index: an instance record, a series' routing header summary
-and its reliably expected size (plain data, no database)."""
+and its reliably expected size, and each instance's routing header: the elements that
+classification and routing read, kept at receipt (plain data, no database)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["InstanceRecord", "SeriesTouch", "HEADER_KEYWORDS", "ENHANCED_SOP_CLASSES",
-           "extract_header", "expected_count"]
+           "extract_header", "expected_count", "KEPT_TAGS", "keeps_element", "pack_routing_header",
+           "routing_header"]
 
 #: Attributes kept per series (from its first instance) for routing, status and debugging.
 HEADER_KEYWORDS = (
@@ -27,6 +29,66 @@ ENHANCED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage
     "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
 }
+
+#: Top-level attributes the classifier (:mod:`dicom_node.route.classify`) reads, besides
+#: :data:`HEADER_KEYWORDS`; the functional group sequences of Enhanced MR objects are kept whole.
+CLASSIFY_KEYWORDS = (
+    "SpecificCharacterSet", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
+    "InstanceNumber", "EchoPulseSequence", "EchoPlanarPulseSequence", "DiffusionBValue",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+)
+#: Private groups the classifier reads (:mod:`dicom_node.route.classify.vendor`): the low byte
+#: of each element read, in any private block; the group's private creators are kept too.
+PRIVATE_ELEMENTS = {0x0019: frozenset((0x0C, 0x9C, 0x9E)), 0x0021: frozenset((0x77,)),
+                    0x0043: frozenset((0x39,)), 0x2001: frozenset((0x03, 0x20))}
+
+
+def _tags(keywords: tuple[str, ...]) -> frozenset[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return frozenset(int(t) for t in map(tag_for_keyword, keywords) if t is not None)
+
+
+def _kept_tags() -> frozenset[int]:
+    out = set(_tags(HEADER_KEYWORDS + CLASSIFY_KEYWORDS))
+    for group, offsets in PRIVATE_ELEMENTS.items():
+        out.update(group << 16 | block for block in range(0x10, 0x100))  # private creators
+        out.update(group << 16 | block << 8 | offset for block in range(0x10, 0x100)
+                   for offset in offsets)
+    return frozenset(out)
+
+
+#: The top-level tags an instance's routing header keeps: :data:`HEADER_KEYWORDS`,
+#: :data:`CLASSIFY_KEYWORDS`, the private creators of the groups in :data:`PRIVATE_ELEMENTS` and
+#: the elements read there (a set: the SCP tests every top-level element of every instance).
+KEPT_TAGS = _kept_tags()
+
+
+def keeps_element(tag: int) -> bool:
+    """Whether an instance's routing header keeps the top-level element ``tag``
+    (:data:`KEPT_TAGS`). Classifying the routing headers of a series gives what classifying its
+    whole headers gives; a routing condition on a tag kept reads the same value
+    (``tests/test_routing_header.py``).
+    """
+    return tag in KEPT_TAGS
+
+
+def pack_routing_header(elements: bytes, implicit_vr: bool, little_endian: bool) -> bytes:
+    """The stored form of a routing header: one byte saying how ``elements`` (a dataset
+    fragment, see :func:`dicom_node.receive.structure.walk_dataset`) is encoded, then them."""
+    return bytes((int(implicit_vr) | int(little_endian) << 1,)) + elements
+
+
+def routing_header(blob: bytes) -> Any:
+    """The :class:`pydicom.dataset.Dataset` of a stored routing header (its values decoded
+    by pydicom on access, as when the file is read)."""
+    from io import BytesIO
+
+    from pydicom.filereader import read_dataset
+
+    flags = blob[0]
+    return read_dataset(BytesIO(blob[1:]), bool(flags & 1), bool(flags & 2))
+
 
 def _jsonable(value: Any) -> Any:
     """Convert a pydicom element value into plain JSON types."""
@@ -110,6 +172,8 @@ class InstanceRecord:
     status: str = "new"  # new | replaced
     header: dict[str, Any] | None = None  # first instance of a series in this process
     study_date: str | None = None
+    #: :func:`pack_routing_header` of the instance (None: the file is read when needed)
+    routing_header: bytes | None = None
 
 
 @dataclass

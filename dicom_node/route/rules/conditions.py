@@ -373,6 +373,13 @@ class Condition:
             return (not ok), ([] if not ok else [f"not ({self.children[0].describe()}) failed"])
         raise AssertionError(self.kind)  # pragma: no cover
 
+    def tags(self) -> set[int]:
+        """The DICOM tags this condition reads from a series' first header."""
+        out = {self.fld.tag} if self.fld is not None and self.fld.tag is not None else set()
+        for c in self.children:
+            out |= c.tags()
+        return out
+
     def describe(self) -> str:
         if self.kind == "field":
             assert self.fld is not None and self.matcher is not None
