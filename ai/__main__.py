@@ -83,7 +83,7 @@ def _crossval(a: argparse.Namespace) -> int:
 
 
 def _evaluate_change(a: argparse.Namespace) -> int:
-    from ai.change import evaluate_pairs
+    from ai.change_eval import evaluate_pairs
     from ai.infer import bf16_for
 
     res = evaluate_pairs(Path(a.pairs), weights=a.weights, device=a.device, tta=not a.no_tta,

@@ -70,21 +70,40 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from ai import preprocess as pp
+from ai.registration import (
+    QC_MIN_HEAD_DICE,
+    Registration,
+    as_float_image,
+    comparable,
+    halfway_grid,
+    halfway_transform,
+    head_mask,
+    moved_copy,
+    orientation_class,
+    register,
+    resample,
+)
 from ai.types import ChangeReport, LesionChange
 
 log = logging.getLogger(__name__)
 
+#: the comparison's names; the alignment ones come from :mod:`ai.registration`, the scoring
+#: (``evaluate-change``) lives in :mod:`ai.change_eval`
+__all__ = ["CHANGE_MIN_CONTRAST", "CHANGE_MIN_MM3", "CHANGE_MIN_SIGNAL", "CHANGE_P_HIGH", "CHANGE_P_LOW",
+           "ENLARGE_MIN_MM3", "ENLARGE_RATIO", "ENLARGING", "NEW", "NEW_MAX_PRIOR_PROBABILITY",
+           "NEW_MIN_INPLANE_MM", "QC_MIN_HEAD_DICE", "SHRINKING", "SPACE", "SPACES", "STABLE", "Change",
+           "Registration", "as_float_image", "change_report", "change_voxels", "comparable", "compare",
+           "halfway_grid", "halfway_transform", "head_mask", "intensity_change", "moved_copy",
+           "orientation_class", "register", "resample"]
+
 ENLARGE_RATIO = 1.5
 ENLARGE_MIN_MM3 = 15.0
 NEW_MIN_INPLANE_MM = 3.0
-QC_MIN_HEAD_DICE = 0.85
 NEW_MAX_PRIOR_PROBABILITY = 0.2
 CHANGE_P_HIGH = 0.3
 CHANGE_P_LOW = 0.1
@@ -95,133 +114,6 @@ DEEP_MM = 20.0
 SPACES = ("follow", "halfway")
 SPACE = "follow"  #: where :func:`compare` applies the voxel rule by default (see the module docstring)
 NEW, ENLARGING, STABLE, SHRINKING = 1, 2, 3, 4
-
-
-def orientation_class(img: sitk.Image) -> str:
-    """axial / coronal / sagittal: the patient axis closest to the slice normal."""
-    normal = np.array(img.GetDirection()).reshape(3, 3)[:, 2]
-    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
-
-
-def comparable(prior: sitk.Image, follow: sitk.Image) -> str | None:
-    """None when the two FLAIRs can be compared, else the reason why not."""
-    a, b = orientation_class(prior), orientation_class(follow)
-    if a != b:
-        return f"different slice orientation ({a} prior, {b} follow-up)"
-    ta, tb = prior.GetSpacing()[2], follow.GetSpacing()[2]
-    if max(ta, tb) > 2.0 * min(ta, tb):
-        return f"slice thickness differs by more than a factor 2 ({ta:.1f} vs {tb:.1f} mm)"
-    return None
-
-
-def _head(img: sitk.Image) -> np.ndarray:
-    from ai.infer import fill_holes_per_slice
-
-    return fill_holes_per_slice(pp.foreground_mask(sitk.GetArrayFromImage(img)))
-
-
-@dataclass
-class Registration:
-    transform: sitk.Transform  #: maps follow-up points to prior points (sitk.Resample convention)
-    head_dice: float
-    ok: bool
-    reason: str = ""
-
-
-def register(prior: sitk.Image, follow: sitk.Image, iterations: int = 100) -> Registration:
-    """Rigid registration of the prior FLAIR onto the follow-up FLAIR, with its quality check."""
-    fixed = sitk.Cast(follow, sitk.sitkFloat32)
-    moving = sitk.Cast(prior, sitk.sitkFloat32)
-    f2, m2 = pp._downsample(fixed, 2.0), pp._downsample(moving, 2.0)
-    init = sitk.CenteredTransformInitializer(f2, m2, sitk.Euler3DTransform(),
-                                             sitk.CenteredTransformInitializerFilter.GEOMETRY)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    # 10 % random samples: on both real pairs within 0.13 mm (at the brain's corners) of a
-    # 300-iteration, 50 % sampling reference run, in about half the time of 20 %
-    reg.SetMetricSamplingPercentage(0.1, 1)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(2.0, 1e-3, iterations, relaxationFactor=0.6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SetInitialTransform(init, inPlace=False)
-    tx = reg.Execute(f2, m2)
-    # the check on the 2 mm copies: as telling as at full resolution, a fraction of the time
-    head_f = _head(f2)
-    head_m = sitk.GetArrayFromImage(sitk.Resample(_as_image(_head(m2), m2), f2, tx,
-                                                  sitk.sitkNearestNeighbor, 0)) > 0
-    s = head_f.sum() + head_m.sum()
-    d = float(2 * (head_f & head_m).sum() / s) if s else 0.0
-    ok = d >= QC_MIN_HEAD_DICE
-    return Registration(tx, d, ok, "" if ok else f"registration quality check failed (head Dice {d:.2f} < "
-                                                 f"{QC_MIN_HEAD_DICE})")
-
-
-def _as_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
-    img = sitk.GetImageFromArray(arr.astype(np.uint8))
-    img.CopyInformation(ref)
-    return img
-
-
-def _as_float_image(arr: np.ndarray, ref: sitk.Image) -> sitk.Image:
-    img = sitk.GetImageFromArray(arr.astype(np.float32, copy=False))
-    img.CopyInformation(ref)
-    return img
-
-
-def _affine_of(t: sitk.Transform) -> tuple[np.ndarray, np.ndarray]:
-    """(A, b) with t(x) = A x + b, read off by probing points (any composite of rigid/affine parts)."""
-    b = np.array(t.TransformPoint((0.0, 0.0, 0.0)))
-    a = np.column_stack([np.array(t.TransformPoint(tuple(e))) - b for e in np.eye(3)])
-    return a, b
-
-
-def halfway_transform(t: sitk.Transform) -> sitk.Euler3DTransform:
-    """The square root H of a rigid transform T: H(H(x)) = T(x).
-
-    H rotates by half of T's angle about the same axis (axis-angle halved); its translation c
-    solves R_h c + c = b for T(x) = R x + b (R_h + I is invertible for angles below 180 deg)."""
-    from scipy.spatial.transform import Rotation
-
-    a, b = _affine_of(t)
-    u, _, vt = np.linalg.svd(a)  # nearest rotation (removes probing round-off)
-    r = u @ vt
-    rh = Rotation.from_rotvec(Rotation.from_matrix(r).as_rotvec() / 2.0).as_matrix()
-    c = np.linalg.solve(rh + np.eye(3), b)
-    h = sitk.Euler3DTransform()
-    h.SetMatrix(tuple(float(v) for v in rh.ravel()), 1e-6)
-    h.SetTranslation(tuple(float(v) for v in c))
-    return h
-
-
-def halfway_grid(follow_img: sitk.Image, h: sitk.Transform) -> sitk.Image:
-    """The halfway space's grid: the follow-up's lattice (direction, spacing, voxel phase),
-    extended by whole voxels so that it holds the follow-up's field of view moved half way
-    (a follow-up point x lies at H(x) in halfway space). Both studies are resampled onto it
-    once, each by half the motion: the follow-up through H^-1, the prior through H."""
-    size = np.array(follow_img.GetSize())
-    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
-    for corner in np.ndindex(2, 2, 2):  # the field of view's outer corners (voxel edges)
-        idx = tuple(float(v) for v in np.where(corner, size - 0.5, -0.5))
-        q = h.TransformPoint(follow_img.TransformContinuousIndexToPhysicalPoint(idx))
-        ci = np.array(follow_img.TransformPhysicalPointToContinuousIndex(q))
-        lo, hi = np.minimum(lo, ci), np.maximum(hi, ci)
-    start = np.ceil(lo - 0.5 + 1e-6).astype(int)  # every voxel the moved field of view reaches into
-    stop = np.floor(hi + 0.5 - 1e-6).astype(int)
-    grid = sitk.Image([int(v) for v in stop - start + 1], sitk.sitkUInt8)
-    grid.SetSpacing(follow_img.GetSpacing())
-    grid.SetDirection(follow_img.GetDirection())
-    grid.SetOrigin(follow_img.TransformIndexToPhysicalPoint([int(v) for v in start]))
-    return grid
-
-
-def _resample(arr: np.ndarray, src: sitk.Image, grid: sitk.Image, transform: sitk.Transform,
-              interp) -> np.ndarray:
-    img = sitk.GetImageFromArray(arr)
-    img.CopyInformation(src)
-    return sitk.GetArrayFromImage(sitk.Resample(img, grid, transform, interp, 0))
 
 
 @dataclass
@@ -253,7 +145,7 @@ def _frames(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Trans
 
 def _in_space(arr: np.ndarray, src: sitk.Image, grid: sitk.Image, transform: sitk.Transform | None,
               interp) -> np.ndarray:
-    return arr if transform is None else _resample(arr, src, grid, transform, interp)
+    return arr if transform is None else resample(arr, src, grid, transform, interp)
 
 
 def intensity_change(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Transform,
@@ -271,16 +163,16 @@ def intensity_change(prior_img: sitk.Image, follow_img: sitk.Image, transform: s
     grid, to_prior, to_follow = _frames(prior_img, follow_img, transform, space)
     fa = _in_space(sitk.GetArrayFromImage(follow_img).astype(np.float32), follow_img, grid, to_follow,
                    sitk.sitkLinear)
-    pa = prior_on_f if prior_on_f is not None else _resample(
+    pa = prior_on_f if prior_on_f is not None else resample(
         sitk.GetArrayFromImage(prior_img).astype(np.float32), prior_img, grid, to_prior, sitk.sitkLinear)
-    cover = _resample(np.ones(sitk.GetArrayFromImage(prior_img).shape, np.uint8), prior_img, grid, to_prior,
+    cover = resample(np.ones(sitk.GetArrayFromImage(prior_img).shape, np.uint8), prior_img, grid, to_prior,
                       sitk.sitkNearestNeighbor) > 0
     if to_follow is None:
-        head = _head(follow_img)
+        head = head_mask(follow_img)
     else:
-        cover &= _resample(np.ones(follow_img.GetSize()[::-1], np.uint8), follow_img, grid, to_follow,
+        cover &= resample(np.ones(follow_img.GetSize()[::-1], np.uint8), follow_img, grid, to_follow,
                            sitk.sitkNearestNeighbor) > 0
-        head = _head(_as_float_image(fa, grid))
+        head = head_mask(as_float_image(fa, grid))
     sy, sx = grid.GetSpacing()[1], grid.GetSpacing()[0]
     deep = np.zeros_like(head)
     for z in np.nonzero(head.any((1, 2)))[0]:
@@ -332,18 +224,18 @@ def _halfway_change(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labe
 
     def prob(p, labels, img, tx):
         if p is not None:
-            return _resample(p.astype(np.float32), img, grid, tx, sitk.sitkLinear)
-        return _resample((labels > 0).astype(np.uint8), img, grid, tx, sitk.sitkNearestNeighbor).astype(np.float32)
+            return resample(p.astype(np.float32), img, grid, tx, sitk.sitkLinear)
+        return resample((labels > 0).astype(np.uint8), img, grid, tx, sitk.sitkNearestNeighbor).astype(np.float32)
 
     prior_p = prob(prior_probability, prior_labels, prior_img, to_prior)
     follow_p = prob(follow_probability, follow_labels, follow_img, to_follow)
-    cover = ((_resample(np.ones(prior_labels.shape, np.uint8), prior_img, grid, to_prior, sitk.sitkNearestNeighbor) > 0)
-             & (_resample(np.ones(follow_labels.shape, np.uint8), follow_img, grid, to_follow,
+    cover = ((resample(np.ones(prior_labels.shape, np.uint8), prior_img, grid, to_prior, sitk.sitkNearestNeighbor) > 0)
+             & (resample(np.ones(follow_labels.shape, np.uint8), follow_img, grid, to_follow,
                           sitk.sitkNearestNeighbor) > 0))
     signal = intensity_change(prior_img, follow_img, transform, space="halfway") if use_signal else None
     grow, loss = change_voxels(prior_p, follow_p, grid.GetSpacing()[::-1], cover, signal)
     # a follow-up point x lies at H(x) in halfway space: H (= to_prior) carries the maps back
-    back = [_resample(m.astype(np.uint8), grid, follow_img, to_prior, sitk.sitkNearestNeighbor) > 0
+    back = [resample(m.astype(np.uint8), grid, follow_img, to_prior, sitk.sitkNearestNeighbor) > 0
             for m in (grow, loss)]
     return back[0], back[1]
 
@@ -367,12 +259,12 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     pv = float(np.prod(prior_img.GetSpacing()))
     fv = float(np.prod(follow_img.GetSpacing()))
     sp_zyx = follow_img.GetSpacing()[::-1]
-    prior_on_f = _resample(prior_labels.astype(np.uint32), prior_img, follow_img, transform,
+    prior_on_f = resample(prior_labels.astype(np.uint32), prior_img, follow_img, transform,
                            sitk.sitkNearestNeighbor).astype(np.int64)
-    cover = _resample(np.ones(prior_labels.shape, np.uint8), prior_img, follow_img, transform,
+    cover = resample(np.ones(prior_labels.shape, np.uint8), prior_img, follow_img, transform,
                       sitk.sitkNearestNeighbor) > 0
     if prior_probability is not None:
-        prior_p = _resample(prior_probability.astype(np.float32), prior_img, follow_img, transform, sitk.sitkLinear)
+        prior_p = resample(prior_probability.astype(np.float32), prior_img, follow_img, transform, sitk.sitkLinear)
     else:
         prior_p = (prior_on_f > 0).astype(np.float32)
     follow_p = (follow_probability.astype(np.float32, copy=False) if follow_probability is not None
@@ -503,145 +395,3 @@ def _as_date(text: str):
         return dt.datetime.strptime((text or "")[:8], "%Y%m%d").date()
     except ValueError:
         return None
-
-
-def change_on_flair(patient: Path, study: str, flair: sitk.Image) -> np.ndarray:
-    """The dataset's expert change mask (common space) resampled onto one study's FLAIR grid."""
-    cm = sitk.ReadImage(str(patient / "change_mask.nii.gz"))
-    to_common = sitk.ReadTransform(str(patient / f"{study}_FLAIR_to_common_space.txt"))
-    return sitk.GetArrayFromImage(sitk.Resample(cm, flair, to_common.GetInverse(), sitk.sitkNearestNeighbor, 0)) > 0
-
-
-def moved_copy(img: sitk.Image, degrees: float = 3.0, shift_mm=(2.0, -1.5, 1.0)) -> sitk.Image:
-    """The same image rigidly moved (a rotation about the slice axis and a shift) and resampled
-    onto its own grid: a pair of it with the original must give no new lesions."""
-    c = img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in img.GetSize()])
-    tx = sitk.Euler3DTransform(c, 0.0, 0.0, np.deg2rad(degrees), shift_mm)
-    return sitk.Resample(img, img, tx, sitk.sitkLinear, 0.0)
-
-
-def _detection(pred: np.ndarray, ref: np.ndarray, spacing_zyx) -> dict:
-    """Change-region detection: a reference region is found when a predicted change region
-    overlaps it, and a predicted region is true when it overlaps a reference region (both:
-    26-connected components >= 10 mm3)."""
-    from ai.evaluate import lesion_match
-    from ai.lesions import components
-
-    pl, npred = components(pred, spacing_zyx)
-    rl, nref = components(ref, spacing_zyx)
-    return lesion_match(pl, npred, rl, nref)
-
-
-def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: bool = True, bf16: bool | None = None,
-                   self_pairs: bool = True, plots: Path | None = None, space: str | None = None) -> dict:
-    """Run the comparison on every ``PAIRS_DIR/<patient>/`` holding ``study1_FLAIR.nii.gz`` (prior),
-    ``study2_FLAIR.nii.gz`` (follow-up), optional ``studyK_T1W.nii.gz``, ``change_mask.nii.gz`` and
-    ``studyK_FLAIR_to_common_space.txt`` (the layout of ``../shared/data/ms/longitudinal``).
-
-    Per pair: detection sensitivity / PPV / F1 of the expert change regions by the predicted change
-    (new, enlarging parts, shrinking or vanished parts; the expert masks mark change in both
-    directions), the number of new lesions and of false new lesions (overlapping no change
-    region); with ``self_pairs``, the new lesions found between the follow-up and itself and
-    between it and a rigidly moved copy of itself (zero is the only right answer). ``space``: the
-    comparison space of :func:`compare` (default :data:`SPACE`).
-    """
-    from ai.infer import Segmenter
-
-    space = space or SPACE
-    if space not in SPACES:
-        raise SystemExit(f"unknown comparison space {space!r} (one of {', '.join(SPACES)})")
-    seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
-    pairs = sorted(p for p in Path(pairs_dir).iterdir() if (p / "study1_FLAIR.nii.gz").exists()
-                   and (p / "study2_FLAIR.nii.gz").exists() and (p / "change_mask.nii.gz").exists())
-    if not pairs:
-        raise SystemExit(f"no pairs (study1_FLAIR, study2_FLAIR, change_mask) under {pairs_dir}")
-    res: dict = {}
-    for p in pairs:
-        img = {k: sitk.ReadImage(str(p / f"{k}_FLAIR.nii.gz"), sitk.sitkFloat32) for k in ("study1", "study2")}
-        t1 = {k: sitk.ReadImage(str(p / f"{k}_T1W.nii.gz"), sitk.sitkFloat32)
-              if (p / f"{k}_T1W.nii.gz").exists() else None for k in ("study1", "study2")}
-        prior, follow = img["study1"], img["study2"]
-        m: dict = {"comparable": True}
-        why = comparable(prior, follow)
-        reg = register(prior, follow) if why is None else None
-        if why is None and reg is not None and not reg.ok:
-            why = reg.reason
-        sp = follow.GetSpacing()[::-1]
-        rf = seg.segment(follow, t1["study2"])
-        if why is not None:
-            m.update(comparable=False, reason=why)
-            res[p.name] = m
-            log.info("%s: no comparable prior: %s", p.name, why)
-            continue
-        assert reg is not None  # comparable pairs were registered above
-        rp = seg.segment(prior, t1["study1"])
-        ch = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability,
-                     follow_probability=rf.probability, space=space)
-        ref = change_on_flair(p, "study2", follow)
-        pred = np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING))
-        m.update(_detection(pred, ref, sp))
-        # as dicom_node calls it today (follow-up labels standing in for its probability map)
-        ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space)
-        m["labels_only_follow"] = _detection(np.isin(ch_l.change_map, (NEW, ENLARGING, SHRINKING)), ref, sp)
-        new_ids = [j for j, s in ch.follow_status.items() if s == "new"]
-        m["head_dice"] = reg.head_dice
-        m["n_new"], m["n_enlarging"] = ch.n_new, ch.n_enlarging
-        m["n_shrinking_or_vanished"] = sum(s != "stable" for s in ch.prior_status.values())
-        m["false_new"] = int(sum(not (ref & (rf.labels == j)).any() for j in new_ids))
-        if self_pairs:
-            same = compare(rf.labels, follow, rf.labels, follow, sitk.Transform(3, sitk.sitkIdentity), rf.probability,
-                           follow_probability=rf.probability, space=space)
-            moved = moved_copy(follow)
-            rm = seg.segment(moved, None)
-            reg_m = register(moved, follow)
-            moved_ch = compare(rm.labels, moved, rf.labels, follow, reg_m.transform, rm.probability,
-                               follow_probability=rf.probability, space=space)
-            m["self_pair_new"] = same.n_new
-            m["moved_pair_new"] = moved_ch.n_new
-            m["moved_pair_enlarging"] = moved_ch.n_enlarging
-        res[p.name] = m
-        if plots:
-            _plot(Path(plots) / f"change_{p.name}.png", sitk.GetArrayFromImage(follow), ref, ch.change_map, p.name)
-        log.info("%s: change F1 %.3f, %d new (%d false), %d enlarging", p.name, m["lesion_f1"], ch.n_new,
-                 m["false_new"], ch.n_enlarging)
-    done = [c for c in res if res[c]["comparable"]]
-    pooled = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
-    s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
-    q = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
-    overall = {"n_pairs": len(done), "pooled": pooled, "sensitivity": s, "ppv": q,
-               "f1": 2 * s * q / (s + q) if s + q else 0.0,
-               "mean_f1": float(np.mean([res[c]["lesion_f1"] for c in done])) if done else None}
-    if self_pairs and done:
-        overall["self_pair_new"] = int(sum(res[c]["self_pair_new"] for c in done))
-        overall["moved_pair_new"] = int(sum(res[c]["moved_pair_new"] for c in done))
-    return {"overall": overall, "pairs": res, "model_version": seg.model_version, "space": space,
-            "rules": {"enlarge_ratio": ENLARGE_RATIO, "enlarge_min_mm3": ENLARGE_MIN_MM3,
-                      "new_min_inplane_mm": NEW_MIN_INPLANE_MM, "qc_min_head_dice": QC_MIN_HEAD_DICE,
-                      "change_p_high": CHANGE_P_HIGH, "change_p_low": CHANGE_P_LOW,
-                      "change_min_mm3": CHANGE_MIN_MM3, "change_min_contrast": CHANGE_MIN_CONTRAST,
-                      "change_min_signal": CHANGE_MIN_SIGNAL}}
-
-
-def _plot(path: Path, img: np.ndarray, ref: np.ndarray, cmap: np.ndarray, name: str) -> None:
-    """Four follow-up slices with the most change: expert change (green), new (red), enlarging
-    parts (orange), shrinking or vanished parts (blue)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    order = np.argsort((ref | (cmap > 0)).sum((1, 2)))[::-1][:4]
-    fig, ax = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4.6))
-    for a, z in zip(np.atleast_1d(ax), sorted(order), strict=False):
-        a.imshow(img[z], cmap="gray", vmax=np.percentile(img, 99.5))
-        for mask, c in ((ref, "lime"), (cmap == NEW, "red"), (cmap == ENLARGING, "orange"),
-                        (cmap == SHRINKING, "deepskyblue")):
-            if mask[z].any():
-                a.contour(mask[z].astype(float), [0.5], colors=c, linewidths=0.8)
-        a.set_title(f"{name} slice {z}", fontsize=9)
-        a.axis("off")
-    fig.suptitle("green: expert change; red: new, orange: enlarging part, blue: shrinking/vanished part", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)

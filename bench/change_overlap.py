@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ai.change import change_on_flair  # noqa: E402
+from ai.change_eval import change_on_flair  # noqa: E402
 from ai.data import SHARED  # noqa: E402
 
 LONGITUDINAL = SHARED / "ms" / "longitudinal"
