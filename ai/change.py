@@ -20,11 +20,11 @@
    change, so the boundary wobble of two independent segmentations (24-45 % volume variability of
    small lesions, Arch Neurol 1992) and their intermediate-probability voxels are not change.
    The probability, size and contrast numbers are the best of 72 settings on the two real pairs
-   of ``../shared/data/ms/longitudinal`` with the previous weights (change-region F1 0.370
-   in-sample; chosen leave-one-pair-out, 0.263 on the held-out pair; 0.298 with the shipped
-   weights, not tuned on them; see ``ai/weights/MODEL_CARD.md``): two pairs are far too few
-   to claim a general figure. :data:`CHANGE_MIN_SIGNAL` (a lesion is brighter than the median
-   brain) was fixed beforehand.
+   of ``../shared/data/ms/longitudinal`` with the weights 4067fb26 (change-region F1 0.370
+   in-sample; chosen leave-one-pair-out, 0.263 on the held-out pair; 0.296 with the shipped
+   weights and 0.298 with the ones before them, not tuned on either; see
+   ``ai/weights/MODEL_CARD.md``): two pairs are far too few to claim a general figure.
+   :data:`CHANGE_MIN_SIGNAL` (a lesion is brighter than the median brain) was fixed beforehand.
 4. **Matching** (:func:`compare`): the prior's lesion labels are carried onto the follow-up grid
    (nearest neighbour). A follow-up lesion that touches no prior lesion is **new** when it spans
    >= :data:`NEW_MIN_INPLANE_MM` in-plane, lies wholly inside the prior's field of view, holds >=
