@@ -106,6 +106,16 @@ def _evaluate_change(a: argparse.Namespace) -> int:
     return 0
 
 
+def _average(a: argparse.Namespace) -> int:
+    from ai.average import average
+
+    held = frozenset(x for x in a.hold_out.split(",") if x)
+    digest = average([Path(w) for w in a.weights], Path(a.out), bn_batches=a.bn_batches, held_out=held,
+                     seed=a.seed, threads=a.threads)
+    print(f"{a.out}: sha256 {digest}")
+    return 0
+
+
 def _synth(a: argparse.Namespace) -> int:
     from ai.synth import make_phantom, write_case
 
@@ -203,6 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=90000)
     s.add_argument("--thickness", type=int, default=0, help="slice thickness mm (0: alternate 1 and 3)")
     s.set_defaults(fn=_synth)
+    v = sub.add_parser("average", help="average exported weights of one trajectory (SWA-style), BN re-estimated")
+    v.add_argument("weights", nargs="+")
+    v.add_argument("--out", required=True)
+    v.add_argument("--bn-batches", type=int, default=0,
+                   help="re-estimate BatchNorm statistics over this many training batches (0: average them)")
+    v.add_argument("--hold-out", default="", metavar="CASE[,CASE...]",
+                   help="cases the BatchNorm batches must not see (the sources' held-out fold)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--threads", type=int, default=None)
+    v.set_defaults(fn=_average)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return a.fn(a)

@@ -20,11 +20,11 @@
    change, so the boundary wobble of two independent segmentations (24-45 % volume variability of
    small lesions, Arch Neurol 1992) and their intermediate-probability voxels are not change.
    The probability, size and contrast numbers are the best of 72 settings on the two real pairs
-   of ``../shared/data/ms/longitudinal`` with the previous weights (change-region F1 0.370
-   in-sample; chosen leave-one-pair-out, 0.263 on the held-out pair; 0.298 with the shipped
-   weights, not tuned on them; see ``ai/weights/MODEL_CARD.md``): two pairs are far too few
-   to claim a general figure. :data:`CHANGE_MIN_SIGNAL` (a lesion is brighter than the median
-   brain) was fixed beforehand.
+   of ``../shared/data/ms/longitudinal`` with the weights 4067fb26 (change-region F1 0.370
+   in-sample; chosen leave-one-pair-out, 0.263 on the held-out pair; 0.296 with the shipped
+   weights and 0.298 with the ones before them, not tuned on either; see
+   ``ai/weights/MODEL_CARD.md``): two pairs are far too few to claim a general figure.
+   :data:`CHANGE_MIN_SIGNAL` (a lesion is brighter than the median brain) was fixed beforehand.
 
    **Halfway space** (``compare(..., space="halfway")``, ``evaluate-change --space halfway``):
    the voxel rule, signal confirmation included, runs between the two studies instead of on the
@@ -38,7 +38,7 @@
    The follow-up's spacing, not an isotropic one: the 3 mm slices of the real pairs hold no
    through-plane detail to gain, 1 mm would coarsen their 0.72 mm in-plane voxels, and the rule's
    numbers were chosen at the follow-up's voxel size. Measured on the two real pairs with the
-   shipped weights and the rule's numbers unchanged (not retuned): follow-up grid patient01 2/12
+   stage-9 weights 31c55493 and the rule's numbers unchanged (not retuned): follow-up grid patient01 2/12
    expert change regions found, 2/3 predicted regions true (F1 0.267), patient12 8/41, 10/14
    (0.307), pooled sensitivity 0.189, PPV 0.706, F1 0.298; halfway patient01 2/12, 2/2 (0.286),
    patient12 7/41, 7/9 (0.280), pooled 0.170 / 0.818 / 0.281. Both: 4 new lesions, none false;

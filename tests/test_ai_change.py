@@ -141,9 +141,9 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert all(m["self_pair_new"] == 0 and m["moved_pair_new"] == 0 for m in pairs.values())
     o = res["overall"]
     assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40
-    # floor = measured pooled change-region F1 (weights 31c55493: 0.298, sensitivity 0.189, PPV
-    # 0.706; 0.222 when two thresholded segmentations were matched) minus a margin; no false new
-    # lesion then
+    # floor = measured pooled change-region F1 (weights 0aee82a3: 0.296, sensitivity 0.189, PPV
+    # 0.688; 31c55493: 0.298 / 0.189 / 0.706; 0.222 when two thresholded segmentations were
+    # matched) minus a margin; no false new lesion then
     assert o["f1"] >= 0.26 and o["ppv"] >= 0.6 and o["pooled"]["false_new"] <= 2, o
     assert "change F1" in r.stdout
 

@@ -22,9 +22,9 @@ PHANTOM_MIN_DICE = 0.85
 #: the cross-patient check: fold CHECK_FOLD's weights on the patients it held out
 FOLD_WEIGHTS = WEIGHTS.parent / "folds"
 CHECK_FOLD = "B"
-FOLD_MIN_DICE = 0.58  # measured 0.630 (mean of 5 patients; weights 5669e13d)
-FOLD_MIN_LESION_F1 = 0.64  # measured 0.700
-FOLD_MAX_FP_PER_TRUE = 1.0  # measured at most 0.74
+FOLD_MIN_DICE = 0.60  # measured 0.641 (mean of 5 patients; weights 5e590eb8, stage 10)
+FOLD_MIN_LESION_F1 = 0.66  # measured 0.707
+FOLD_MAX_FP_PER_TRUE = 1.3  # measured at most 1.05 (20 false for 19 true on tabriz101627)
 
 
 @pytest.fixture(scope="module")
