@@ -136,7 +136,7 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
         lesions.append(Lesion(
             id=i, voxels=nvox, volume_mm3=round(vol, 3),
             centroid_index=(round(cz, 3), round(cy, 3), round(cx, 3)),
-            centroid_mm=tuple(round(float(c), 3) for c in cmm),  # type: ignore[arg-type]
+            centroid_mm=(round(float(cmm[0]), 3), round(float(cmm[1]), 3), round(float(cmm[2]), 3)),
             bbox_index=(bb[0].start, bb[1].start, bb[2].start, bb[0].stop, bb[1].stop, bb[2].stop),
             mean_probability=round(float(prob[bb][labels[bb] == i].mean()), 4),
             max_probability=round(float(prob[bb][labels[bb] == i].max()), 4),

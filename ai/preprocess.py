@@ -216,10 +216,11 @@ def prepare(flair: sitk.Image, t1: sitk.Image | None = None, register: bool = Tr
 def bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
     """Bounding box of a mask as slices (whole array when empty)."""
     if not mask.any():
-        return tuple(slice(0, s) for s in mask.shape)  # type: ignore[return-value]
+        z, y, x = mask.shape
+        return slice(0, z), slice(0, y), slice(0, x)
     out = []
     for ax in range(3):
         other = tuple(i for i in range(3) if i != ax)
         idx = np.nonzero(mask.any(axis=other))[0]
         out.append(slice(max(0, int(idx[0]) - margin), min(mask.shape[ax], int(idx[-1]) + 1 + margin)))
-    return tuple(out)  # type: ignore[return-value]
+    return out[0], out[1], out[2]
