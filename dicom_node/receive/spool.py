@@ -93,12 +93,11 @@ def is_valid_uid(uid: object) -> bool:
 
 def check_uid(uid: object, what: str) -> str:
     """Return ``uid`` stripped of DICOM padding, or raise :class:`InvalidUID` naming ``what``."""
-    if isinstance(uid, str):
-        uid = uid.strip("\x00 ")
-    if not is_valid_uid(uid):
-        shown = repr(uid)[:80]
+    text = uid.strip("\x00 ") if isinstance(uid, str) else None
+    if text is None or not is_valid_uid(text):
+        shown = repr(uid if text is None else text)[:80]
         raise InvalidUID(f"invalid {what} {shown}")
-    return uid  # type: ignore[return-value]
+    return text
 
 
 @dataclass(frozen=True)

@@ -314,10 +314,9 @@ class Condition:
         Errors raise ``_CondError(path, msg)``; with an ``errors`` list they are collected
         there instead (every problem of a file is reported at once).
         """
-        own = errors is None
-        errs: list[_CondError] = [] if own else errors  # type: ignore[assignment]
+        errs: list[_CondError] = [] if errors is None else errors
         cond = cls._compile(spec, path, errs)
-        if own and errs:
+        if errors is None and errs:
             raise errs[0]
         return cond
 
