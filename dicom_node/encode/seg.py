@@ -25,6 +25,7 @@ from ai.types import LOCATION_LABELS, LOCATIONS, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
+from dicom_node.encode.identity import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE
 from dicom_node.encode.uids import derive_uid
 from dicom_node.run.volume import Volume
 
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["build_seg", "segment_plan", "SegmentPlan", "write_segmentation", "prepare_source",
            "lesion_segment", "MANUFACTURER", "MODEL_NAME", "RESEARCH_NOTE", "LOCATION_RGB"]
-
-MANUFACTURER = "ms-dicom-node"
-MODEL_NAME = "MS lesion AI node"
-RESEARCH_NOTE = "RESEARCH USE ONLY"
 
 #: Display colour of each location segment in SEG viewers.
 LOCATION_RGB: dict[str, tuple[int, int, int]] = {

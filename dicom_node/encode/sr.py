@@ -59,7 +59,8 @@ from ai.types import LOCATIONS, ChangeReport, LesionChange, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
-from dicom_node.encode.seg import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, segment_plan
+from dicom_node.encode.identity import MANUFACTURER, MODEL_NAME, RESEARCH_NOTE, SR_DESCRIPTION
+from dicom_node.encode.seg import segment_plan
 from dicom_node.encode.uids import change_key, derive_uid
 from dicom_node.run.volume import Volume
 
@@ -248,7 +249,7 @@ def build_sr(
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=f"MS lesion report - {RESEARCH_NOTE}",
+        series_description=f"{SR_DESCRIPTION} - {RESEARCH_NOTE}",
         manufacturer_model_name=MODEL_NAME,
         software_versions=__version__,
         content_qualification="RESEARCH",

@@ -44,6 +44,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from dicom_node.encode.identity import MANUFACTURER as OWN_SR_MANUFACTURER
+from dicom_node.encode.identity import MODEL_NAME as OWN_SR_MODEL_NAME
+from dicom_node.encode.identity import SR_DESCRIPTION as OWN_SR_DESCRIPTION
 from dicom_node.retrieve.qr import (
     Peer,
     RetrieveError,
@@ -70,11 +73,6 @@ __all__ = ["PriorFetcher"]
 INDEX_WAIT_S = 30.0
 
 
-#: What :func:`dicom_node.encode.sr.build_sr` writes into the node's reports (the values of
-#: :mod:`dicom_node.encode.seg`, repeated here: the node process does not import the encoders).
-OWN_SR_MANUFACTURER = "ms-dicom-node"
-OWN_SR_MODEL_NAME = "MS lesion AI node"
-OWN_SR_DESCRIPTION = "MS lesion report"
 
 
 def _own_report_header(path: Any) -> tuple[str, str] | None:
