@@ -164,7 +164,7 @@ def build_sr(
     groups: list = []
     for les in sorted(result.lesions, key=lambda les: les.id):
         assert seg is not None  # lesions without a SEG were refused above
-        k = min(max(int(round(les.centroid_index[0])), 0), flair.n_slices - 1)
+        k = flair.slice_through(les.centroid_index[0])
         ref = hd.sr.ReferencedSegment(  # built directly: from_segmentation() fails on 1-segment SEGs
             sop_class_uid=str(seg.SOPClassUID),
             sop_instance_uid=str(seg.SOPInstanceUID),

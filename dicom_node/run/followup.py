@@ -86,7 +86,7 @@ def _report_fits(rep: dict[str, Any], model_version: str, flair_series: str, fla
         if t.get("volume_mm3") is None or abs(float(t["volume_mm3"]) - float(les.volume_mm3)) > 1e-3:
             return (f"lesion {lid}: {t.get('volume_mm3')} mm3 in the SR, "
                     f"{float(les.volume_mm3):.3f} mm3 now")
-        k = min(max(int(round(les.centroid_index[0])), 0), flair.n_slices - 1)
+        k = flair.slice_through(les.centroid_index[0])
         if t.get("source_sop_instance_uid") != flair.slice_refs[k][0]:
             return f"lesion {lid}: the SR names another FLAIR slice through its centroid"
         if not t.get("tracking_uid"):

@@ -72,6 +72,11 @@ class Volume:
         """True when the slices come from Enhanced multi-frame object(s)."""
         return any(ref[1] is not None for ref in self.slice_refs)
 
+    def slice_through(self, z: float) -> int:
+        """The slice through the continuous z index ``z`` (e.g. a lesion's centroid): the
+        nearest one, clipped to the volume."""
+        return min(max(int(round(z)), 0), self.n_slices - 1)
+
     def slice_reference(self, k: int) -> Dataset:
         """A source image reference to slice ``k`` (Referenced SOP Class/Instance UID and, for
         a multi-frame source, Referenced Frame Number), for derived objects' Source Image
