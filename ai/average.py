@@ -13,20 +13,16 @@ and SHA-256), how the BatchNorm statistics were obtained and the cases the sourc
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
-from ai.data import CLINICAL2D, MNI_MASKS, REAL_CASE, phantom_volume, training_volumes
+from ai.data import CLINICAL2D, MNI_MASKS, REAL_CASE
+from ai.infer import sha256
 from ai.model import UNet2D, in_channels
 
 log = logging.getLogger(__name__)
-
-
-def _sha(p: Path) -> str:
-    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
 
 def average_state(states: list[dict]) -> dict:
@@ -78,14 +74,12 @@ def average(paths: list[Path], out: Path, bn_batches: int = 0, held_out: frozens
         raise ValueError(f"--hold-out {missing}: some averaged weights trained on them")
     bn = "running statistics averaged with the weights"
     if bn_batches:
-        from ai.train import GROUP_WEIGHTS, Sampler
+        from ai.train import GROUP_WEIGHTS, Sampler, training_groups
 
         torch.manual_seed(seed)
         gw = dict(GROUP_WEIGHTS, **(cfgs[0].get("group_weights") or {}))
-        groups = training_volumes(frozenset(held_out), real_case=REAL_CASE, clinical=CLINICAL2D,
-                                  mni_masks=MNI_MASKS, seed=seed)
-        groups["phantoms"] = [phantom_volume(1000 + seed * 100 + i)
-                              for i in range(int(cfgs[0].get("n_phantoms", 12)))]
+        groups = training_groups(frozenset(held_out), seed=seed, n_phantoms=int(cfgs[0].get("n_phantoms", 12)),
+                                 real_case=REAL_CASE, clinical=CLINICAL2D, mni_masks=MNI_MASKS)
         sampler = Sampler(groups, seed=seed + 7, crop=int(cfgs[0].get("crop", 128)),
                           lesion_sampling=cfgs[0].get("lesion_sampling", "component"),
                           context=int(metas[0].get("context", 0)), weights=gw)
@@ -96,7 +90,7 @@ def average(paths: list[Path], out: Path, bn_batches: int = 0, held_out: frozens
         bn = (f"recomputed: cumulative mean over {bn_batches} batches of {batch} training crops "
               f"(ai.train.Sampler, seed {seed + 7}, group weights {gw}, held out {sorted(held_out)}), "
               f"model in train mode without gradients")
-    config = {"average_of": [{"path": str(p), "sha256": _sha(p), "iter": m.get("iter")}
+    config = {"average_of": [{"path": str(p), "sha256": sha256(p), "iter": m.get("iter")}
                              for p, m in zip(paths, metas, strict=True)],
               "batchnorm": bn, "trained_on": trained, "held_out": held,
               "base": metas[0].get("base"), "context": metas[0].get("context", 0)}
@@ -104,8 +98,6 @@ def average(paths: list[Path], out: Path, bn_batches: int = 0, held_out: frozens
                for p, c, m in zip(paths, cfgs, metas, strict=True)]
     meta = {k: v for k, v in metas[0].items() if k in ("name", "outputs", "base", "context")}
     meta.update(iter=None, train_config=config, lineage=lineage)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "meta": meta}, out)
-    digest = _sha(out)
-    out.with_suffix(out.suffix + ".sha256").write_text(f"{digest}  {out.name}\n")
-    return digest
+    from ai.train import write_weights
+
+    return write_weights(out, state, meta)

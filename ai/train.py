@@ -193,6 +193,20 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch
     return per[0] + 0.5 * per[1:].sum()
 
 
+
+def training_groups(held_out: frozenset[str], *, seed: int, n_phantoms: int, real_case: Path | None,
+                    clinical: Path | None, mni_masks: Path | None, holdout_hemisphere: bool = False,
+                    progress: bool = False) -> dict[str, list[Volume]]:
+    """The sampler's groups: the real training volumes without ``held_out``
+    (:func:`ai.data.training_volumes`) and ``n_phantoms`` seeded phantoms."""
+    from tqdm import tqdm
+
+    groups = training_volumes(held_out, real_case=real_case, clinical=clinical, mni_masks=mni_masks, seed=seed,
+                              holdout_hemisphere=holdout_hemisphere)
+    groups["phantoms"] = [phantom_volume(1000 + seed * 100 + i)
+                          for i in tqdm(range(n_phantoms), desc="phantoms", disable=not progress)]
+    return groups
+
 def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: float = 2e-3, seed: int = 0,
           n_phantoms: int = 12, base: int = 12, threads: int | None = None, resume: bool = False,
           real_case: Path | None = REAL_CASE, ckpt_every: int = 100, holdout: bool = False,
@@ -224,10 +238,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     held_out = frozenset(held_out)
-    groups = training_volumes(held_out, real_case=real_case, clinical=clinical, mni_masks=mni_masks, seed=seed,
-                              holdout_hemisphere=holdout)
-    groups["phantoms"] = [phantom_volume(1000 + seed * 100 + i)
-                          for i in tqdm(range(n_phantoms), desc="phantoms", disable=not progress)]
+    groups = training_groups(held_out, seed=seed, n_phantoms=n_phantoms, real_case=real_case, clinical=clinical,
+                             mni_masks=mni_masks, holdout_hemisphere=holdout, progress=progress)
     real = groups["real3d"]
     trained_on = sorted(v.name for k in ("real3d", "clinical") for v in groups[k])
     log.info("training volumes: %s; held out: %s", {k: len(v) for k, v in groups.items()}, sorted(held_out))
@@ -324,16 +336,21 @@ def _lineage(config: dict) -> list[dict]:
     return [dict(meta.get("train_config", {}), iter=meta.get("iter"))] + list(meta.get("lineage", []))
 
 
+def write_weights(dest: Path, state: dict, meta: dict) -> str:
+    """Write a weights file (model state + metadata) and its ``.sha256`` beside it; the SHA-256."""
+    from ai.infer import sha256
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "meta": meta}, dest)
+    digest = sha256(dest)
+    dest.with_suffix(dest.suffix + ".sha256").write_text(f"{digest}  {dest.name}\n")
+    return digest
+
+
 def export(ckpt: Path, dest: Path, extra: dict | None = None) -> str:
     """Write the shipped weights (model state + metadata) and return their SHA-256."""
-    import hashlib
-
     st = torch.load(ckpt, map_location="cpu", weights_only=False)
     meta = {"name": "ms_unet2d", "outputs": list(OUTPUTS), "base": st["config"]["base"], "iter": st["iter"],
             "context": int(st["config"].get("context", 0)),
             "train_config": st["config"], "lineage": _lineage(st["config"]), **(extra or {})}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": st["model"], "meta": meta}, dest)
-    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
-    dest.with_suffix(dest.suffix + ".sha256").write_text(f"{digest}  {dest.name}\n")
-    return digest
+    return write_weights(dest, st["model"], meta)
