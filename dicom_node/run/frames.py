@@ -56,6 +56,25 @@ def _fg_lookup(per_frame: Dataset | None, shared: Dataset | None, seq_kw: str) -
     return None
 
 
+def _frame(sop_uid: str, frame: int | None, ds_index: int, rows: int, cols: int, where: str,
+           position: Dataset, orientation: Dataset, measures: Dataset, values: Dataset) -> _Frame:
+    """One slice's geometry and rescale: Image Position/Orientation (Patient) and Pixel Spacing
+    from the datasets or functional group items that hold them, the rescale from ``values``."""
+    ps = _floats(measures.PixelSpacing, 2, "PixelSpacing", where)
+    return _Frame(
+        sop_uid=sop_uid,
+        frame=frame,
+        ds_index=ds_index,
+        position=_floats(position.ImagePositionPatient, 3, "ImagePositionPatient", where),
+        orientation=_floats(orientation.ImageOrientationPatient, 6, "ImageOrientationPatient", where),
+        spacing=(float(ps[0]), float(ps[1])),
+        slope=float(values.get("RescaleSlope", 1.0) or 1.0),
+        intercept=float(values.get("RescaleIntercept", 0.0) or 0.0),
+        rows=rows,
+        cols=cols,
+    )
+
+
 def _describe(ds: Dataset, path: str) -> str:
     return f"{Path(path).name} (SOPInstanceUID {ds.get('SOPInstanceUID', '?')})"
 
@@ -76,21 +95,7 @@ def _frames_of(ds: Dataset, ds_index: int, where: str) -> list[_Frame]:
             raise VolumeError(f"{where}: missing geometry (ImagePositionPatient/ImageOrientationPatient)")
         if "PixelSpacing" not in ds:
             raise VolumeError(f"{where}: missing geometry (PixelSpacing)")
-        ps = _floats(ds.PixelSpacing, 2, "PixelSpacing", where)
-        return [
-            _Frame(
-                sop_uid=sop_uid,
-                frame=None,
-                ds_index=ds_index,
-                position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", where),
-                orientation=_floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient", where),
-                spacing=(float(ps[0]), float(ps[1])),
-                slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
-                intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
-                rows=rows,
-                cols=cols,
-            )
-        ]
+        return [_frame(sop_uid, None, ds_index, rows, cols, where, ds, ds, ds, ds)]
 
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence") or []
@@ -111,21 +116,7 @@ def _frames_of(ds: Dataset, ds_index: int, where: str) -> list[_Frame]:
             raise VolumeError(f"{fwhere}: missing geometry (PlaneOrientationSequence)")
         if meas_item is None or "PixelSpacing" not in meas_item:
             raise VolumeError(f"{fwhere}: missing geometry (PixelMeasuresSequence/PixelSpacing)")
-        ps = _floats(meas_item.PixelSpacing, 2, "PixelSpacing", fwhere)
         pvt = _fg_lookup(pf, shared, "PixelValueTransformationSequence")
-        src = pvt if pvt is not None else ds
-        frames.append(
-            _Frame(
-                sop_uid=sop_uid,
-                frame=i + 1,
-                ds_index=ds_index,
-                position=_floats(pos_item.ImagePositionPatient, 3, "ImagePositionPatient", fwhere),
-                orientation=_floats(ori_item.ImageOrientationPatient, 6, "ImageOrientationPatient", fwhere),
-                spacing=(float(ps[0]), float(ps[1])),
-                slope=float(src.get("RescaleSlope", 1.0) or 1.0),
-                intercept=float(src.get("RescaleIntercept", 0.0) or 0.0),
-                rows=rows,
-                cols=cols,
-            )
-        )
+        frames.append(_frame(sop_uid, i + 1, ds_index, rows, cols, fwhere, pos_item, ori_item,
+                             meas_item, pvt if pvt is not None else ds))
     return frames
