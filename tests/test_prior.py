@@ -14,7 +14,8 @@ SEG and an SR with the comparison. Scenarios:
   (the self-pair) has no new lesion and no activity; the self-pair runs after the node's
   result folder of the follow-up was removed, so its tracking UIDs come from the node's SR of
   the follow-up in Orthanc (retrieved, read back, its lesions matched to the follow-up
-  segmented again);
+  segmented again; this node retrieves with C-GET, so the SR comes through the node's C-GET,
+  and a C-MOVE of the same SR to the node afterwards starts no job);
 * no prior, and a prior in another slice orientation (retrieved with C-GET): the report says
   "no comparable prior" with the reason, and carries no change figures.
 """
@@ -132,7 +133,8 @@ def test_reused_prior_tracking_uids_and_the_self_pair(pacs, node_factory, tmp_pa
     follow_uid = _study(tmp_path, flairs[1], "p2-follow", "20200611")
     self_uid = _study(tmp_path, flairs[1], "p2-self", "20200612")  # same images, a day later
     sids = {t: _upload(pacs, tmp_path, t) for t in ("p2-prior", "p2-follow", "p2-self")}
-    node = _node(node_factory, pacs, tmp_path, runner={"tta": False})
+    # this node retrieves with C-GET: the node's SR of the prior (below) comes through it
+    node = _node(node_factory, pacs, tmp_path, retrieve="get", runner={"tta": False})
 
     # the node analyses the prior first (it came in the usual way, so it is analysed)
     pacs.store_to("ainode", [sids["p2-prior"]])
@@ -172,6 +174,7 @@ def test_reused_prior_tracking_uids_and_the_self_pair(pacs, node_factory, tmp_pa
     # every lesion of the self-pair is a stable one and keeps the follow-up SR's tracking UID
     assert {les["tracking_uid"] for les in same["lesions"]} == follow_uids
     log = node.log_text()
+    assert f"retrieved 1 SR instance(s) of prior {follow_uid} (C-GET)" in log, log[-3000:]
     assert f"SR(s) of the node in prior {follow_uid}" in log, log[-3000:]
     assert "prior lesion(s) taken from the node's SR" in log, log[-3000:]
     # the SR retrieved into the follow-up study ran no job there and nothing new went into it
@@ -180,15 +183,14 @@ def test_reused_prior_tracking_uids_and_the_self_pair(pacs, node_factory, tmp_pa
     assert len([s for s in pacs.get(f"/studies/{sids['p2-follow']}/series")
                 if s["MainDicomTags"].get("Modality") == "SR"]) == 1
 
-    # retrieve: get brings the node's SR too (Comprehensive 3D SR is proposed with the MR classes)
-    from dicom_node.retrieve.qr import Peer, find_series, get_series
+    # retrieve: move (the other setting) brings the node's SR to the node's Storage SCP too
+    from dicom_node.retrieve.qr import Peer, find_series, move_series
 
     peer = Peer(pacs.aet, "127.0.0.1", pacs.dicom_port)
     srs = [s.series_uid for s in find_series(node.ae_title, peer, follow_uid) if s.modality == "SR"]
-    got: list = []
-    assert get_series(node.ae_title, peer, follow_uid, srs,
-                      lambda ev: got.append(ev.dataset) or 0x0000).completed == 1
-    assert [str(ds.Manufacturer) for ds in got] == ["ms-dicom-node"]
+    assert move_series(node.ae_title, peer, follow_uid, srs, node.ae_title).completed == 1
+    time.sleep(4)  # past the completion quiet time: a re-received SR starts no job
+    assert len(node.status()["jobs"]) == 3, node.status()["jobs"]
 
 
 def test_no_prior_and_an_incomparable_prior(pacs, node_factory, tmp_path, flairs):

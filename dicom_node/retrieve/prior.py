@@ -271,7 +271,8 @@ class PriorFetcher:
                        if len(self.index.instance_uids(s.series_uid)) < (s.n_instances or 1)]
             if missing:
                 n = self._retrieve(peer, study_uid, missing, settings)
-                log.info("job %s: retrieved %d SR instance(s) of prior %s", job.id, n, study_uid)
+                log.info("job %s: retrieved %d SR instance(s) of prior %s (%s)", job.id, n, study_uid,
+                         "C-GET" if settings["retrieve"] == "get" else f"C-MOVE to {self.cfg.ae_title}")
         except Exception as exc:  # noqa: BLE001 - the comparison runs without the SR
             log.warning("job %s: the node's SR of prior %s not retrieved (%s); prior lesions get "
                         "new tracking UIDs", job.id, study_uid, exc)
