@@ -6,7 +6,12 @@ study 1 and 2, wrapped as DICOM). Three nodes, one after the other, each with a 
 ``single``     prior comparison off: the follow-up as a single study (the reference)
 ``cached``     prior on; the node analysed the prior study before (it was sent first), so its
                lesions are reused and nothing is retrieved
-``retrieved``  prior on, fresh node: the prior is found (C-FIND), retrieved (C-MOVE) and segmented
+``sr``         prior on, fresh node, the ``cached`` node's SR still in the prior study: the prior
+               is retrieved (C-MOVE, its images and the node's SR), segmented again, and its
+               lesions keep the SR's tracking UIDs (the node lost its results, or another node
+               instance analysed the prior)
+``retrieved``  prior on, fresh node, no SR of the node in the PACS: the prior is found (C-FIND),
+               retrieved (C-MOVE) and segmented
 
 For each: last instance of the follow-up acknowledged -> its SEG(s) + SR in Orthanc (total), the
 pipeline stages from ``result.json`` (``prior``: load, comparability, registration, matching and,
@@ -79,10 +84,12 @@ def _send_and_wait(orthanc: OrthancServer, cfg_path: Path, cfg: dict, sid: str, 
     return total, res
 
 
-def _clear_results(orthanc: OrthancServer, studies: dict[str, tuple[str, str]]) -> None:
+def _clear_results(orthanc: OrthancServer, studies: dict[str, tuple[str, str]], keep: str = "") -> None:
     """Remove what an earlier node sent (same input, same model: same UIDs), so that each
-    mode's wait sees its own results arrive."""
-    for sid, _uid in studies.values():
+    mode's wait sees its own results arrive; the results in study ``keep`` stay."""
+    for tag, (sid, _uid) in studies.items():
+        if tag == keep:
+            continue
         for s in orthanc.get(f"/studies/{sid}/series"):
             if s["MainDicomTags"].get("Modality") != "MR":
                 orthanc.session.delete(f"{orthanc.url}/series/{s['ID']}", timeout=30).raise_for_status()
@@ -90,7 +97,7 @@ def _clear_results(orthanc: OrthancServer, studies: dict[str, tuple[str, str]]) 
 
 def one_node(work: Path, orthanc: OrthancServer, studies: dict[str, tuple[str, str]],
              mode: str) -> dict[str, Any]:
-    _clear_results(orthanc, studies)
+    _clear_results(orthanc, studies, keep="prior" if mode == "sr" else "")
     work.mkdir(parents=True)
     cfg_path, cfg = _node_config(work, orthanc)
     cfg["completion"] = {"quiet_seconds": 2}
@@ -110,6 +117,9 @@ def one_node(work: Path, orthanc: OrthancServer, studies: dict[str, tuple[str, s
         ch = res.get("change") or {}
         row["_change"] = (f"{ch.get('n_new')} new, {ch.get('n_enlarging')} enlarging, reused "
                           f"{ch.get('prior_reused')}" if ch.get("comparable") else ch.get("reason", "-"))
+        log = (work / "node.log").read_text(errors="replace") if (work / "node.log").exists() else ""
+        row["_change"] += ("; prior tracking UIDs from the node's SR"
+                           if "taken from the node's SR" in log else "")
         return row
     finally:
         node.terminate()
@@ -127,7 +137,7 @@ def run(work: Path) -> int:
             uid = _write(work / "studies", tag, date)
             orthanc.upload_dir(work / "studies" / tag)
             studies[tag] = (orthanc.find_study(uid), uid)
-        rows = {m: one_node(work / m, orthanc, studies, m) for m in ("single", "cached", "retrieved")}
+        rows = {m: one_node(work / m, orthanc, studies, m) for m in ("single", "cached", "sr", "retrieved")}
     finally:
         orthanc.stop()
     keys: list[str] = []
@@ -141,5 +151,6 @@ def run(work: Path) -> int:
     added = rows["cached"]["total"] - rows["single"]["total"]
     print(f"\nfollow-up with a cached prior adds {added:.1f} s to the single-study job "
           f"(target <= 10 s on 2 CPU cores); retrieval of the prior took "
-          f"{rows['retrieved']['prior retrieval']:.1f} s")
+          f"{rows['retrieved']['prior retrieval']:.1f} s; a prior backed only by the node's SR in "
+          f"the PACS (retrieved, segmented again) adds {rows['sr']['total'] - rows['single']['total']:.1f} s")
     return 0
