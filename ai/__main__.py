@@ -88,7 +88,7 @@ def _evaluate_change(a: argparse.Namespace) -> int:
 
     res = evaluate_pairs(Path(a.pairs), weights=a.weights, device=a.device, tta=not a.no_tta,
                          bf16=bf16_for(a.precision), self_pairs=not a.no_self_pairs,
-                         plots=Path(a.plots) if a.plots else None, space=a.space)
+                         plots=Path(a.plots) if a.plots else None, space=a.space, rule=a.rule)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     for name, m in res["pairs"].items():
@@ -96,12 +96,13 @@ def _evaluate_change(a: argparse.Namespace) -> int:
             print(f"  {name}: no comparable prior ({m['reason']})")
             continue
         extra = (f" | self-pair new {m['self_pair_new']}, moved-pair new {m['moved_pair_new']}"
+                 f" (change regions {m['self_pair_change_regions']}, {m['moved_pair_change_regions']})"
                  if "self_pair_new" in m else "")
         print(f"  {name}: change regions found {m['tp_ref']}/{m['n_ref']}, predicted change regions true "
               f"{m['tp_pred']}/{m['n_pred']}, F1 {m['lesion_f1']:.3f}; new {m['n_new']} (false {m['false_new']}), "
               f"enlarging {m['n_enlarging']}{extra}")
     o = res["overall"]
-    print(f"space={res['space']} pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} "
+    print(f"space={res['space']} rule={res['rule']} pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} "
           f"sens={o['sensitivity']:.3f} ppv={o['ppv']:.3f}")
     return 0
 
@@ -206,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--space", choices=["follow", "halfway"], default=None,
                    help="where the voxel change rule runs: the follow-up's grid, or a halfway space between "
                         "the two registered studies (default: ai.change.SPACE)")
+    g.add_argument("--rule", choices=["joint", "subtraction"], default=None,
+                   help="voxel change rule: the joint probability rule alone, or with the FLAIR subtraction "
+                        "channel for change where no lesion is segmented (default: ai.change.RULE)")
     g.set_defaults(fn=_evaluate_change)
     s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
     s.add_argument("out")

@@ -20,9 +20,16 @@ from ai.change import (
     ENLARGING,
     NEW,
     NEW_MIN_INPLANE_MM,
+    RULE,
+    RULES,
     SHRINKING,
     SPACE,
     SPACES,
+    SUB_K,
+    SUB_MIN_CONTRAST,
+    SUB_MIN_MM3,
+    SUB_MIN_SIGNAL,
+    SUB_P_MIN,
     compare,
 )
 from ai.registration import QC_MIN_HEAD_DICE, comparable, moved_copy, register
@@ -52,7 +59,8 @@ def _detection(pred: np.ndarray, ref: np.ndarray, spacing_zyx) -> dict:
 
 
 def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: bool = True, bf16: bool | None = None,
-                   self_pairs: bool = True, plots: Path | None = None, space: str | None = None) -> dict:
+                   self_pairs: bool = True, plots: Path | None = None, space: str | None = None,
+                   rule: str | None = None) -> dict:
     """Run the comparison on every ``PAIRS_DIR/<patient>/`` holding ``study1_FLAIR.nii.gz`` (prior),
     ``study2_FLAIR.nii.gz`` (follow-up), optional ``studyK_T1W.nii.gz``, ``change_mask.nii.gz`` and
     ``studyK_FLAIR_to_common_space.txt`` (the layout of ``../shared/data/ms/longitudinal``).
@@ -61,14 +69,17 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     (new, enlarging parts, shrinking or vanished parts; the expert masks mark change in both
     directions), the number of new lesions and of false new lesions (overlapping no change
     region); with ``self_pairs``, the new lesions found between the follow-up and itself and
-    between it and a rigidly moved copy of itself (zero is the only right answer). ``space``: the
-    comparison space of :func:`compare` (default :data:`SPACE`).
+    between it and a rigidly moved copy of itself (zero is the only right answer), and the change
+    regions predicted there (any is false). ``space`` / ``rule``: the comparison space and voxel
+    rule of :func:`compare` (default :data:`SPACE`, :data:`RULE`).
     """
     from ai.infer import Segmenter
 
-    space = space or SPACE
+    space, rule = space or SPACE, rule or RULE
     if space not in SPACES:
         raise SystemExit(f"unknown comparison space {space!r} (one of {', '.join(SPACES)})")
+    if rule not in RULES:
+        raise SystemExit(f"unknown change rule {rule!r} (one of {', '.join(RULES)})")
     seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
     pairs = sorted(p for p in Path(pairs_dir).iterdir() if (p / "study1_FLAIR.nii.gz").exists()
                    and (p / "study2_FLAIR.nii.gz").exists() and (p / "change_mask.nii.gz").exists())
@@ -95,12 +106,12 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         assert reg is not None  # comparable pairs were registered above
         rp = seg.segment(prior, t1["study1"])
         ch = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability,
-                     follow_probability=rf.probability, space=space)
+                     follow_probability=rf.probability, space=space, rule=rule)
         ref = change_on_flair(p, "study2", follow)
         pred = np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING))
         m.update(_detection(pred, ref, sp))
         # as dicom_node calls it today (follow-up labels standing in for its probability map)
-        ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space)
+        ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space, rule=rule)
         m["labels_only_follow"] = _detection(np.isin(ch_l.change_map, (NEW, ENLARGING, SHRINKING)), ref, sp)
         new_ids = [j for j, s in ch.follow_status.items() if s == "new"]
         m["head_dice"] = reg.head_dice
@@ -109,15 +120,17 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         m["false_new"] = int(sum(not (ref & (rf.labels == j)).any() for j in new_ids))
         if self_pairs:
             same = compare(rf.labels, follow, rf.labels, follow, sitk.Transform(3, sitk.sitkIdentity), rf.probability,
-                           follow_probability=rf.probability, space=space)
+                           follow_probability=rf.probability, space=space, rule=rule)
             moved = moved_copy(follow)
             rm = seg.segment(moved, None)
             reg_m = register(moved, follow)
             moved_ch = compare(rm.labels, moved, rf.labels, follow, reg_m.transform, rm.probability,
-                               follow_probability=rf.probability, space=space)
+                               follow_probability=rf.probability, space=space, rule=rule)
             m["self_pair_new"] = same.n_new
             m["moved_pair_new"] = moved_ch.n_new
             m["moved_pair_enlarging"] = moved_ch.n_enlarging
+            m["self_pair_change_regions"] = _n_regions(same.change_map, sp)
+            m["moved_pair_change_regions"] = _n_regions(moved_ch.change_map, sp)
         res[p.name] = m
         if plots:
             _plot(Path(plots) / f"change_{p.name}.png", sitk.GetArrayFromImage(follow), ref, ch.change_map, p.name)
@@ -133,12 +146,21 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     if self_pairs and done:
         overall["self_pair_new"] = int(sum(res[c]["self_pair_new"] for c in done))
         overall["moved_pair_new"] = int(sum(res[c]["moved_pair_new"] for c in done))
-    return {"overall": overall, "pairs": res, "model_version": seg.model_version, "space": space,
+        overall["moved_pair_change_regions"] = int(sum(res[c]["moved_pair_change_regions"] for c in done))
+    return {"overall": overall, "pairs": res, "model_version": seg.model_version, "space": space, "rule": rule,
             "rules": {"enlarge_ratio": ENLARGE_RATIO, "enlarge_min_mm3": ENLARGE_MIN_MM3,
                       "new_min_inplane_mm": NEW_MIN_INPLANE_MM, "qc_min_head_dice": QC_MIN_HEAD_DICE,
                       "change_p_high": CHANGE_P_HIGH, "change_p_low": CHANGE_P_LOW,
                       "change_min_mm3": CHANGE_MIN_MM3, "change_min_contrast": CHANGE_MIN_CONTRAST,
-                      "change_min_signal": CHANGE_MIN_SIGNAL}}
+                      "change_min_signal": CHANGE_MIN_SIGNAL, "sub_k": SUB_K, "sub_min_contrast": SUB_MIN_CONTRAST,
+                      "sub_p_min": SUB_P_MIN, "sub_min_signal": SUB_MIN_SIGNAL, "sub_min_mm3": SUB_MIN_MM3}}
+
+
+def _n_regions(change_map: np.ndarray, spacing_zyx) -> int:
+    """Predicted change regions (new, enlarging parts, shrinking or vanished parts) as scored."""
+    from ai.lesions import components
+
+    return int(components(np.isin(change_map, (NEW, ENLARGING, SHRINKING)), spacing_zyx)[1])
 
 
 def _plot(path: Path, img: np.ndarray, ref: np.ndarray, cmap: np.ndarray, name: str) -> None:
