@@ -142,11 +142,11 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert all(m["self_pair_new"] == 0 and m["moved_pair_new"] == 0 for m in pairs.values())
     assert all(m["self_pair_change_regions"] == 0 for m in pairs.values())
     o = res["overall"]
-    assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40 and res["rule"] == "subtraction"
-    # floor = measured pooled change-region F1 minus a margin (weights 0aee82a3 with the
-    # subtraction channel: 0.343, sensitivity 0.226, PPV 0.706; the joint rule alone 0.296 /
-    # 0.189 / 0.688; 0.222 when two thresholded segmentations were matched); no false new lesion then
-    assert o["f1"] >= 0.33 and o["ppv"] >= 0.6 and o["pooled"]["false_new"] <= 2, o
+    assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40 and res["rule"] == "joint"
+    # floor = measured pooled change-region F1 minus a margin (weights 915d981d: 0.324,
+    # sensitivity 0.208, PPV 0.737; 0aee82a3: 0.296 / 0.189 / 0.688; 31c55493: 0.298 / 0.189 /
+    # 0.706; 0.222 when two thresholded segmentations were matched); no false new lesion then
+    assert o["f1"] >= 0.29 and o["ppv"] >= 0.6 and o["pooled"]["false_new"] <= 2, o
     assert "change F1" in r.stdout
 
 
@@ -336,14 +336,14 @@ def _faint_new_lesion():
 
 
 def test_subtraction_finds_a_faint_new_lesion_the_model_misses():
-    """The subtraction channel (the default rule) marks the faint lesion as a grown part; it makes
-    no lesion status (the model segmented no lesion there): still one new and one enlarging
-    lesion. The joint rule alone misses it."""
+    """The subtraction channel (``rule="subtraction"``, an option) marks the faint lesion as a grown
+    part; it makes no lesion status (the model segmented no lesion there): still one new and one
+    enlarging lesion. The joint rule (the default) misses it."""
     pl, pimg, pp, fl, fimg, pf, faint = _faint_new_lesion()
-    ch = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf)
+    ch = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf, rule="subtraction")
     assert (ch.change_map[faint] == ENLARGING).mean() > 0.5
     assert ch.follow_status == {1: "enlarging", 2: "new"} and ch.n_new == 1
-    joint = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf, rule="joint")
+    joint = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf)
     assert not joint.change_map[faint].any() and joint.follow_status == ch.follow_status
     with pytest.raises(ValueError, match="change rule"):
         compare(pl, pimg, fl, fimg, IDENTITY, pp, rule="difference")
@@ -353,8 +353,8 @@ def test_subtraction_gives_nothing_on_a_self_pair_or_a_moved_copy():
     pl, pimg, pp, fl, fimg, pf, faint = _faint_new_lesion()
     # a noisy study against itself: nothing, its brightest voxels included (the channel's quantile
     # matching is not clamped at the 98th percentile)
-    ch = compare(fl, fimg, fl, fimg, IDENTITY, pf, follow_probability=pf)
+    ch = compare(fl, fimg, fl, fimg, IDENTITY, pf, follow_probability=pf, rule="subtraction")
     assert ch.n_new == 0 and not np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING)).any()
     ml, mimg, mp, tx = _moved_prior(fl, fimg, pf)
-    ch = compare(ml, mimg, fl, fimg, tx, mp, follow_probability=pf)
+    ch = compare(ml, mimg, fl, fimg, tx, mp, follow_probability=pf, rule="subtraction")
     assert ch.n_new == 0 and not np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING)).any(), ch.follow_status
