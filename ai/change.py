@@ -213,7 +213,14 @@ def intensity_change(prior_img: sitk.Image, follow_img: sitk.Image, transform: s
     cover, which removes scanner gain and contrast differences. None when there is no such region
     (e.g. blank images). ``prior_on_f``: the prior FLAIR already on the grid of ``space``."""
     sig = _signal(prior_img, follow_img, transform, prior_on_f, space)
-    return None if sig is None else (sig[0], sig[1], sig[0] - sig[1])
+    return None if sig is None else _joint_signal(sig)
+
+
+def _joint_signal(sig: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(follow, matched prior, follow - matched prior)`` of :func:`_signal`'s result: the
+    signal of :func:`intensity_change` and of the joint rule."""
+    return sig[0], sig[1], sig[0] - sig[1]
 
 
 def _signal(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Transform,
@@ -399,8 +406,7 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     sig = _signal(prior_img, follow_img, transform, None, "follow") if use_signal and (
         space == "follow" or rule == "subtraction") else None
     if space == "follow":
-        grow, loss = change_voxels(prior_p, follow_p, sp_zyx, cover,
-                                   None if sig is None else (sig[0], sig[1], sig[0] - sig[1]))
+        grow, loss = change_voxels(prior_p, follow_p, sp_zyx, cover, None if sig is None else _joint_signal(sig))
     else:
         grow, loss = _halfway_change(prior_labels, prior_img, follow_labels, follow_img, transform,
                                      prior_probability, follow_probability, use_signal)

@@ -108,11 +108,11 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         ch = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability,
                      follow_probability=rf.probability, space=space, rule=rule)
         ref = change_on_flair(p, "study2", follow)
-        pred = np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING))
+        pred = _predicted_change(ch.change_map)
         m.update(_detection(pred, ref, sp))
         # as dicom_node calls it today (follow-up labels standing in for its probability map)
         ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space, rule=rule)
-        m["labels_only_follow"] = _detection(np.isin(ch_l.change_map, (NEW, ENLARGING, SHRINKING)), ref, sp)
+        m["labels_only_follow"] = _detection(_predicted_change(ch_l.change_map), ref, sp)
         new_ids = [j for j, s in ch.follow_status.items() if s == "new"]
         m["head_dice"] = reg.head_dice
         m["n_new"], m["n_enlarging"] = ch.n_new, ch.n_enlarging
@@ -156,11 +156,17 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
                       "sub_p_min": SUB_P_MIN, "sub_min_signal": SUB_MIN_SIGNAL, "sub_min_mm3": SUB_MIN_MM3}}
 
 
+def _predicted_change(change_map: np.ndarray) -> np.ndarray:
+    """The predicted change that is scored: new lesions, enlarging parts, shrinking or vanished
+    parts (the expert masks mark change in both directions)."""
+    return np.isin(change_map, (NEW, ENLARGING, SHRINKING))
+
+
 def _n_regions(change_map: np.ndarray, spacing_zyx) -> int:
-    """Predicted change regions (new, enlarging parts, shrinking or vanished parts) as scored."""
+    """Predicted change regions (:func:`_predicted_change`) as scored."""
     from ai.lesions import components
 
-    return int(components(np.isin(change_map, (NEW, ENLARGING, SHRINKING)), spacing_zyx)[1])
+    return int(components(_predicted_change(change_map), spacing_zyx)[1])
 
 
 def _plot(path: Path, img: np.ndarray, ref: np.ndarray, cmap: np.ndarray, name: str) -> None:
