@@ -46,14 +46,9 @@ from dicom_node.store.index import Index, SeriesState
 from dicom_node.store.jobs import JobQueue, make_job_key
 from dicom_node.store.records import SeriesTouch, keeps_element, routing_header
 
-__all__ = ["CompletionManager", "load_headers", "series_headers", "series_tuple", "reads_kept_only"]
+__all__ = ["CompletionManager", "series_headers", "series_tuple", "reads_kept_only"]
 
 log = logging.getLogger(__name__)
-
-
-def load_headers(paths: list[Path]) -> list[Any]:
-    """Read the headers (no pixel data) of spooled files; unreadable files are skipped."""
-    return [ds for ds in map(_read_header, paths) if ds is not None]
 
 
 def _read_header(path: Path) -> Any:
