@@ -223,25 +223,34 @@ def _joint_signal(sig: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     return sig[0], sig[1], sig[0] - sig[1]
 
 
+def _cover(prior_img: sitk.Image, follow_img: sitk.Image, grid: sitk.Image, to_prior: sitk.Transform,
+           to_follow: sitk.Transform | None) -> np.ndarray:
+    """The voxels of ``grid`` that both studies cover (nearest-neighbour resampled field of view)."""
+    cover = resample(np.ones(prior_img.GetSize()[::-1], np.uint8), prior_img, grid, to_prior,
+                     sitk.sitkNearestNeighbor) > 0
+    if to_follow is not None:
+        cover &= resample(np.ones(follow_img.GetSize()[::-1], np.uint8), follow_img, grid, to_follow,
+                          sitk.sitkNearestNeighbor) > 0
+    return cover
+
+
 def _signal(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Transform,
-            prior_on_f: np.ndarray | None, space: str
+            prior_on_f: np.ndarray | None, space: str, *,
+            frames: tuple[sitk.Image, sitk.Transform, sitk.Transform | None] | None = None,
+            cover: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(follow, matched prior, matched prior not clamped beyond the end quantiles, region): the
     signals of :func:`intensity_change` and of :func:`subtraction_voxels` and the region the
-    intensities were matched on (deep in the head, covered by both studies)."""
-    grid, to_prior, to_follow = _frames(prior_img, follow_img, transform, space)
+    intensities were matched on (deep in the head, covered by both studies). ``frames`` and
+    ``cover``: :func:`_frames` and :func:`_cover` of ``space`` when the caller has them already."""
+    grid, to_prior, to_follow = frames or _frames(prior_img, follow_img, transform, space)
     fa = _in_space(sitk.GetArrayFromImage(follow_img).astype(np.float32), follow_img, grid, to_follow,
                    sitk.sitkLinear)
     pa = prior_on_f if prior_on_f is not None else resample(
         sitk.GetArrayFromImage(prior_img).astype(np.float32), prior_img, grid, to_prior, sitk.sitkLinear)
-    cover = resample(np.ones(sitk.GetArrayFromImage(prior_img).shape, np.uint8), prior_img, grid, to_prior,
-                      sitk.sitkNearestNeighbor) > 0
-    if to_follow is None:
-        head = head_mask(follow_img)
-    else:
-        cover &= resample(np.ones(follow_img.GetSize()[::-1], np.uint8), follow_img, grid, to_follow,
-                           sitk.sitkNearestNeighbor) > 0
-        head = head_mask(as_float_image(fa, grid))
+    if cover is None:
+        cover = _cover(prior_img, follow_img, grid, to_prior, to_follow)
+    head = head_mask(follow_img) if to_follow is None else head_mask(as_float_image(fa, grid))
     sy, sx = grid.GetSpacing()[1], grid.GetSpacing()[0]
     deep = np.zeros_like(head)
     for z in np.nonzero(head.any((1, 2)))[0]:
@@ -357,10 +366,10 @@ def _halfway_change(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labe
 
     prior_p = prob(prior_probability, prior_labels, prior_img, to_prior)
     follow_p = prob(follow_probability, follow_labels, follow_img, to_follow)
-    cover = ((resample(np.ones(prior_labels.shape, np.uint8), prior_img, grid, to_prior, sitk.sitkNearestNeighbor) > 0)
-             & (resample(np.ones(follow_labels.shape, np.uint8), follow_img, grid, to_follow,
-                          sitk.sitkNearestNeighbor) > 0))
-    signal = intensity_change(prior_img, follow_img, transform, space="halfway") if use_signal else None
+    cover = _cover(prior_img, follow_img, grid, to_prior, to_follow)
+    sig = _signal(prior_img, follow_img, transform, None, "halfway", frames=(grid, to_prior, to_follow),
+                  cover=cover) if use_signal else None
+    signal = None if sig is None else _joint_signal(sig)
     grow, loss = change_voxels(prior_p, follow_p, grid.GetSpacing()[::-1], cover, signal)
     # a follow-up point x lies at H(x) in halfway space: H (= to_prior) carries the maps back
     back = [resample(m.astype(np.uint8), grid, follow_img, to_prior, sitk.sitkNearestNeighbor) > 0
