@@ -91,8 +91,14 @@
    (nearest neighbour). A follow-up lesion that touches no prior lesion is **new** when it spans
    >= :data:`NEW_MIN_INPLANE_MM` in-plane, lies wholly inside the prior's field of view, holds >=
    :data:`CHANGE_MIN_MM3` of grown voxels (the signal confirms it) and the prior's probability
-   stayed < :data:`NEW_MAX_PRIOR_PROBABILITY` everywhere inside it (and it passes the node's
-   minimum volume, as every lesion does); when the model half-saw it in the
+   stayed < :data:`NEW_MAX_PRIOR_PROBABILITY` everywhere inside it and, on thick-slice grids (the
+   coarsest spacing >= 1.5 x the finest), on the follow-up slices next to it (and it passes the
+   node's minimum volume, as every lesion does). The slices next to it count because a small
+   lesion of a 3-4 mm slice acquisition can sit on one slice: a repositioned head moves its
+   partial volume between slices, and the registered prior's probability may peak one slice away.
+   A rigidly moved copy of patient12's follow-up (its T1 moved with it) made such a one-slice
+   lesion (22 mm3) "new" with the stage-11 weights: prior probability 0.18 inside, 0.41 on the
+   next slice. When the model half-saw it in the
    prior it is **enlarging** if it holds >= :data:`CHANGE_MIN_MM3` of grown voxels, else stable.
    A follow-up lesion that touches prior lesions is **enlarging** when it holds >=
    :data:`CHANGE_MIN_MM3` of grown voxels (a growth piece ringing an existing lesion, the SAMSEG
@@ -141,7 +147,8 @@ log = logging.getLogger(__name__)
 __all__ = ["CHANGE_MIN_CONTRAST", "CHANGE_MIN_MM3", "CHANGE_MIN_SIGNAL", "CHANGE_P_HIGH", "CHANGE_P_LOW",
            "ENLARGE_MIN_MM3", "ENLARGE_RATIO", "ENLARGING", "NEW", "NEW_MAX_PRIOR_PROBABILITY",
            "NEW_MIN_INPLANE_MM", "QC_MIN_HEAD_DICE", "RULE", "RULES", "SHRINKING", "SPACE", "SPACES", "STABLE",
-           "SUB_K", "SUB_MIN_CONTRAST", "SUB_MIN_MM3", "SUB_MIN_SIGNAL", "SUB_P_MIN", "Change", "Registration",
+           "SUB_K", "SUB_MIN_CONTRAST", "SUB_MIN_MM3", "SUB_MIN_SIGNAL", "SUB_P_MIN", "THICK_SLICE_RATIO", "Change",
+           "Registration",
            "as_float_image", "change_report", "change_voxels", "comparable", "compare", "halfway_grid",
            "halfway_transform", "head_mask", "intensity_change", "moved_copy", "orientation_class", "register",
            "resample", "subtraction_voxels"]
@@ -150,6 +157,8 @@ ENLARGE_RATIO = 1.5
 ENLARGE_MIN_MM3 = 15.0
 NEW_MIN_INPLANE_MM = 3.0
 NEW_MAX_PRIOR_PROBABILITY = 0.2
+#: thick-slice grids: coarsest spacing >= this x the finest (then "seen before" reaches one slice)
+THICK_SLICE_RATIO = 1.5
 CHANGE_P_HIGH = 0.3
 CHANGE_P_LOW = 0.1
 CHANGE_MIN_MM3 = 10.0
@@ -377,6 +386,16 @@ def _halfway_change(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labe
     return back[0], back[1]
 
 
+def _through_plane_max(p: np.ndarray, spacing_zyx) -> np.ndarray:
+    """``p`` with each voxel raised to the largest value of its two neighbours along the coarsest
+    axis, on thick-slice grids (coarsest spacing >= :data:`THICK_SLICE_RATIO` x the finest); ``p``
+    itself otherwise."""
+    sp = np.asarray(spacing_zyx, float)
+    if sp.max() < THICK_SLICE_RATIO * sp.min():
+        return p
+    return ndi.maximum_filter1d(p, size=3, axis=int(np.argmax(sp)), mode="nearest")
+
+
 def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.ndarray, follow_img: sitk.Image,
             transform: sitk.Transform, prior_probability: np.ndarray | None = None, *,
             follow_probability: np.ndarray | None = None, use_signal: bool = True,
@@ -422,6 +441,7 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     prior_vol = np.bincount(prior_labels.ravel().astype(np.int64)) * pv
     follow_vol = np.bincount(follow_labels.ravel().astype(np.int64)) * fv
     sy, sx = follow_img.GetSpacing()[1], follow_img.GetSpacing()[0]
+    prior_seen = _through_plane_max(prior_p, sp_zyx)
     out = Change(np.zeros(follow_labels.shape, np.uint8))
     touched_prior: dict[int, list[int]] = {}
     for j, bb in enumerate(ndi.find_objects(follow_labels.astype(np.int64)), start=1):
@@ -433,7 +453,7 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
         now = float(follow_vol[j])
         if not hits:
             extent = max((bb[1].stop - bb[1].start) * sy, (bb[2].stop - bb[2].start) * sx)
-            seen_before = float(prior_p[bb][m].max()) >= NEW_MAX_PRIOR_PROBABILITY
+            seen_before = float(prior_seen[bb][m].max()) >= NEW_MAX_PRIOR_PROBABILITY
             if (extent >= NEW_MIN_INPLANE_MM and not seen_before and cover[bb][m].all()
                     and grown.sum() * fv >= CHANGE_MIN_MM3):
                 status = "new"

@@ -19,6 +19,7 @@ from ai.change import (
     ENLARGE_RATIO,
     ENLARGING,
     NEW,
+    NEW_MAX_PRIOR_PROBABILITY,
     NEW_MIN_INPLANE_MM,
     RULE,
     RULES,
@@ -30,6 +31,7 @@ from ai.change import (
     SUB_MIN_MM3,
     SUB_MIN_SIGNAL,
     SUB_P_MIN,
+    THICK_SLICE_RATIO,
     compare,
 )
 from ai.registration import QC_MIN_HEAD_DICE, comparable, moved_copy, register
@@ -121,8 +123,9 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         if self_pairs:
             same = compare(rf.labels, follow, rf.labels, follow, sitk.Transform(3, sitk.sitkIdentity), rf.probability,
                            follow_probability=rf.probability, space=space, rule=rule)
-            moved = moved_copy(follow)
-            rm = seg.segment(moved, None)
+            moved = moved_copy(follow)  # the whole study moves: its T1 with its FLAIR
+            moved_t1 = moved_copy(t1["study2"], centre_of=follow) if t1["study2"] is not None else None
+            rm = seg.segment(moved, moved_t1)
             reg_m = register(moved, follow)
             moved_ch = compare(rm.labels, moved, rf.labels, follow, reg_m.transform, rm.probability,
                                follow_probability=rf.probability, space=space, rule=rule)
@@ -149,7 +152,8 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         overall["moved_pair_change_regions"] = int(sum(res[c]["moved_pair_change_regions"] for c in done))
     return {"overall": overall, "pairs": res, "model_version": seg.model_version, "space": space, "rule": rule,
             "rules": {"enlarge_ratio": ENLARGE_RATIO, "enlarge_min_mm3": ENLARGE_MIN_MM3,
-                      "new_min_inplane_mm": NEW_MIN_INPLANE_MM, "qc_min_head_dice": QC_MIN_HEAD_DICE,
+                      "new_min_inplane_mm": NEW_MIN_INPLANE_MM, "new_max_prior_probability": NEW_MAX_PRIOR_PROBABILITY,
+                      "thick_slice_ratio": THICK_SLICE_RATIO, "qc_min_head_dice": QC_MIN_HEAD_DICE,
                       "change_p_high": CHANGE_P_HIGH, "change_p_low": CHANGE_P_LOW,
                       "change_min_mm3": CHANGE_MIN_MM3, "change_min_contrast": CHANGE_MIN_CONTRAST,
                       "change_min_signal": CHANGE_MIN_SIGNAL, "sub_k": SUB_K, "sub_min_contrast": SUB_MIN_CONTRAST,

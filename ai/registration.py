@@ -151,9 +151,12 @@ def resample(arr: np.ndarray, src: sitk.Image, grid: sitk.Image, transform: sitk
     return sitk.GetArrayFromImage(sitk.Resample(img, grid, transform, interp, 0))
 
 
-def moved_copy(img: sitk.Image, degrees: float = 3.0, shift_mm=(2.0, -1.5, 1.0)) -> sitk.Image:
+def moved_copy(img: sitk.Image, degrees: float = 3.0, shift_mm=(2.0, -1.5, 1.0),
+               centre_of: sitk.Image | None = None) -> sitk.Image:
     """The same image rigidly moved (a rotation about the slice axis and a shift) and resampled
-    onto its own grid: a pair of it with the original must give no new lesions."""
-    c = img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in img.GetSize()])
+    onto its own grid: a pair of it with the original must give no new lesions. ``centre_of``:
+    rotate about that image's centre instead (the FLAIR's, to move a study's T1 with its FLAIR)."""
+    ref = centre_of if centre_of is not None else img
+    c = ref.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in ref.GetSize()])
     tx = sitk.Euler3DTransform(c, 0.0, 0.0, np.deg2rad(degrees), shift_mm)
     return sitk.Resample(img, img, tx, sitk.sitkLinear, 0.0)

@@ -90,6 +90,24 @@ def test_small_growth_is_stable_and_half_seen_prior_lesion_is_not_new():
     assert ch.follow_status == {1: "stable", 2: "stable"} and ch.n_new == 0
 
 
+def test_one_slice_lesion_seen_on_the_next_prior_slice_is_not_new_on_thick_slices():
+    """A small lesion on one 3 mm slice of the follow-up, which the prior's map saw at 0.4 one slice
+    away (partial volume moved by repositioning; patient12's moved copy did this): not new on a
+    thick-slice grid; on a 1 mm grid one slice away is 1 mm, and the same maps give a new lesion."""
+    s = (12, 64, 64)
+    follow = np.zeros(s, np.uint16)
+    follow[6][_ball(s, (6, 30, 30), 3.0)[6]] = 1  # one slice, 6 mm across
+    prior_p = np.full(s, 0.05, np.float32)
+    prior_p[7][follow[6] > 0] = 0.4  # the prior's map peaks on the next slice
+    empty = np.zeros(s, np.uint16)
+    for spacing, want in (((1.0, 1.0, 3.0), "enlarging"), ((1.0, 1.0, 1.0), "new")):
+        img = _img(spacing=spacing)
+        ch = compare(empty, img, follow, img, IDENTITY, prior_probability=prior_p,
+                     follow_probability=(follow > 0).astype(np.float32) * 0.9, use_signal=False)
+        assert ch.follow_status == {1: want}, (spacing, ch.follow_status)
+        assert ch.n_new == (want == "new")
+
+
 def test_incomparable_priors_are_named():
     ax = _img()
     thick = _img(spacing=(1.0, 1.0, 7.0))
