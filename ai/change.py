@@ -148,8 +148,7 @@ __all__ = ["CHANGE_MIN_CONTRAST", "CHANGE_MIN_MM3", "CHANGE_MIN_SIGNAL", "CHANGE
            "ENLARGE_MIN_MM3", "ENLARGE_RATIO", "ENLARGING", "NEW", "NEW_MAX_PRIOR_PROBABILITY",
            "NEW_MIN_INPLANE_MM", "QC_MIN_HEAD_DICE", "RULE", "RULES", "SHRINKING", "SPACE", "SPACES", "STABLE",
            "SUB_K", "SUB_MIN_CONTRAST", "SUB_MIN_MM3", "SUB_MIN_SIGNAL", "SUB_P_MIN", "THICK_SLICE_RATIO", "Change",
-           "Registration",
-           "as_float_image", "change_report", "change_voxels", "comparable", "compare", "halfway_grid",
+           "Registration", "as_float_image", "change_report", "change_voxels", "comparable", "compare", "halfway_grid",
            "halfway_transform", "head_mask", "intensity_change", "moved_copy", "orientation_class", "register",
            "resample", "subtraction_voxels"]
 
@@ -423,16 +422,15 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     sp_zyx = follow_img.GetSpacing()[::-1]
     prior_on_f = resample(prior_labels.astype(np.uint32), prior_img, follow_img, transform,
                            sitk.sitkNearestNeighbor).astype(np.int64)
-    cover = resample(np.ones(prior_labels.shape, np.uint8), prior_img, follow_img, transform,
-                      sitk.sitkNearestNeighbor) > 0
+    cover = _cover(prior_img, follow_img, follow_img, transform, None)
     if prior_probability is not None:
         prior_p = resample(prior_probability.astype(np.float32), prior_img, follow_img, transform, sitk.sitkLinear)
     else:
         prior_p = (prior_on_f > 0).astype(np.float32)
     follow_p = (follow_probability.astype(np.float32, copy=False) if follow_probability is not None
                 else (follow_labels > 0).astype(np.float32))
-    sig = _signal(prior_img, follow_img, transform, None, "follow") if use_signal and (
-        space == "follow" or rule == "subtraction") else None
+    sig = _signal(prior_img, follow_img, transform, None, "follow", frames=(follow_img, transform, None),
+                  cover=cover) if use_signal and (space == "follow" or rule == "subtraction") else None
     if space == "follow":
         grow, loss = change_voxels(prior_p, follow_p, sp_zyx, cover, None if sig is None else _joint_signal(sig))
     else:
