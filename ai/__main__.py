@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 
+def _fade(text: str) -> tuple[float, float]:
+    """``--lesion-fade P[,ALPHA]`` -> (P, ALPHA)."""
+    parts = [float(x) for x in text.split(",") if x]
+    p, lo = (parts + [0.5])[:2] if parts else (0.0, 1.0)
+    if not (0.0 <= p <= 1.0 and 0.0 < lo <= 1.0):
+        raise SystemExit(f"--lesion-fade: probability in [0, 1] and alpha in (0, 1] expected, not {text!r}")
+    return (p, lo)
+
+
 def _train(a: argparse.Namespace) -> int:
     from ai.train import export, train
 
@@ -19,7 +28,8 @@ def _train(a: argparse.Namespace) -> int:
                  context=a.context, clinical=None if a.no_clinical else Path(a.clinical),
                  mni_masks=None if a.no_masks else Path(a.mni_masks),
                  held_out={c for c in a.hold_out.split(",") if c},
-                 group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)})
+                 group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)},
+                 lesion_fade=_fade(a.lesion_fade))
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -166,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--group-weights", default="", metavar="GROUP=W[,GROUP=W...]",
                    help="override how often each group is drawn (clinical, masksynth, real3d, phantoms; "
                         "defaults: ai.train.GROUP_WEIGHTS)")
+    t.add_argument("--lesion-fade", default="0", metavar="P[,ALPHA]",
+                   help="make the lesions of that share of lesion crops fainter: their excess FLAIR signal "
+                        "scaled by an alpha drawn in [ALPHA, 1] (default ALPHA 0.5; 0: off)")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

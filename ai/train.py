@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, training_volumes
 from ai.lesions import components
 from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels
+from ai.realsynth import fade_lesions
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Sampler:
 
     def __init__(self, groups: dict[str, list[Volume]], seed: int, crop: int = 128,
                  p_lesion: float = 0.5, lesion_sampling: str = "voxel", context: int = 0,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, lesion_fade: tuple[float, float] = (0.0, 1.0)):
         self.groups = {k: v for k, v in groups.items() if v}
         if not self.groups:
             raise ValueError("no training volumes")
@@ -54,6 +55,9 @@ class Sampler:
             raise ValueError(f"lesion_sampling must be 'voxel' or 'component', not {lesion_sampling!r}")
         self.lesion_sampling = lesion_sampling
         self.context = context
+        # (probability, lowest alpha): how often a crop's lesions are made fainter, and how much
+        # (ai.realsynth.fade_lesions; alpha drawn uniformly in [lowest, 1])
+        self.lesion_fade = (float(lesion_fade[0]), float(lesion_fade[1]))
         self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in vols}
         # per volume: the voxel indices of each 26-connected lesion component, so that
         # 'component' sampling centres crops on small lesions as often as on large confluent ones
@@ -92,6 +96,9 @@ class Sampler:
             s0 = int(np.clip(z0 + o * k, 0, nz - k))
             fls.append(_crop(v.flair[s0:s0 + k].mean(0), sl))
             t1s.append(_crop(v.t1[s0:s0 + k].mean(0), sl) if v.t1 is not None else np.zeros_like(fls[-1]))
+        if self.lesion_fade[0] > 0 and v.valid[0] and lab[0].any() and rng.random() < self.lesion_fade[0]:
+            alpha = rng.uniform(self.lesion_fade[1], 1.0)
+            fls = [fade_lesions(a, lab[0], alpha) for a in fls]
         is_phantom = v.name.startswith("phantom")
         fl_params = self._intensity_params(is_phantom)
         fls = [self._intensity(a, v.stripped, fl_params) for a in fls]
@@ -213,7 +220,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           progress: bool = True, lesion_sampling: str = "voxel", init: Path | None = None,
           warmup: int = 100, context: int = 0, clinical: Path | None = None, mni_masks: Path | None = None,
           held_out: set[str] | frozenset[str] = frozenset(),
-          group_weights: dict[str, float] | None = None) -> Path:
+          group_weights: dict[str, float] | None = None,
+          lesion_fade: tuple[float, float] = (0.0, 1.0)) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -227,6 +235,9 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     e.g. ``patient19`` or ``tabriz101228``) that training must not see: the validation fold.
     ``holdout`` keeps the earlier hemisphere hold-out of the real case (patient's left half unseen).
     ``group_weights`` overrides entries of :data:`GROUP_WEIGHTS` (how often each group is drawn).
+    ``lesion_fade`` = (probability, lowest alpha): that share of lesion-bearing crops has its
+    lesions' excess FLAIR signal scaled by an alpha drawn in [lowest, 1]
+    (:func:`ai.realsynth.fade_lesions`); (0, 1), the default, draws nothing and changes nothing.
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -247,7 +258,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     unknown = set(gw) - set(GROUP_WEIGHTS)
     if unknown:
         raise ValueError(f"unknown training groups {sorted(unknown)} (known: {sorted(GROUP_WEIGHTS)})")
-    sampler = Sampler(groups, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context, weights=gw)
+    sampler = Sampler(groups, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context, weights=gw,
+                      lesion_fade=lesion_fade)
     model = UNet2D(in_ch=in_channels(context), base=base).to(device)
     init_sha = None
     if init is not None:
@@ -278,7 +290,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   clinical=str(clinical) if groups["clinical"] else None,
                   mni_masks=str(mni_masks) if groups["masksynth"] else None,
                   n_volumes={k: len(v) for k, v in groups.items()}, held_out=sorted(held_out),
-                  trained_on=trained_on, group_weights={k: gw.get(k) for k in groups if groups[k]})
+                  trained_on=trained_on, group_weights={k: gw.get(k) for k in groups if groups[k]},
+                  **({"lesion_fade": list(lesion_fade)} if lesion_fade[0] > 0 else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))

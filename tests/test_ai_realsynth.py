@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai.realsynth import inpaint, place_lesions
+from ai.realsynth import fade_lesions, inpaint, place_lesions
 
 
 def _brain(shape=(20, 40, 40), seed=0):
@@ -57,6 +57,48 @@ def test_inpaint_replaces_a_bright_lesion_with_surrounding_tissue():
     out = inpaint(bright, hole, tissue)
     assert np.median(out[hole]) == pytest.approx(1.0, abs=0.03)
     assert np.array_equal(out[~hole], bright[~hole])
+
+
+def test_fade_scales_the_lesion_excess_over_its_surroundings_and_nothing_else():
+    flair, _, tissue = _brain(shape=(1, 60, 60))
+    img, les = flair[0] * 1.0, np.zeros((60, 60), bool)
+    les[25:35, 25:35] = True
+    img[les] *= 1.6  # 0.6 above its surroundings
+    faded = fade_lesions(img, les, 0.5, edge_sigma=0.01)
+    core = np.zeros_like(les)
+    core[27:33, 27:33] = True
+    assert np.median(faded[core]) == pytest.approx(1.3, abs=0.03)  # half the excess is left
+    far = ~ndi_dilate(les[None], 2)[0]
+    assert np.array_equal(faded[far], img[far])
+    assert fade_lesions(img, les, 1.0) is img  # alpha 1: untouched
+    dark = img.copy()
+    dark[les] = 0.3  # a CSF-dark mask voxel has no excess: it is not brightened or darkened
+    assert np.allclose(fade_lesions(dark, les, 0.5, edge_sigma=0.01)[core], 0.3)
+
+
+def test_sampler_fade_draws_fainter_lesion_crops_with_the_same_labels():
+    from ai.data import Volume
+    from ai.train import Sampler
+
+    flair, _, _ = _brain(shape=(6, 96, 96))
+    labels = np.zeros((5,) + flair.shape, np.uint8)
+    labels[0, :, 40:56, 40:56] = 1
+    labels[1, :, 8:-8, 8:-8] = 1
+    flair[labels[0] > 0] *= 1.6
+    vol = Volume("case", flair, None, labels, np.ones(5, np.float32), np.ones(flair.shape, bool),
+                 slice_mm=6.0)
+    draws = {}
+    for fade in ((0.0, 1.0), (1.0, 0.5)):
+        s = Sampler({"clinical": [vol]}, seed=0, crop=64, p_lesion=1.0, lesion_fade=fade)
+        draws[fade] = [s._one() for _ in range(8)]
+    contrast = {}
+    for fade, crops in draws.items():
+        vals = [x[0][y[0] > 0].mean() / x[0][(y[1] > 0) & (y[0] == 0)].mean() for x, y, _ in crops if y[0].any()]
+        contrast[fade] = np.mean(vals)
+    assert contrast[(1.0, 0.5)] < contrast[(0.0, 1.0)] - 0.05
+    # the first crop is drawn identically up to the fade: same place, same labels
+    (_, y0, _), (_, y1, _) = draws[(0.0, 1.0)][0], draws[(1.0, 0.5)][0]
+    assert y0[0].any() and np.array_equal(y0, y1)
 
 
 def ndi_dilate(mask, it):
