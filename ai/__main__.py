@@ -7,6 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
+from ai.lesions import THIN_SLICE_GROW, THIN_SLICE_MM
+
+GROW_HELP = (f"on thin-slice grids (every spacing <= {THIN_SLICE_MM} mm) lesions found at the threshold are drawn "
+             f"to voxels >= this (the node's default {THIN_SLICE_GROW}); a value >= the threshold: the plain cut")
+
 
 def _fade(text: str) -> tuple[float, float]:
     """``--lesion-fade P[,ALPHA]`` -> (P, ALPHA)."""
@@ -51,7 +56,7 @@ def _evaluate(a: argparse.Namespace) -> int:
 
     res = evaluate(Path(a.cases), weights=a.weights, plots=Path(a.plots) if a.plots else None,
                    threshold=a.threshold, device=a.device, tta=not a.no_tta,
-                   bf16=bf16_for(a.precision), baseline=a.baseline)
+                   bf16=bf16_for(a.precision), baseline=a.baseline, grow=a.grow)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     o = res["overall"]
@@ -85,7 +90,8 @@ def _crossval(a: argparse.Namespace) -> int:
         if fold not in FOLDS or not path:
             raise SystemExit(f"--weights takes FOLD=PATH items with FOLD in {sorted(FOLDS)}, not {item!r}")
         weights[fold] = Path(path)
-    res = crossval(weights, threshold=a.threshold, tta=not a.no_tta, bf16=bf16_for(a.precision), device=a.device)
+    res = crossval(weights, threshold=a.threshold, tta=not a.no_tta, bf16=bf16_for(a.precision), device=a.device,
+                   grow=a.grow)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     print_report(res)
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--plots", default=None)
     e.add_argument("--weights", default=None)
     e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--grow", type=float, default=THIN_SLICE_GROW, help=GROW_HELP)
     e.add_argument("--device", default="auto")
     e.add_argument("--no-tta", action="store_true", help="no mirror-image test-time augmentation")
     e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--weights", required=True, help="FOLD=PATH[,FOLD=PATH...] (folds: ai.crossval.FOLDS)")
     c.add_argument("--json", required=True)
     c.add_argument("--threshold", type=float, default=0.5)
+    c.add_argument("--grow", type=float, default=THIN_SLICE_GROW, help=GROW_HELP)
     c.add_argument("--device", default="auto")
     c.add_argument("--no-tta", action="store_true")
     c.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")

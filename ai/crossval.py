@@ -19,6 +19,7 @@ import numpy as np
 
 from ai.data import CLINICAL2D, REAL_CASE
 from ai.evaluate import _mean_over, evaluate_cases, trained_cases
+from ai.lesions import THIN_SLICE_GROW
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def train_command(fold: str, out: str, extra: str = "") -> str:
 
 
 def crossval(weights: dict[str, Path], threshold: float = 0.5, tta: bool = True, bf16: bool | None = None,
-             device: str = "auto") -> dict:
+             device: str = "auto", grow: float | None = THIN_SLICE_GROW) -> dict:
     """Evaluate each fold's weights on its held-out cases and pool the results (module doc)."""
     cases: dict = {}
     folds: dict = {}
@@ -61,7 +62,7 @@ def crossval(weights: dict[str, Path], threshold: float = 0.5, tta: bool = True,
         if seen:
             raise SystemExit(f"fold {fold}: weights {w} were trained on {seen}: not a held-out fold")
         res = evaluate_cases(dirs, weights=w, threshold=threshold, device=device, tta=tta, bf16=bf16,
-                             baseline=True)
+                             baseline=True, grow=grow)
         for c, m in res["cases"].items():
             m["fold"] = fold
             cases[c] = m
@@ -84,7 +85,7 @@ def crossval(weights: dict[str, Path], threshold: float = 0.5, tta: bool = True,
             "periventricular_check": {"rows": "by the manual ventricles: not periventricular, periventricular",
                                       "cols": "by the predicted ventricles: no, yes", "matrix": pv},
             "confidence": confidence_table([les for m in cases.values() for les in m["pred_lesions"]]),
-            "threshold": threshold, "tta": tta}
+            "threshold": threshold, "thin_slice_grow": grow, "tta": tta}
 
 
 #: mean-probability bins of the confidence table

@@ -39,7 +39,7 @@ from scipy import ndimage as ndi
 
 from ai import preprocess as pp
 from ai.infer import Segmenter
-from ai.lesions import classify, components
+from ai.lesions import THIN_SLICE_GROW, classify, components, lesion_mask
 from ai.types import LOCATIONS
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,11 @@ def lesion_match(pred_lab: np.ndarray, n_pred: int, ref_lab: np.ndarray, n_ref: 
 
 
 def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: float, min_voxels: int = 3,
-                 min_volume_mm3: float = 10.0, region: np.ndarray | None = None) -> dict:
-    """All metrics for one case (optionally restricted to ``region``)."""
-    pred = prob >= threshold
+                 min_volume_mm3: float = 10.0, region: np.ndarray | None = None,
+                 grow: float | None = None) -> dict:
+    """All metrics for one case (optionally restricted to ``region``); the prediction is
+    :func:`ai.lesions.lesion_mask` (``grow`` None: the plain threshold, as the curves use)."""
+    pred = lesion_mask(prob, spacing_zyx, threshold, grow)
     if region is not None:
         pred, ref = pred & region, ref & region
     pl, npred = components(pred, spacing_zyx, min_voxels, min_volume_mm3)
@@ -157,22 +159,23 @@ def _mean_over(results: dict, names: list[str], keys=("dice", "lesion_sensitivit
 
 def evaluate(cases_dir: Path, weights=None, plots: Path | None = None, threshold: float = 0.5,
              device: str = "auto", tta: bool = True, bf16: bool | None = None, baseline: bool = False,
-             only: set[str] | None = None) -> dict:
+             only: set[str] | None = None, grow: float | None = THIN_SLICE_GROW) -> dict:
     """Run the model on every case folder of ``cases_dir`` and return the metrics (module doc).
 
     ``tta`` and ``bf16`` are :class:`ai.infer.Segmenter`'s (defaults: the node's); ``baseline``
-    adds the same metrics for :func:`baseline_probability`; ``only`` restricts to these case names."""
+    adds the same metrics for :func:`baseline_probability`; ``only`` restricts to these case names;
+    ``grow`` is the node's thin-slice rule (:func:`ai.lesions.lesion_mask`; None: the plain cut)."""
     cases = sorted(d for d in Path(cases_dir).iterdir() if (d / "FLAIR.nii.gz").exists()
                    and (d / "lesion_mask.nii.gz").exists() and (only is None or d.name in only))
     if not cases:
         raise SystemExit(f"no cases (FLAIR.nii.gz + lesion_mask.nii.gz) under {cases_dir}")
     return evaluate_cases(cases, weights=weights, plots=plots, threshold=threshold, device=device, tta=tta,
-                          bf16=bf16, baseline=baseline)
+                          bf16=bf16, baseline=baseline, grow=grow)
 
 
 def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, threshold: float = 0.5,
                    device: str = "auto", tta: bool = True, bf16: bool | None = None,
-                   baseline: bool = False) -> dict:
+                   baseline: bool = False, grow: float | None = THIN_SLICE_GROW) -> dict:
     """:func:`evaluate` on an explicit list of case folders (they may lie in several folders)."""
     seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
     cfg = seg.meta.get("train_config", {})
@@ -189,10 +192,10 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
         ref_img = sitk.ReadImage(str(d / "lesion_mask.nii.gz"), sitk.sitkUInt8)
         ref_img = pp.resample(ref_img, flair, sitk.sitkNearestNeighbor)
         ref = sitk.GetArrayFromImage(ref_img) > 0
-        res, anatomy = seg.segment_with_maps(flair, t1, threshold=threshold)
+        res, anatomy = seg.segment_with_maps(flair, t1, threshold=threshold, grow=grow)
         prob = res.probability
         sp = flair.GetSpacing()[::-1]
-        m = case_metrics(prob, ref, sp, threshold)
+        m = case_metrics(prob, ref, sp, threshold, grow=grow)
         m["site"] = _site(d)
         m["trained_on"] = d.name in trained_on
         m["timings_s"] = res.timings_s
@@ -210,7 +213,7 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
 
             x = physical_grid(flair)[0]
             region = x >= hold["threshold_mm"]
-            m["holdout"] = case_metrics(prob, ref, sp, threshold, region=region)
+            m["holdout"] = case_metrics(prob, ref, sp, threshold, region=region, grow=grow)
             m["holdout"]["rule"] = hold["rule"]
             m["trained_on"] = False  # what is reported for it is the never-seen part
         brain = anatomy["brain"] | ref
@@ -245,7 +248,7 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
     by_site: dict = {}
     for c in unseen:
         by_site.setdefault(results[c]["site"], []).append(c)
-    out = {"overall": overall, "cases": results, "threshold": threshold, "tta": seg.tta,
+    out = {"overall": overall, "cases": results, "threshold": threshold, "thin_slice_grow": grow, "tta": seg.tta,
            "precision": seg.precision, "model": seg.model_name,
            "model_version": seg.model_version,
            # the figures that say something about the next patient: cases these weights never saw

@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage as ndi
 
 from ai import preprocess as pp
-from ai.lesions import STRUCT26, analyse
+from ai.lesions import STRUCT26, THIN_SLICE_GROW, analyse
 from ai.model import OUTPUTS, UNet2D, in_channels
 from ai.types import SegmentationResult
 
@@ -133,12 +133,17 @@ class Segmenter:
 
     # ------------------------------------------------------------------ full pipeline
     def segment(self, flair: sitk.Image, t1: sitk.Image | None = None, threshold: float = 0.5,
-                min_voxels: int = 3, min_volume_mm3: float = 10.0) -> SegmentationResult:
-        """Segment and measure MS lesions; every array is on the source FLAIR grid (z, y, x)."""
-        return self.segment_with_maps(flair, t1, threshold, min_voxels, min_volume_mm3)[0]
+                min_voxels: int = 3, min_volume_mm3: float = 10.0,
+                grow: float | None = THIN_SLICE_GROW) -> SegmentationResult:
+        """Segment and measure MS lesions; every array is on the source FLAIR grid (z, y, x).
+
+        Lesions are found at ``threshold``; on thin-slice (3D) grids they are drawn to ``grow``
+        (:func:`ai.lesions.lesion_mask`; None: the plain threshold)."""
+        return self.segment_with_maps(flair, t1, threshold, min_voxels, min_volume_mm3, grow)[0]
 
     def segment_with_maps(self, flair: sitk.Image, t1: sitk.Image | None = None, threshold: float = 0.5,
-                          min_voxels: int = 3, min_volume_mm3: float = 10.0
+                          min_voxels: int = 3, min_volume_mm3: float = 10.0,
+                          grow: float | None = THIN_SLICE_GROW
                           ) -> tuple[SegmentationResult, dict[str, np.ndarray]]:
         """Like :meth:`segment`, also returning the boolean anatomy maps on the source grid."""
         timings: dict[str, float] = {}
@@ -152,7 +157,8 @@ class Segmenter:
         timings["inference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         prob, anatomy = self.to_source(prep, out)
-        labels, lesions, summary = analyse(prob, prep.source, anatomy, threshold, min_voxels, min_volume_mm3)
+        labels, lesions, summary = analyse(prob, prep.source, anatomy, threshold, min_voxels, min_volume_mm3,
+                                           grow=grow)
         timings["postprocess"] = time.perf_counter() - t0
         sp = prep.source.GetSpacing()
         log.info("segmented: %d lesions, %.1f mm3, %s", len(lesions), summary.total_volume_mm3,

@@ -127,6 +127,7 @@ class RunnerConfig(_Strict):
     threshold: float = Field(default=_DEFAULT.threshold, gt=0, lt=1)
     min_voxels: int = Field(default=_DEFAULT.min_voxels, ge=1)
     min_volume_mm3: float = Field(default=_DEFAULT.min_volume_mm3, ge=0)
+    thin_slice_grow: float | None = Field(default=_DEFAULT.thin_slice_grow, gt=0, lt=1)
     fractional_seg: bool = _DEFAULT.fractional
     weights: Path | None = None  # None: the shipped model (ai/weights/ms_unet.pt)
     tta: bool = _DEFAULT.tta
@@ -135,7 +136,8 @@ class RunnerConfig(_Strict):
     def pipeline_options(self) -> PipelineOptions:
         """Options handed to the pipeline of every job."""
         return PipelineOptions(threshold=self.threshold, min_voxels=self.min_voxels,
-                               min_volume_mm3=self.min_volume_mm3, fractional=self.fractional_seg,
+                               min_volume_mm3=self.min_volume_mm3, thin_slice_grow=self.thin_slice_grow,
+                               fractional=self.fractional_seg,
                                weights=str(self.weights) if self.weights else None,
                                tta=self.tta, precision=self.precision)
 

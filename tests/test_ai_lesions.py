@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ai.lesions import analyse, components, load_category, summarise
+from ai.lesions import analyse, components, lesion_mask, load_category, summarise
 from ai.types import Lesion
 
 
@@ -139,3 +139,32 @@ def test_scalp_candidates_dropped_only_on_images_with_a_skull():
     at_surface = np.stack([_disk(shape, 2, (100, 160))] * 3 + [np.zeros(shape, bool)] * 2)
     les2 = np.where(at_surface, 0.9, 0.0).astype(np.float32)
     assert np.array_equal(drop_scalp_lesions(les2, stripped, brain, (1.0, 1.0, 3.0)), les2)
+
+
+def _rim_lesion(shape=(20, 40, 40)):
+    """A lesion with a bright core (0.9) inside a faint rim (0.4), and a faint blob (0.4) alone."""
+    prob = np.zeros(shape, np.float32)
+    prob[6:14, 10:20, 10:20] = 0.4
+    prob[8:12, 13:17, 13:17] = 0.9
+    prob[6:10, 28:34, 28:34] = 0.4  # never reaches the threshold: never a lesion
+    return prob
+
+
+def test_thin_slice_lesions_are_found_at_the_threshold_and_drawn_to_the_grow_level():
+    prob = _rim_lesion()
+    grown = lesion_mask(prob, (1.0, 1.0, 1.0), 0.5, 0.3)
+    assert grown[6:14, 10:20, 10:20].all()  # the faint rim belongs to the lesion found in its core
+    assert not grown[6:10, 28:34, 28:34].any()  # a faint blob with no core stays out
+    labels, lesions, _ = analyse(prob, _image(prob.shape), {})
+    assert len(lesions) == 1 and lesions[0].voxels == 8 * 10 * 10  # the node's default grows on 1 mm
+    _, plain, _ = analyse(prob, _image(prob.shape), {}, grow=None)
+    assert len(plain) == 1 and plain[0].voxels == 4 * 4 * 4
+
+
+def test_thick_slice_grids_keep_the_plain_threshold():
+    prob = _rim_lesion()
+    for spacing in ((6.5, 0.9, 0.9), (0.9, 3.0, 0.9)):  # axial 2D, or a thick coronal series
+        assert np.array_equal(lesion_mask(prob, spacing, 0.5, 0.3), prob >= 0.5)
+    _, lesions, _ = analyse(prob, _image(prob.shape, (0.9, 0.9, 6.5)), {})
+    assert len(lesions) == 1 and lesions[0].voxels == 4 * 4 * 4
+    assert np.array_equal(lesion_mask(prob, (1.0, 1.0, 1.0), 0.5, 0.6), prob >= 0.5)  # grow >= cut: off

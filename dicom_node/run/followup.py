@@ -164,7 +164,7 @@ def compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any
                 log.warning("job %s: prior T1 refused (%s); prior segmented FLAIR-only",
                             job["job_id"], exc)
         pres = seg.segment(pflair.image, pt1, threshold=opts.threshold, min_voxels=opts.min_voxels,
-                           min_volume_mm3=opts.min_volume_mm3)
+                           min_volume_mm3=opts.min_volume_mm3, grow=opts.thin_slice_grow)
         reused = {"labels": pres.labels, "probability": pres.probability, "lesions": pres.lesions,
                   "tracking": prior_report_tracking(prior, pres.model_version, pflair,
                                                     pres.lesions, job["job_id"])}

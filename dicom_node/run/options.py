@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from ai.lesions import THIN_SLICE_GROW
+
 __all__ = ["PipelineOptions", "Precision"]
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -23,6 +25,10 @@ class PipelineOptions:
         Connected components with fewer voxels are dropped...
     min_volume_mm3 : float
         ...and so are smaller volumes.
+    thin_slice_grow : float or None
+        On thin-slice series (3D FLAIR: every spacing <= 1.5 mm), lesions found at ``threshold``
+        are drawn to the connected voxels whose probability is at least this
+        (:func:`ai.lesions.lesion_mask`; why, in the model card); None: the plain threshold.
     fractional : bool
         Also send the probability map as a FRACTIONAL SEG.
     overlay : bool
@@ -38,6 +44,7 @@ class PipelineOptions:
     threshold: float = 0.5
     min_voxels: int = 3
     min_volume_mm3: float = 10.0
+    thin_slice_grow: float | None = THIN_SLICE_GROW
     fractional: bool = False
     overlay: bool = True
     weights: str | None = None

@@ -174,6 +174,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         threshold=opts.threshold,
         min_voxels=opts.min_voxels,
         min_volume_mm3=opts.min_volume_mm3,
+        grow=opts.thin_slice_grow,
     )
     for k, v in (result.timings_s or {}).items():
         timings[k] = float(v)
