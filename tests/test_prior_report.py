@@ -148,3 +148,35 @@ def test_the_fetcher_knows_the_node_s_own_reports_by_their_header(tmp_path):
     ds.Manufacturer = "another vendor"
     ds.save_as(tmp_path / "theirs.dcm")
     assert _own_report_header(tmp_path / "theirs.dcm") is None
+
+
+def test_a_prior_result_is_reused_only_when_its_lesions_were_cut_out_the_same_way(tmp_path, caplog):
+    """The node's own result of the prior stands for segmenting it again only under the same
+    lesion rule (threshold, sizes, 3D growth): a prior cut at another threshold, or by a node
+    that recorded no rule, would make lesions look enlarged or shrunk that did not change."""
+    import json
+
+    from dicom_node.run.followup import reused_prior
+    from dicom_node.run.options import PipelineOptions
+
+    version = "a" * 64
+    opts = PipelineOptions()
+    d = tmp_path / "prior-result"
+    d.mkdir()
+    np.savez_compressed(d / "labels.npz", labels=np.zeros(SHAPE, np.uint16))
+    np.savez_compressed(d / "probability.npz", probability=np.zeros(SHAPE, np.uint8))
+    base = {"model": {"version": version}, "flair_series_uid": "1.2.3", "lesions": [], "tracking": {}}
+    prior = {"reuse_result_dir": str(d), "series": {"flair": "1.2.3"}}
+
+    def reused(rule_in_result, job_opts=opts):
+        res = dict(base, **({"lesion_rule": rule_in_result} if rule_in_result is not None else {}))
+        (d / "result.json").write_text(json.dumps(res))
+        return reused_prior(prior, version, job_opts.lesion_rule())
+
+    assert reused(opts.lesion_rule()) is not None
+    with caplog.at_level(logging.INFO, logger="dicom_node.run.followup"):
+        assert reused(PipelineOptions(thin_slice_grow=None).lesion_rule()) is None
+    assert "not reused: lesion rule" in caplog.text
+    assert reused(PipelineOptions(threshold=0.6).lesion_rule()) is None
+    assert reused(None) is None  # a result from before the rule was recorded
+    assert reused(opts.lesion_rule(), PipelineOptions(min_volume_mm3=20.0)) is None

@@ -7,8 +7,8 @@ reason there is none. The answer is an :class:`ai.types.ChangeReport`.
 The prior's lesions and their tracking identifiers/UIDs (which the follow-up's SR continues) come
 from, in this order:
 
-1. the node's own earlier result of the prior (:func:`reused_prior`: same model version and FLAIR
-   series; nothing is segmented again);
+1. the node's own earlier result of the prior (:func:`reused_prior`: same model version, same
+   lesion rule (threshold, sizes, 3D growth) and FLAIR series; nothing is segmented again);
 2. else the prior is segmented again with the job's model, and the tracking comes from the
    newest SR the node wrote into the prior study that the fetcher found at the PACS
    (``prior["own_reports"]``, :func:`prior_report_tracking`), when that SR fits: made by the same
@@ -42,10 +42,12 @@ log = logging.getLogger(__name__)
 __all__ = ["compare_with_prior", "reused_prior", "prior_report_tracking"]
 
 
-def reused_prior(prior: dict[str, Any], model_version: str) -> dict[str, Any] | None:
+def reused_prior(prior: dict[str, Any], model_version: str,
+                 lesion_rule: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The node's own earlier result of the prior study, when it can stand for segmenting the
-    prior again: same model version, same FLAIR series, labels, probabilities and the tracking
-    UIDs its report carried kept."""
+    prior again: same model version, same lesion rule (:meth:`PipelineOptions.lesion_rule`; a
+    result that records none, or another, was cut out differently), same FLAIR series, labels,
+    probabilities and the tracking UIDs its report carried kept."""
     d = prior.get("reuse_result_dir")
     if not d:
         return None
@@ -56,6 +58,10 @@ def reused_prior(prior: dict[str, Any], model_version: str) -> dict[str, Any] | 
         res = json.loads((d / "result.json").read_text())
         if (res.get("model", {}).get("version") != model_version
                 or res.get("flair_series_uid") != (prior.get("series") or {}).get("flair")):
+            return None
+        if lesion_rule is not None and res.get("lesion_rule") != lesion_rule:
+            log.info("prior result in %s not reused: lesion rule %s, this job's %s", d,
+                     res.get("lesion_rule"), lesion_rule)
             return None
         labels = np.load(d / "labels.npz")["labels"]
         prob = np.load(d / "probability.npz")["probability"].astype(np.float32) / 255.0
@@ -153,7 +159,7 @@ def compare_with_prior(job: dict[str, Any], flair: Volume, result: Any, seg: Any
     if not reg.ok:
         return ChangeReport(False, reason=reg.reason, registration_head_dice=round(reg.head_dice, 4),
                             **meta)
-    reused = reused_prior(prior, result.model_version)
+    reused = reused_prior(prior, result.model_version, opts.lesion_rule())
     prior_reused = reused is not None
     if reused is None:
         pt1 = None

@@ -55,6 +55,12 @@ class PipelineOptions:
         """Plain JSON-able form (the worker process's payload)."""
         return asdict(self)
 
+    def lesion_rule(self) -> dict[str, Any]:
+        """The options that decide which voxels are lesion (what a result records, so that a
+        prior is reused only when it was cut out the same way)."""
+        return {"threshold": self.threshold, "min_voxels": self.min_voxels,
+                "min_volume_mm3": self.min_volume_mm3, "thin_slice_grow": self.thin_slice_grow}
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> PipelineOptions:
         """Options from a payload; absent keys take the defaults.

@@ -244,6 +244,7 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
         "flair_series_uid": flair.series_uid,
         "t1_series_uid": t1_vol.series_uid if t1_vol is not None else None,
         "model": {"name": result.model_name, "version": result.model_version},
+        "lesion_rule": opts.lesion_rule(),
         "spacing_mm": list(result.spacing_mm),
         "summary": result.summary.to_dict(),
         "lesions": [les.to_dict() for les in result.lesions],
