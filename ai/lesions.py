@@ -149,6 +149,10 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
     sp_xyz = source.GetSpacing()
     sp = (sp_xyz[2], sp_xyz[1], sp_xyz[0])
     seg = lesion_mask(prob, sp, threshold, grow) if mask is None else mask
+    # a lesion's mean probability is taken over the voxels found at the threshold (its core):
+    # the confidence cut was measured that way, and a 3D lesion's grown rim (< threshold) would
+    # otherwise lower it with how far it was drawn, not with how sure the detection is
+    core = prob >= threshold if mask is None else None
     labels, n = components(seg, sp, min_voxels, min_volume_mm3)
     vox_mm3 = float(np.prod(sp))
     lesions: list[Lesion] = []
@@ -171,10 +175,19 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
             centroid_index=(round(cz, 3), round(cy, 3), round(cx, 3)),
             centroid_mm=(round(float(cmm[0]), 3), round(float(cmm[1]), 3), round(float(cmm[2]), 3)),
             bbox_index=(bb[0].start, bb[1].start, bb[2].start, bb[0].stop, bb[1].stop, bb[2].stop),
-            mean_probability=round(float(prob[bb][labels[bb] == i].mean()), 4),
+            mean_probability=round(_core_mean(prob[bb], labels[bb] == i, None if core is None else core[bb]), 4),
             max_probability=round(float(prob[bb][labels[bb] == i].max()), 4),
             size_class=size_class(vol), location=loc))
     return labels, lesions, summarise(lesions)
+
+
+def _core_mean(prob: np.ndarray, lesion: np.ndarray, core: np.ndarray | None) -> float:
+    """Mean of ``prob`` over ``lesion & core`` (the whole lesion when ``core`` is None or misses it)."""
+    if core is not None:
+        inner = lesion & core
+        if inner.any():
+            return float(prob[inner].mean())
+    return float(prob[lesion].mean())
 
 
 def summarise(lesions: list[Lesion], confidence_cut: float = LOW_CONFIDENCE) -> StudySummary:

@@ -39,7 +39,7 @@ class Lesion:
     centroid_index: tuple[float, float, float]  #: (z, y, x) voxel index
     centroid_mm: tuple[float, float, float]  #: physical LPS (x, y, z) in mm
     bbox_index: tuple[int, int, int, int, int, int]  #: (z0, y0, x0, z1, y1, x1), end exclusive
-    mean_probability: float
+    mean_probability: float  #: mean lesion probability over its voxels at or above the threshold
     size_class: str  #: "small" (<100 mm3), "medium" (<1000 mm3) or "large"
     location: str  #: one of :data:`LOCATIONS`
     max_probability: float = 1.0  #: highest lesion probability inside the lesion

@@ -159,6 +159,10 @@ def test_thin_slice_lesions_are_found_at_the_threshold_and_drawn_to_the_grow_lev
     assert len(lesions) == 1 and lesions[0].voxels == 8 * 10 * 10  # the node's default grows on 1 mm
     _, plain, _ = analyse(prob, _image(prob.shape), {}, grow=None)
     assert len(plain) == 1 and plain[0].voxels == 4 * 4 * 4
+    # the confidence is the detection's: the mean over the voxels found at the threshold, not
+    # lowered by the rim it was drawn to
+    assert lesions[0].mean_probability == pytest.approx(0.9) == plain[0].mean_probability
+    assert lesions[0].max_probability == pytest.approx(0.9)
 
 
 def test_thick_slice_grids_keep_the_plain_threshold():
