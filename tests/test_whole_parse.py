@@ -57,17 +57,35 @@ class _Sender:
     """One pynetdicom association that sends files' bytes as they are."""
 
     def __init__(self, node, ts: str, sop_class: str, called: str | None = None):
-        from pynetdicom import AE, _config, build_context
+        from pynetdicom import _config
 
         _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes, unparsed
+        self._peer = (node.port, called or node.ae_title, ts, sop_class)
+        self.assoc = self._associate()
+
+    def _associate(self):
+        from pynetdicom import AE, build_context
+
+        port, called, ts, sop_class = self._peer
         ae = AE(ae_title="STORESCU")
         ae.dimse_timeout = ae.acse_timeout = ae.network_timeout = 30
         ae.requested_contexts = [build_context(sop_class, [ts])]
-        self.assoc = ae.associate("127.0.0.1", node.port, ae_title=called or node.ae_title)
-        assert self.assoc.is_established
+        assoc = ae.associate("127.0.0.1", port, ae_title=called)
+        assert assoc.is_established
+        return assoc
 
     def send(self, path: Path) -> int | None:
         st = self.assoc.send_c_store(path)
+        if not (st and "Status" in st):
+            # pynetdicom's requestor can take the response off its own queue in the reactor
+            # thread before send_c_store waits for it ("Received unexpected C-STORE service
+            # message", then a DIMSE timeout; pynetdicom issue 435), seen once on a loaded CI
+            # machine. Send once more on a new association: a node that does not answer fails
+            # this too.
+            if self.assoc.is_established:
+                self.assoc.abort()
+            self.assoc = self._associate()
+            st = self.assoc.send_c_store(path)
         return int(st.Status) if st and "Status" in st else None
 
     def close(self) -> None:
