@@ -17,6 +17,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from dicom_node._pynetdicom import fastdimse
+from dicom_node._pynetdicom.reactor import pause_reactor
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -201,6 +202,7 @@ def send(port: int, datasets, max_pdu: int = 16382, move=None) -> list[tuple]:
     out = [assoc.send_c_echo().Status]
     for i, ds in enumerate(datasets, start=1):
         kw = {"originator_aet": move[0], "originator_id": move[1]} if move else {}
+        pause_reactor(assoc)  # as the node's sender: pynetdicom issue 435 (dicom_node._pynetdicom.reactor)
         rsp = assoc.send_c_store(ds, msg_id=i, **kw)
         out.append((rsp.Status, rsp.get("AffectedSOPInstanceUID"), rsp.get("ErrorComment")))
     assoc.release()

@@ -90,6 +90,8 @@ def test_network_values_cannot_forge_log_lines(node_factory, tmp_path):
 
     from pynetdicom import AE, build_context
 
+    from dicom_node._pynetdicom.reactor import pause_reactor
+
     node = node_factory(runner={"enabled": False}, allowed_peers=[{"ae_title": "STORESCU"},
                                                                   {"ae_title": "PYSCU"}])
     ds = make_mr_series(1, 8, 8)[0]
@@ -99,6 +101,7 @@ def test_network_values_cannot_forge_log_lines(node_factory, tmp_path):
     ae.requested_contexts = [build_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)]
     assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
     assert assoc.is_established
+    pause_reactor(assoc)  # as the node's sender: pynetdicom issue 435 (dicom_node._pynetdicom.reactor)
     status = assoc.send_c_store(ds)
     assoc.release()
     assert status and status.Status == 0xA900  # the invalid UID is refused, not stored

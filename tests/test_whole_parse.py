@@ -23,6 +23,8 @@ from node_harness import ECHOSCU
 from orthanc_harness import dicom_env
 from pydicom.uid import UID
 
+from dicom_node._pynetdicom.reactor import pause_reactor
+
 FILES = [
     "dcm_qa_decubitus/siemens_prismafit_t1_fl2d_sag_HFS",  # classic, big Siemens private tags
     "dcm_qa_frag/siemens_prisma_xa30_T1w_tfl3d_jpeg_lossless",  # XA classic, JPEG lossless
@@ -57,35 +59,22 @@ class _Sender:
     """One pynetdicom association that sends files' bytes as they are."""
 
     def __init__(self, node, ts: str, sop_class: str, called: str | None = None):
-        from pynetdicom import _config
+        from pynetdicom import AE, _config, build_context
 
         _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes, unparsed
-        self._peer = (node.port, called or node.ae_title, ts, sop_class)
-        self.assoc = self._associate()
-
-    def _associate(self):
-        from pynetdicom import AE, build_context
-
-        port, called, ts, sop_class = self._peer
         ae = AE(ae_title="STORESCU")
         ae.dimse_timeout = ae.acse_timeout = ae.network_timeout = 30
         ae.requested_contexts = [build_context(sop_class, [ts])]
-        assoc = ae.associate("127.0.0.1", port, ae_title=called)
-        assert assoc.is_established
-        return assoc
+        self.assoc = ae.associate("127.0.0.1", node.port, ae_title=called or node.ae_title)
+        assert self.assoc.is_established
 
     def send(self, path: Path) -> int | None:
+        # as the node's own sender does: without it pynetdicom's requestor can take the response
+        # off its queue in the reactor thread before send_c_store waits for it ("Received
+        # unexpected C-STORE service message", then a DIMSE timeout; pynetdicom issue 435),
+        # which a loaded CI machine hit once here
+        pause_reactor(self.assoc)
         st = self.assoc.send_c_store(path)
-        if not (st and "Status" in st):
-            # pynetdicom's requestor can take the response off its own queue in the reactor
-            # thread before send_c_store waits for it ("Received unexpected C-STORE service
-            # message", then a DIMSE timeout; pynetdicom issue 435), seen once on a loaded CI
-            # machine. Send once more on a new association: a node that does not answer fails
-            # this too.
-            if self.assoc.is_established:
-                self.assoc.abort()
-            self.assoc = self._associate()
-            st = self.assoc.send_c_store(path)
         return int(st.Status) if st and "Status" in st else None
 
     def close(self) -> None:
