@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ai.lesions import THIN_SLICE_GROW, THIN_SLICE_MM
+from ai.types import THIN_SLICE_GROW, THIN_SLICE_MM
 
 GROW_HELP = (f"on thin-slice grids (every spacing <= {THIN_SLICE_MM} mm) lesions found at the threshold are drawn "
              f"to voxels >= this (the node's default {THIN_SLICE_GROW}); a value >= the threshold: the plain cut")

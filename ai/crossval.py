@@ -19,7 +19,7 @@ import numpy as np
 
 from ai.data import CLINICAL2D, REAL_CASE
 from ai.evaluate import _mean_over, evaluate_cases, trained_cases
-from ai.lesions import THIN_SLICE_GROW
+from ai.types import THIN_SLICE_GROW
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from scipy import ndimage as ndi
 
 from ai import preprocess as pp
 from ai.infer import Segmenter
-from ai.lesions import THIN_SLICE_GROW, classify, components, lesion_mask
-from ai.types import LOCATIONS
+from ai.lesions import classify, components, lesion_mask
+from ai.types import LOCATIONS, THIN_SLICE_GROW
 
 log = logging.getLogger(__name__)
 #: the trivial baseline (:func:`baseline_probability`)

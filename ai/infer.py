@@ -13,9 +13,9 @@ import torch
 from scipy import ndimage as ndi
 
 from ai import preprocess as pp
-from ai.lesions import STRUCT26, THIN_SLICE_GROW, analyse
+from ai.lesions import STRUCT26, analyse
 from ai.model import OUTPUTS, UNet2D, in_channels
-from ai.types import SegmentationResult
+from ai.types import THIN_SLICE_GROW, SegmentationResult
 
 log = logging.getLogger(__name__)
 

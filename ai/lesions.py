@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from ai.types import LOCATIONS, Lesion, StudySummary
+from ai.types import LOCATIONS, THIN_SLICE_GROW, THIN_SLICE_MM, Lesion, StudySummary
 
 DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
 LOAD_THRESHOLDS_ML = (5.0, 15.0)
@@ -34,15 +34,6 @@ STRUCT26 = np.ones((3, 3, 3), bool)
 #: under 0.8 (0.56), 168 of 201 above 0.8 (model card, "Confidence"; stage 8 gave 0.8)
 LOW_CONFIDENCE = 0.7
 
-#: thin-slice grids (3D acquisitions: every spacing <= THIN_SLICE_MM) grow each lesion seeded at
-#: the threshold into the 26-connected voxels whose probability is >= THIN_SLICE_GROW. Measured on
-#: patient19 with weights that never saw its lesion labels (model card, "Since stage 12: where
-#: the lesion boundary is drawn on 3D series"): the 3D site's lesions are fainter than the
-#: clinical site's and a plain 0.5 cut drew them too small (Dice 0.571 -> 0.655 grown, lesion F1
-#: 0.475 -> 0.486); on the thick-slice clinical site a lower cut over-calls (Dice 0.6998 at 0.5,
-#: 0.687 at 0.3), so it keeps the cut.
-THIN_SLICE_MM = 1.5
-THIN_SLICE_GROW = 0.3
 
 
 def size_class(volume_mm3: float) -> str:

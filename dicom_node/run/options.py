@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ai.lesions import THIN_SLICE_GROW
+from ai.types import THIN_SLICE_GROW
 
 __all__ = ["PipelineOptions", "Precision"]
 
