@@ -212,6 +212,11 @@ def test_node_killed_during_inference_results_arrive_once(pacs, node_factory, st
     node.kill()
     node.start()
     found = _wait_results(pacs, sid, node)
+    # the overlay series (one instance per slice) was still arriving when the first of it was
+    # seen; on a loaded machine that took more than the 5 s below (164 of 183 instances), so
+    # count only once the outbox has delivered everything it holds
+    node.wait_for(lambda st: st["outbox"]["counts"].get("pending", 0) == 0, timeout=RESULT_TIMEOUT,
+                  interval=0.5)
     time.sleep(5)  # anything sent twice would have arrived by now
     found = _series_by_modality(pacs, sid)
     assert len(found["SEG"]) == 1 and len(found["SEG"][0]["Instances"]) == 1
