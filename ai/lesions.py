@@ -29,9 +29,10 @@ DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
 LOAD_THRESHOLDS_ML = (5.0, 15.0)
 STRUCT26 = np.ones((3, 3, 3), bool)
 #: a lesion whose mean probability is below this is reported as low confidence: in the
-#: cross-patient folds on the 10 clinical 2D patients (weights of stage 9), 23 of the 49 predicted
-#: lesions with a mean probability under 0.7 overlapped a reference lesion (PPV 0.47), 75 of 133
-#: under 0.8 (0.56), 168 of 201 above 0.8 (model card, "Confidence"; stage 8 gave 0.8)
+#: cross-patient folds on the 10 clinical 2D patients (weights of stage 13), 18 of the 37 predicted
+#: lesions with a mean probability under 0.7 overlapped a reference lesion (PPV 0.49), 70 of 123
+#: under 0.8 (0.57), 179 of 207 above 0.8 (model card, "Confidence"; stages 9-12 gave 0.7 too,
+#: stage 8 0.8)
 LOW_CONFIDENCE = 0.7
 
 
