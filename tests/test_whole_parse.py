@@ -169,8 +169,6 @@ def test_every_dimse_request_is_answered(node_factory):
     from pynetdicom import AE, build_context
     from pynetdicom.dimse_primitives import N_ACTION
 
-    from dicom_node._pynetdicom.reactor import pause_reactor as _pause_reactor
-
     node = node_factory(runner={"enabled": False})
     ds = make_mr_series(1, 8, 8)[0]
     ae = AE(ae_title="STORESCU")
@@ -185,7 +183,7 @@ def test_every_dimse_request_is_answered(node_factory):
     req.RequestedSOPInstanceUID = ds.SOPInstanceUID
     req.ActionTypeID = 1
     cx = assoc.accepted_contexts[0]
-    _pause_reactor(assoc)  # our reactor must not take the response (as the node's sender)
+    pause_reactor(assoc)  # our reactor must not take the response (as the node's sender)
     assoc.dimse.send_msg(req, cx.context_id)
     cx_id, rsp = assoc.dimse.get_msg(block=True)
     assert rsp is not None, "no answer to N-ACTION"
@@ -201,7 +199,7 @@ def test_every_dimse_request_is_answered(node_factory):
     req.Priority = 2
     req.DataSet = BytesIO(encode(ds, tsx.is_implicit_VR, tsx.is_little_endian))
     req._affected_sop_instance_uid = ""  # bypass the setter's validation, as a broken SCU
-    _pause_reactor(assoc)
+    pause_reactor(assoc)
     assoc.dimse.send_msg(req, cx.context_id)
     cx_id, rsp = assoc.dimse.get_msg(block=True)
     assert rsp is not None, "no answer to a C-STORE with an empty SOP Instance UID"
