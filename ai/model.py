@@ -21,19 +21,25 @@ def in_channels(context: int = 0) -> int:
 
 
 def expand_first_conv(state: dict, context: int) -> dict:
-    """Return a copy of a 2-channel (2D) state dict whose first convolution takes the 2.5D input
-    of ``context``: the centre-slice channels keep their weights, the neighbour channels start at
-    zero, so the expanded model computes exactly what the 2D one did until it is fine-tuned."""
+    """Return a copy of a state dict whose first convolution takes the 2.5D input of ``context``.
+
+    The state may be 2D (2 input channels) or 2.5D with a smaller context: the channels it has
+    keep their weights at their slice offsets, the added outer neighbours start at zero, so the
+    expanded model computes exactly what the given one did until it is fine-tuned."""
     key = "down.0.0.weight"
     w = state[key]
     n = 2 * context + 1
     if w.shape[1] == in_channels(context):
         return dict(state)
-    if w.shape[1] != IN_CHANNELS:
-        raise ValueError(f"cannot expand a first convolution with {w.shape[1]} input channels")
+    n_old = w.shape[1] // IN_CHANNELS
+    if w.shape[1] % IN_CHANNELS or n_old % 2 == 0 or n_old > n:
+        raise ValueError(f"cannot expand a first convolution with {w.shape[1]} input channels "
+                         f"to context {context} ({in_channels(context)} channels)")
+    c_old = (n_old - 1) // 2
     new = torch.zeros((w.shape[0], in_channels(context)) + tuple(w.shape[2:]), dtype=w.dtype)
-    new[:, context] = w[:, 0]  # FLAIR, centre slice
-    new[:, n + context] = w[:, 1]  # T1, centre slice
+    lo = context - c_old
+    new[:, lo:lo + n_old] = w[:, :n_old]  # FLAIR, the offsets the given model had
+    new[:, n + lo:n + lo + n_old] = w[:, n_old:]  # T1, the same offsets
     out = dict(state)
     out[key] = new
     return out

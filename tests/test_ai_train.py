@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
@@ -113,3 +114,26 @@ def test_training_and_inference_are_deterministic_for_a_seed_on_cpu(tmp_path):
     p1 = Segmenter(tmp_path / "a.pt", device="cpu").segment(img).probability
     p2 = Segmenter(tmp_path / "b.pt", device="cpu").segment(img).probability
     assert np.array_equal(p1, p2)
+
+
+def test_25d_weights_widened_to_more_neighbours_compute_the_same():
+    """A 2.5D model (one neighbour each side) widened to two neighbours keeps its weights at the
+    same slice offsets and gives the same outputs; a first convolution that is not a narrower
+    2.5D one (an even slice count, or a wider one) is refused with a clear error."""
+    from ai.model import UNet2D, expand_first_conv, in_channels
+
+    torch.manual_seed(0)
+    m1 = UNet2D(in_ch=in_channels(1), base=4).eval()
+    m2 = UNet2D(in_ch=in_channels(2), base=4).eval()
+    m2.load_state_dict(expand_first_conv(m1.state_dict(), 2))
+    x = torch.randn(3, 6, 32, 32)  # FLAIR z-1, z, z+1, T1 z-1, z, z+1
+    noise = [torch.randn(3, 1, 32, 32) for _ in range(4)]
+    x2 = torch.cat([noise[0], x[:, 0:3], noise[1], noise[2], x[:, 3:6], noise[3]], 1)
+    with torch.no_grad():
+        assert torch.allclose(m1(x), m2(x2), atol=1e-5)
+    with pytest.raises(ValueError, match="cannot expand"):
+        expand_first_conv(m2.state_dict(), 1)
+    bad = dict(m1.state_dict())
+    bad["down.0.0.weight"] = torch.zeros(4, 4, 3, 3)
+    with pytest.raises(ValueError, match="cannot expand"):
+        expand_first_conv(bad, 2)
