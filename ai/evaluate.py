@@ -24,6 +24,8 @@ cases the weights never trained on, overall and per site: those are the figures 
 classed by the same rules on the predicted anatomy, with the manual ventricles where present);
 ``periventricular_check`` compares, for each predicted lesion, the periventricular call made with
 the predicted ventricles against the same rule applied to the manual ventricles.
+``by_size`` splits the lesion detection by reference lesion volume (10-20, 20-50, 50-200, >= 200
+mm3): lesions found, lesions the model does not see at all, and false lesions of that size.
 ``--baseline`` adds the same lesion metrics for a trivial FLAIR threshold
 (:func:`baseline_probability`), so that every report shows how far above it the model is.
 """
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 BASELINE_SD = 2.0
 BASELINE_ERODE_MM = 20.0
 THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+#: lesion size bins (mm3, lower edges) of the per-size detection counts (:func:`detection_by_size`)
+SIZE_BINS_MM3 = (10.0, 20.0, 50.0, 200.0)
+#: a reference lesion whose maximum probability stays below this is "not seen" by the model
+NOT_SEEN_P = 0.1
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -67,6 +73,33 @@ def lesion_match(pred_lab: np.ndarray, n_pred: int, ref_lab: np.ndarray, n_ref: 
             "lesion_sensitivity": sens, "lesion_ppv": ppv, "lesion_f1": f1}
 
 
+def detection_by_size(prob: np.ndarray, pred_lab: np.ndarray, n_pred: int, ref_lab: np.ndarray, n_ref: int,
+                      voxel_mm3: float) -> list[dict]:
+    """Lesion detection per size bin (:data:`SIZE_BINS_MM3`): per bin the reference lesions of that
+    volume (``n_ref``), how many a predicted lesion overlaps (``found``), how many the model does
+    not see at all (maximum probability < :data:`NOT_SEEN_P`, ``not_seen``), and the predicted
+    lesions of that volume that overlap no reference lesion (``false``)."""
+    edges = list(SIZE_BINS_MM3) + [np.inf]
+    rvol = np.bincount(ref_lab.ravel(), minlength=n_ref + 1)[1:] * voxel_mm3
+    pvol = np.bincount(pred_lab.ravel(), minlength=n_pred + 1)[1:] * voxel_mm3
+    both = (pred_lab > 0) & (ref_lab > 0)
+    ref_found = np.zeros(n_ref + 1, bool)
+    ref_found[np.unique(ref_lab[both])] = True
+    pred_true = np.zeros(n_pred + 1, bool)
+    pred_true[np.unique(pred_lab[both])] = True
+    rmax = np.zeros(n_ref + 1, np.float32)
+    if n_ref:
+        rmax[1:] = ndi.maximum(prob, ref_lab, np.arange(1, n_ref + 1))
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        r = np.flatnonzero((rvol >= lo) & (rvol < hi)) + 1
+        q = np.flatnonzero((pvol >= lo) & (pvol < hi)) + 1
+        out.append({"min_mm3": lo, "max_mm3": None if np.isinf(hi) else hi, "n_ref": int(len(r)),
+                    "found": int(ref_found[r].sum()), "not_seen": int((rmax[r] < NOT_SEEN_P).sum()),
+                    "false": int((~pred_true[q]).sum())})
+    return out
+
+
 def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: float, min_voxels: int = 3,
                  min_volume_mm3: float = 10.0, region: np.ndarray | None = None,
                  grow: float | None = None) -> dict:
@@ -84,6 +117,7 @@ def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: floa
            "rel_volume_diff": (vp - vr) / vr if vr else None}
     out.update(lesion_match(pl, npred, rl, nref))
     out["fp_per_true_lesion"] = out["fp"] / max(nref, 1)
+    out["by_size"] = detection_by_size(prob, pl, npred, rl, nref, vox)
     return out
 
 
@@ -243,6 +277,9 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     p = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
     pooled["lesion_f1"] = 2 * s * p / (s + p) if s + p else 0.0
+    pooled["by_size"] = [dict(b, **{k: int(sum(results[c]["by_size"][i][k] for c in results))
+                                    for k in ("n_ref", "found", "not_seen", "false")})
+                         for i, b in enumerate(next(iter(results.values()))["by_size"])] if results else []
     overall["pooled"] = pooled
     unseen = [c for c in results if not results[c]["trained_on"]]
     by_site: dict = {}
