@@ -184,12 +184,22 @@ def soft_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * inter + 1) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1)
 
 
-def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+#: how the lesion channel's soft Dice is taken (:func:`loss_fn`)
+LESION_DICE = ("batch", "image", "both")
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_dice: str = "batch") -> torch.Tensor:
     """BCE + batch soft Dice for every output; anatomy channels only where the label is known.
 
     The lesion channel has weight 1, the anatomy channels 0.5 each (Dice counters the class
-    imbalance of small structures such as the ventricles).
+    imbalance of small structures such as the ventricles). ``lesion_dice``: the lesion channel's
+    Dice over the whole batch (``"batch"``, the default: large lesions dominate it), per crop and
+    averaged over the crops with lesion labels (``"image"``: a crop holding one small lesion weighs
+    as much as one holding a large one, and a crop without lesions is penalised for any lesion it
+    predicts), or the mean of the two (``"both"``).
     """
+    if lesion_dice not in LESION_DICE:
+        raise ValueError(f"lesion_dice must be one of {LESION_DICE}, not {lesion_dice!r}")
     p = torch.sigmoid(logits)
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((2, 3))  # (B, C)
     w = valid.clone()
@@ -197,8 +207,15 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch
     m = w[:, :, None, None]
     dice = soft_dice(p * m, y * m)
     per = bce + dice
-    return per[0] + 0.5 * per[1:].sum()
-
+    les = per[0]
+    if lesion_dice != "batch":
+        lv = w[:, 0] > 0
+        if lv.any():
+            pl, yl = p[lv, 0], y[lv, 0]
+            inter = (pl * yl).sum((1, 2))
+            img = (1 - (2 * inter + 1) / (pl.sum((1, 2)) + yl.sum((1, 2)) + 1)).mean()
+            les = bce[0] + (img if lesion_dice == "image" else 0.5 * (dice[0] + img))
+    return les + 0.5 * per[1:].sum()
 
 
 def training_groups(held_out: frozenset[str], *, seed: int, n_phantoms: int, real_case: Path | None,
@@ -221,7 +238,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           warmup: int = 100, context: int = 0, clinical: Path | None = None, mni_masks: Path | None = None,
           held_out: set[str] | frozenset[str] = frozenset(),
           group_weights: dict[str, float] | None = None,
-          lesion_fade: tuple[float, float] = (0.0, 1.0)) -> Path:
+          lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch") -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -238,6 +255,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     ``lesion_fade`` = (probability, lowest alpha): that share of lesion-bearing crops has its
     lesions' excess FLAIR signal scaled by an alpha drawn in [lowest, 1]
     (:func:`ai.realsynth.fade_lesions`); (0, 1), the default, draws nothing and changes nothing.
+    ``lesion_dice`` selects the lesion channel's Dice (:func:`loss_fn`).
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -291,7 +309,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   mni_masks=str(mni_masks) if groups["masksynth"] else None,
                   n_volumes={k: len(v) for k, v in groups.items()}, held_out=sorted(held_out),
                   trained_on=trained_on, group_weights={k: gw.get(k) for k in groups if groups[k]},
-                  **({"lesion_fade": list(lesion_fade)} if lesion_fade[0] > 0 else {}))
+                  **({"lesion_fade": list(lesion_fade)} if lesion_fade[0] > 0 else {}),
+                  **({"lesion_dice": lesion_dice} if lesion_dice != "batch" else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))
@@ -305,7 +324,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
         x, y, v = x.to(device), y.to(device), v.to(device)
         with scaler_ctx:
             logits = model(x)
-        loss = loss_fn(logits.float(), y, v)
+        loss = loss_fn(logits.float(), y, v, lesion_dice)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

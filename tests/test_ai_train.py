@@ -137,3 +137,24 @@ def test_25d_weights_widened_to_more_neighbours_compute_the_same():
     bad["down.0.0.weight"] = torch.zeros(4, 4, 3, 3)
     with pytest.raises(ValueError, match="cannot expand"):
         expand_first_conv(bad, 2)
+
+
+def test_per_crop_lesion_dice_weighs_a_missed_small_lesion_as_much_as_a_found_large_one():
+    """With the batch Dice a missed 4-voxel lesion beside a perfectly found 400-voxel one costs
+    little; with the per-crop Dice (``image``) its crop costs a whole Dice term, and ``both`` lies
+    between. All three agree when every lesion is found, and an unknown mode is refused."""
+    from ai.train import loss_fn
+
+    y = torch.zeros(2, 8, 32, 32)
+    valid = torch.ones(2, 8)
+    y[0, 0, 4:24, 4:24] = 1
+    y[1, 0, 10:12, 10:12] = 1
+    missed = torch.full_like(y, -8.0)
+    missed[0, 0, 4:24, 4:24] = 8.0
+    b, i, both = (float(loss_fn(missed, y, valid, m)) for m in ("batch", "image", "both"))
+    assert i > both > b and i - b > 0.3
+    found = torch.where(y > 0, 20.0, -20.0)
+    assert np.allclose([float(loss_fn(found, y, valid, m)) for m in ("batch", "image", "both")],
+                       float(loss_fn(found, y, valid)), atol=1e-3)
+    with pytest.raises(ValueError, match="lesion_dice"):
+        loss_fn(found, y, valid, "voxel")
