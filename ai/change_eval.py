@@ -34,7 +34,7 @@ from ai.change import (
     THICK_SLICE_RATIO,
     compare,
 )
-from ai.registration import QC_MIN_HEAD_DICE, comparable, moved_copy, register
+from ai.registration import QC_MIN_HEAD_DICE, comparable, moved_copy, register, resample
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     directions), the number of new lesions and of false new lesions (overlapping no change
     region); with ``self_pairs``, the new lesions found between the follow-up and itself and
     between it and a rigidly moved copy of itself (zero is the only right answer), and the change
-    regions predicted there (any is false). ``space`` / ``rule``: the comparison space and voxel
+    regions predicted there (any is false). ``by_size`` (per pair and pooled) splits the detection by
+    change-region volume, with the regions the model sees at neither time point (lesion probability
+    < 0.1 in both studies). ``space`` / ``rule``: the comparison space and voxel
     rule of :func:`compare` (default :data:`SPACE`, :data:`RULE`).
     """
     from ai.infer import Segmenter
@@ -112,6 +114,11 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         ref = change_on_flair(p, "study2", follow)
         pred = _predicted_change(ch.change_map)
         m.update(_detection(pred, ref, sp))
+        # by change-region volume; "not seen": the model's lesion probability stays < 0.1 there at
+        # both time points (the prior's carried onto the follow-up grid)
+        seen = np.maximum(rf.probability, resample(rp.probability.astype(np.float32, copy=False), prior, follow,
+                                                   reg.transform, sitk.sitkLinear))
+        m["by_size"] = _by_size(seen, pred, ref, sp)
         # as dicom_node calls it today (follow-up labels standing in for its probability map)
         ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space, rule=rule)
         m["labels_only_follow"] = _detection(_predicted_change(ch_l.change_map), ref, sp)
@@ -143,6 +150,9 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     pooled = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     q = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
+    pooled["by_size"] = [dict(b, **{k: int(sum(res[c]["by_size"][i][k] for c in done))
+                                    for k in ("n_ref", "found", "not_seen", "false")})
+                         for i, b in enumerate(res[done[0]]["by_size"])] if done else []
     overall = {"n_pairs": len(done), "pooled": pooled, "sensitivity": s, "ppv": q,
                "f1": 2 * s * q / (s + q) if s + q else 0.0,
                "mean_f1": float(np.mean([res[c]["lesion_f1"] for c in done])) if done else None}
@@ -158,6 +168,16 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
                       "change_min_mm3": CHANGE_MIN_MM3, "change_min_contrast": CHANGE_MIN_CONTRAST,
                       "change_min_signal": CHANGE_MIN_SIGNAL, "sub_k": SUB_K, "sub_min_contrast": SUB_MIN_CONTRAST,
                       "sub_p_min": SUB_P_MIN, "sub_min_signal": SUB_MIN_SIGNAL, "sub_min_mm3": SUB_MIN_MM3}}
+
+
+def _by_size(probability: np.ndarray, pred: np.ndarray, ref: np.ndarray, spacing_zyx) -> list[dict]:
+    """Change-region detection per region volume (:func:`ai.evaluate.detection_by_size`)."""
+    from ai.evaluate import detection_by_size
+    from ai.lesions import components
+
+    pl, npred = components(pred, spacing_zyx)
+    rl, nref = components(ref, spacing_zyx)
+    return detection_by_size(probability, pl, npred, rl, nref, float(np.prod(spacing_zyx)))
 
 
 def _predicted_change(change_map: np.ndarray) -> np.ndarray:

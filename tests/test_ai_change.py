@@ -167,6 +167,12 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     # 0aee82a3: 0.296 / 0.189 / 0.688; 31c55493: 0.298 / 0.189 / 0.706; 0.222 when two
     # thresholded segmentations were matched)
     assert o["f1"] >= 0.28 and o["ppv"] >= 0.6 and o["pooled"]["false_new"] <= 2, o
+    # detection by change-region volume adds up to the pooled counts
+    bins = o["pooled"]["by_size"]
+    assert sum(b["n_ref"] for b in bins) == o["pooled"]["n_ref"]
+    assert sum(b["found"] for b in bins) == o["pooled"]["tp_ref"]
+    assert sum(b["false"] for b in bins) == o["pooled"]["n_pred"] - o["pooled"]["tp_pred"]
+    assert all(0 <= b["not_seen"] <= b["n_ref"] - b["found"] for b in bins)
     assert "change F1" in r.stdout
 
 
