@@ -147,7 +147,7 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         log.info("%s: change F1 %.3f, %d new (%d false), %d enlarging", p.name, m["lesion_f1"], ch.n_new,
                  m["false_new"], ch.n_enlarging)
     done = [c for c in res if res[c]["comparable"]]
-    pooled = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
+    pooled: dict = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     q = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
     pooled["by_size"] = [dict(b, **{k: int(sum(res[c]["by_size"][i][k] for c in done))
