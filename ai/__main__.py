@@ -51,7 +51,7 @@ def _export(a: argparse.Namespace) -> int:
 
 
 def _evaluate(a: argparse.Namespace) -> int:
-    from ai.evaluate import evaluate
+    from ai.evaluate import evaluate, format_by_size
     from ai.infer import bf16_for
 
     res = evaluate(Path(a.cases), weights=a.weights, plots=Path(a.plots) if a.plots else None,
@@ -62,6 +62,7 @@ def _evaluate(a: argparse.Namespace) -> int:
     o = res["overall"]
     print(f"cases={o['n_cases']} dice={o['dice']:.3f} lesion_f1={o['lesion_f1']:.3f} "
           f"sens={o['lesion_sensitivity']:.3f} ppv={o['lesion_ppv']:.3f}")
+    print(f"  all cases, lesions {format_by_size(o['pooled']['by_size'])}")
     for name, c in res["cases"].items():
         extra = ""
         if "holdout" in c:
@@ -100,6 +101,7 @@ def _crossval(a: argparse.Namespace) -> int:
 
 def _evaluate_change(a: argparse.Namespace) -> int:
     from ai.change_eval import evaluate_pairs
+    from ai.evaluate import format_by_size
     from ai.infer import bf16_for
 
     res = evaluate_pairs(Path(a.pairs), weights=a.weights, device=a.device, tta=not a.no_tta,
@@ -120,6 +122,7 @@ def _evaluate_change(a: argparse.Namespace) -> int:
     o = res["overall"]
     print(f"space={res['space']} rule={res['rule']} pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} "
           f"sens={o['sensitivity']:.3f} ppv={o['ppv']:.3f}")
+    print(f"  change regions {format_by_size(o['pooled']['by_size'])} (not seen: at either time point)")
     return 0
 
 

@@ -150,9 +150,9 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     pooled: dict = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     q = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
-    pooled["by_size"] = [dict(b, **{k: int(sum(res[c]["by_size"][i][k] for c in done))
-                                    for k in ("n_ref", "found", "not_seen", "false")})
-                         for i, b in enumerate(res[done[0]]["by_size"])] if done else []
+    from ai.evaluate import pool_by_size
+
+    pooled["by_size"] = pool_by_size([res[c]["by_size"] for c in done])
     overall = {"n_pairs": len(done), "pooled": pooled, "sensitivity": s, "ppv": q,
                "f1": 2 * s * q / (s + q) if s + q else 0.0,
                "mean_f1": float(np.mean([res[c]["lesion_f1"] for c in done])) if done else None}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ai.data import CLINICAL2D, REAL_CASE
-from ai.evaluate import _mean_over, evaluate_cases, trained_cases
+from ai.evaluate import _mean_over, evaluate_cases, format_by_size, pool_by_size, trained_cases
 from ai.types import THIN_SLICE_GROW
 
 log = logging.getLogger(__name__)
@@ -130,3 +130,4 @@ def print_report(res: dict) -> None:
         print(f"{s}: {u['n_cases']} cases, mean dice {u['dice']:.3f}, lesion F1 {u['lesion_f1']:.3f}, "
               f"worst false per true lesion {u['max_fp_per_true_lesion']:.2f} | baseline dice {b['dice']:.3f} "
               f"F1 {b['lesion_f1']:.3f}")
+        print(f"  lesions {format_by_size(pool_by_size([res['cases'][c]['by_size'] for c in u['cases']]))}")

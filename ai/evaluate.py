@@ -100,6 +100,22 @@ def detection_by_size(prob: np.ndarray, pred_lab: np.ndarray, n_pred: int, ref_l
     return out
 
 
+def pool_by_size(per_case: list[list[dict]]) -> list[dict]:
+    """Sum :func:`detection_by_size` lists of several cases bin by bin."""
+    if not per_case:
+        return []
+    return [dict(b, **{k: int(sum(c[i][k] for c in per_case)) for k in ("n_ref", "found", "not_seen", "false")})
+            for i, b in enumerate(per_case[0])]
+
+
+def format_by_size(bins: list[dict]) -> str:
+    """One line a person reads: per size bin, found / reference lesions, not seen, false."""
+    parts = [f"{b['min_mm3']:g}-{b['max_mm3']:g}" if b["max_mm3"] is not None else f">={b['min_mm3']:g}"
+             for b in bins]
+    return "by size (mm3): " + "; ".join(f"{r} found {b['found']}/{b['n_ref']}, not seen {b['not_seen']}, "
+                                         f"false {b['false']}" for r, b in zip(parts, bins, strict=True))
+
+
 def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: float, min_voxels: int = 3,
                  min_volume_mm3: float = 10.0, region: np.ndarray | None = None,
                  grow: float | None = None) -> dict:
@@ -277,9 +293,7 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     p = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
     pooled["lesion_f1"] = 2 * s * p / (s + p) if s + p else 0.0
-    pooled["by_size"] = [dict(b, **{k: int(sum(results[c]["by_size"][i][k] for c in results))
-                                    for k in ("n_ref", "found", "not_seen", "false")})
-                         for i, b in enumerate(next(iter(results.values()))["by_size"])] if results else []
+    pooled["by_size"] = pool_by_size([results[c]["by_size"] for c in results])
     overall["pooled"] = pooled
     unseen = [c for c in results if not results[c]["trained_on"]]
     by_site: dict = {}

@@ -173,7 +173,7 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert sum(b["found"] for b in bins) == o["pooled"]["tp_ref"]
     assert sum(b["false"] for b in bins) == o["pooled"]["n_pred"] - o["pooled"]["tp_pred"]
     assert all(0 <= b["not_seen"] <= b["n_ref"] - b["found"] for b in bins)
-    assert "change F1" in r.stdout
+    assert "change F1" in r.stdout and "change regions by size (mm3): 10-20 found" in r.stdout
 
 
 def test_change_report_reuses_prior_tracking_uids_and_counts_both_time_points():

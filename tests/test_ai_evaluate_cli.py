@@ -29,6 +29,8 @@ def test_evaluate_command_on_a_synthetic_case(tmp_path):
     assert sum(map(sum, res["location_confusion"]["matrix"])) == case["n_ref"]
     assert {p.name for p in plots.glob("*.png")} >= {"roc_froc.png", "location_confusion.png"}
     assert "dice=" in r.stdout and "lesion_f1=" in r.stdout
+    b0 = res["overall"]["pooled"]["by_size"][0]
+    assert f"by size (mm3): 10-20 found {b0['found']}/{b0['n_ref']}, not seen {b0['not_seen']}" in r.stdout
     # the trivial FLAIR threshold on the same case, far below the model; the phantom was never
     # trained on, so it counts among the unseen cases of its site
     b = res["baseline"]["all"]
@@ -51,7 +53,7 @@ def test_detection_by_size_counts_found_unseen_and_false_lesions_per_bin():
     but seen; a 30 mm3 prediction on no reference lesion is a false one of 20-50 mm3."""
     import numpy as np
 
-    from ai.evaluate import detection_by_size
+    from ai.evaluate import detection_by_size, format_by_size, pool_by_size
     from ai.lesions import components
 
     ref = np.zeros((20, 40, 40), bool)
@@ -72,3 +74,11 @@ def test_detection_by_size_counts_found_unseen_and_false_lesions_per_bin():
     bins = detection_by_size(prob, pl, npred, rl, nref, 1.0)
     got = {b["min_mm3"]: (b["n_ref"], b["found"], b["not_seen"], b["false"]) for b in bins}
     assert got == {10.0: (1, 1, 0, 0), 20.0: (0, 0, 0, 1), 50.0: (1, 0, 1, 0), 200.0: (1, 0, 0, 0)}
+    # pooled over two such cases, and the line the commands print
+    two = pool_by_size([bins, bins])
+    assert [(b["n_ref"], b["found"], b["not_seen"], b["false"]) for b in two] == [(2, 2, 0, 0), (0, 0, 0, 2),
+                                                                                  (2, 0, 2, 0), (2, 0, 0, 0)]
+    assert format_by_size(two) == ("by size (mm3): 10-20 found 2/2, not seen 0, false 0; 20-50 found 0/0, not seen 0, "
+                                   "false 2; 50-200 found 0/2, not seen 2, false 0; >=200 found 0/2, not seen 0, "
+                                   "false 0")
+    assert pool_by_size([]) == []
