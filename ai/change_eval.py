@@ -48,16 +48,20 @@ def change_on_flair(patient: Path, study: str, flair: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.Resample(cm, flair, to_common.GetInverse(), sitk.sitkNearestNeighbor, 0)) > 0
 
 
-def _detection(pred: np.ndarray, ref: np.ndarray, spacing_zyx) -> dict:
+def _detection(pred: np.ndarray, ref: np.ndarray, spacing_zyx, probability: np.ndarray | None = None) -> dict:
     """Change-region detection: a reference region is found when a predicted change region
     overlaps it, and a predicted region is true when it overlaps a reference region (both:
-    26-connected components >= 10 mm3)."""
-    from ai.evaluate import lesion_match
+    26-connected components >= 10 mm3). With ``probability`` (the lesion probability that counts
+    as "seen") also ``by_size``, the same per region volume (:func:`ai.evaluate.detection_by_size`)."""
+    from ai.evaluate import detection_by_size, lesion_match
     from ai.lesions import components
 
     pl, npred = components(pred, spacing_zyx)
     rl, nref = components(ref, spacing_zyx)
-    return lesion_match(pl, npred, rl, nref)
+    out = lesion_match(pl, npred, rl, nref)
+    if probability is not None:
+        out["by_size"] = detection_by_size(probability, pl, npred, rl, nref, float(np.prod(spacing_zyx)))
+    return out
 
 
 def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: bool = True, bf16: bool | None = None,
@@ -77,6 +81,7 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     < 0.1 in both studies). ``space`` / ``rule``: the comparison space and voxel
     rule of :func:`compare` (default :data:`SPACE`, :data:`RULE`).
     """
+    from ai.evaluate import pool_by_size
     from ai.infer import Segmenter
 
     space, rule = space or SPACE, rule or RULE
@@ -113,12 +118,11 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
                      follow_probability=rf.probability, space=space, rule=rule)
         ref = change_on_flair(p, "study2", follow)
         pred = _predicted_change(ch.change_map)
-        m.update(_detection(pred, ref, sp))
         # by change-region volume; "not seen": the model's lesion probability stays < 0.1 there at
         # both time points (the prior's carried onto the follow-up grid)
         seen = np.maximum(rf.probability, resample(rp.probability.astype(np.float32, copy=False), prior, follow,
                                                    reg.transform, sitk.sitkLinear))
-        m["by_size"] = _by_size(seen, pred, ref, sp)
+        m.update(_detection(pred, ref, sp, seen))
         # as dicom_node calls it today (follow-up labels standing in for its probability map)
         ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space, rule=rule)
         m["labels_only_follow"] = _detection(_predicted_change(ch_l.change_map), ref, sp)
@@ -150,8 +154,6 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     pooled: dict = {k: int(sum(res[c][k] for c in done)) for k in ("n_ref", "n_pred", "tp_ref", "tp_pred", "false_new")}
     s = pooled["tp_ref"] / pooled["n_ref"] if pooled["n_ref"] else 1.0
     q = pooled["tp_pred"] / pooled["n_pred"] if pooled["n_pred"] else 0.0
-    from ai.evaluate import pool_by_size
-
     pooled["by_size"] = pool_by_size([res[c]["by_size"] for c in done])
     overall = {"n_pairs": len(done), "pooled": pooled, "sensitivity": s, "ppv": q,
                "f1": 2 * s * q / (s + q) if s + q else 0.0,
@@ -168,16 +170,6 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
                       "change_min_mm3": CHANGE_MIN_MM3, "change_min_contrast": CHANGE_MIN_CONTRAST,
                       "change_min_signal": CHANGE_MIN_SIGNAL, "sub_k": SUB_K, "sub_min_contrast": SUB_MIN_CONTRAST,
                       "sub_p_min": SUB_P_MIN, "sub_min_signal": SUB_MIN_SIGNAL, "sub_min_mm3": SUB_MIN_MM3}}
-
-
-def _by_size(probability: np.ndarray, pred: np.ndarray, ref: np.ndarray, spacing_zyx) -> list[dict]:
-    """Change-region detection per region volume (:func:`ai.evaluate.detection_by_size`)."""
-    from ai.evaluate import detection_by_size
-    from ai.lesions import components
-
-    pl, npred = components(pred, spacing_zyx)
-    rl, nref = components(ref, spacing_zyx)
-    return detection_by_size(probability, pl, npred, rl, nref, float(np.prod(spacing_zyx)))
 
 
 def _predicted_change(change_map: np.ndarray) -> np.ndarray:

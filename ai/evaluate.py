@@ -118,9 +118,10 @@ def format_by_size(bins: list[dict]) -> str:
 
 def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: float, min_voxels: int = 3,
                  min_volume_mm3: float = 10.0, region: np.ndarray | None = None,
-                 grow: float | None = None) -> dict:
+                 grow: float | None = None, by_size: bool = True) -> dict:
     """All metrics for one case (optionally restricted to ``region``); the prediction is
-    :func:`ai.lesions.lesion_mask` (``grow`` None: the plain threshold, as the curves use)."""
+    :func:`ai.lesions.lesion_mask` (``grow`` None: the plain threshold, as the curves use);
+    ``by_size`` adds the detection per lesion volume (:func:`detection_by_size`)."""
     pred = lesion_mask(prob, spacing_zyx, threshold, grow)
     if region is not None:
         pred, ref = pred & region, ref & region
@@ -133,7 +134,8 @@ def case_metrics(prob: np.ndarray, ref: np.ndarray, spacing_zyx, threshold: floa
            "rel_volume_diff": (vp - vr) / vr if vr else None}
     out.update(lesion_match(pl, npred, rl, nref))
     out["fp_per_true_lesion"] = out["fp"] / max(nref, 1)
-    out["by_size"] = detection_by_size(prob, pl, npred, rl, nref, vox)
+    if by_size:
+        out["by_size"] = detection_by_size(prob, pl, npred, rl, nref, vox)
     return out
 
 
@@ -147,7 +149,7 @@ def _curves(prob, ref, brain, spacing_zyx, region=None) -> dict:
     for t in THRESHOLDS:
         pr = p >= t
         roc.append({"threshold": t, "tpr": float((pr & r).sum() / pos), "fpr": float((pr & ~r).sum() / neg)})
-        m = case_metrics(prob, ref, spacing_zyx, t, region=region)
+        m = case_metrics(prob, ref, spacing_zyx, t, region=region, by_size=False)
         froc.append({"threshold": t, "sensitivity": m["lesion_sensitivity"], "fp": m["fp"], "dice": m["dice"]})
     return {"roc": roc, "froc": froc}
 

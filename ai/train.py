@@ -178,10 +178,11 @@ def _crop(a: np.ndarray, sl) -> np.ndarray:
     return out
 
 
-def soft_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice over the whole batch, per channel (B, C, H, W) -> (C,)."""
-    inter = (p * t).sum((0, 2, 3))
-    return 1 - (2 * inter + 1) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + 1)
+def soft_dice(p: torch.Tensor, t: torch.Tensor, dims: tuple[int, ...] = (0, 2, 3)) -> torch.Tensor:
+    """1 - soft Dice summed over ``dims``: by default over the whole batch, per channel
+    (B, C, H, W) -> (C,); ``dims=(1, 2)`` on (B, H, W) gives one per crop."""
+    inter = (p * t).sum(dims)
+    return 1 - (2 * inter + 1) / (p.sum(dims) + t.sum(dims) + 1)
 
 
 #: how the lesion channel's soft Dice is taken (:func:`loss_fn`)
@@ -211,9 +212,7 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
     if lesion_dice != "batch":
         lv = w[:, 0] > 0
         if lv.any():
-            pl, yl = p[lv, 0], y[lv, 0]
-            inter = (pl * yl).sum((1, 2))
-            img = (1 - (2 * inter + 1) / (pl.sum((1, 2)) + yl.sum((1, 2)) + 1)).mean()
+            img = soft_dice(p[lv, 0], y[lv, 0], dims=(1, 2)).mean()
             les = bce[0] + (img if lesion_dice == "image" else 0.5 * (dice[0] + img))
     return les + 0.5 * per[1:].sum()
 
