@@ -148,3 +148,24 @@ def test_sr_carries_lesion_confidence_and_the_low_confidence_count(flair, tmp_pa
     assert by_id[2]["max_probability"] == pytest.approx(0.7, abs=1e-3)
     assert rep["summary"]["low_confidence_count"] == 1 and rep["summary"]["confidence_cut"] == pytest.approx(0.8)
     assert dciodvfy.validate_file(path).errors == []
+
+
+def test_every_report_states_the_detection_limits_after_the_notes(flair, tmp_path):
+    """Small lesions are often missed: the SR says so in a Comment, with or without lesions,
+    after the remarks on how the result was made."""
+    from ai.types import DETECTION_LIMITS
+
+    def comments(ds):
+        return [str(it.TextValue) for it in ds.ContentSequence
+                if it.ValueType == "TEXT" and it.ConceptNameCodeSequence[0].CodeValue == "121106"]
+
+    res = _result(flair, ["juxtacortical", "deep_white_matter"])
+    seg = build_seg(res, flair, job_key="lim")
+    sr, path = _reread(build_sr(res, flair, seg, job_key="lim", notes=["T1 series not used (test)"]), tmp_path)
+    got = comments(sr)
+    assert got == ["T1 series not used (test)", DETECTION_LIMITS]
+    assert "50 mm3" in got[-1] and "often missed" in got[-1]
+    assert dciodvfy.validate_file(path).errors == []
+    empty = result_from_labels(np.zeros(sitk.GetArrayViewFromImage(flair.image).shape, np.uint16), flair.image)
+    sr0, _ = _reread(build_sr(empty, flair, None, job_key="lim0"), tmp_path)
+    assert comments(sr0) == [DETECTION_LIMITS]

@@ -25,6 +25,7 @@ from ai.types import (
     CHANGE_NEW,
     CHANGE_SHRINKING,
     CHANGE_STABLE,
+    DETECTION_LIMITS_SHORT,
     LOCATION_LABELS,
     LOCATIONS,
     ChangeReport,
@@ -232,6 +233,8 @@ def render_summary(result: SegmentationResult, *, width: int = 1024, height: int
     y += 44
     d.text((20, y), "Not for diagnosis or treatment decisions. Automated result, unverified.",
            fill=TEXT_DIM_RGB, font=small)
+    y += 22
+    d.text((20, y), DETECTION_LIMITS_SHORT, fill=TEXT_DIM_RGB, font=small)
     y += 30
     s = result.summary
     lines = [

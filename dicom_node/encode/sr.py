@@ -19,6 +19,11 @@ Content tree (highdicom templates):
 
 With no lesions, the report holds the summary group only (0 lesions, 0 mm3).
 
+At the end of the root container, TEXT "Comment" (DCM 121106) items: the remarks on how the
+result was made (``notes``), then always the model's detection limits
+(:data:`ai.types.DETECTION_LIMITS`: small lesions are often missed, so a negative is not a
+negative), so that a reader of the report, not only of the model card, is told.
+
 With a follow-up comparison (``change``, an :class:`ai.types.ChangeReport`; codes in
 :mod:`dicom_node.encode.codes`):
 
@@ -55,7 +60,7 @@ from highdicom.sr.templates import Template
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from ai.types import LOCATIONS, ChangeReport, LesionChange, SegmentationResult
+from ai.types import DETECTION_LIMITS, LOCATIONS, ChangeReport, LesionChange, SegmentationResult
 from dicom_node import __version__
 from dicom_node.encode import codes as C
 from dicom_node.encode.header import ensure_frame_of_reference, fill_type2
@@ -128,7 +133,8 @@ def build_sr(
         about 5 s for 180 slices; the evidence sequence references them anyway).
     notes
         Remarks on how the result was made (e.g. a T1 left out), each a TEXT content item
-        "Comment" (DCM 121106) at the end of the report's root container.
+        "Comment" (DCM 121106) at the end of the report's root container; the model's detection
+        limits (:data:`ai.types.DETECTION_LIMITS`) always follow them as one more Comment.
     change
         The comparison with the prior study (see the module docstring); ``None``: no change
         content, the report is as without this parameter.
@@ -255,7 +261,7 @@ def build_sr(
         content_qualification="RESEARCH",
         coding_schemes=C.coding_schemes(),
     )
-    for note in notes or []:
+    for note in [*(notes or []), DETECTION_LIMITS]:
         sr.ContentSequence.append(hd.sr.TextContentItem(
             name=hd.sr.CodedConcept("121106", "DCM", "Comment"), value=note[:1024],
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
