@@ -34,7 +34,8 @@ def _train(a: argparse.Namespace) -> int:
                  mni_masks=None if a.no_masks else Path(a.mni_masks),
                  held_out={c for c in a.hold_out.split(",") if c},
                  group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)},
-                 lesion_fade=_fade(a.lesion_fade), lesion_dice=a.lesion_dice)
+                 lesion_fade=_fade(a.lesion_fade), lesion_dice=a.lesion_dice,
+                 ignore_painted=a.ignore_painted)
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lesion-dice", choices=["batch", "image", "both"], default="batch",
                    help="the lesion channel's soft Dice: over the batch (default), per crop (small lesions "
                         "weigh as much as large ones), or the mean of the two")
+    t.add_argument("--ignore-painted", action="store_true",
+                   help="leave the real case's painted-out lesions (and 2 voxels around them) out of the "
+                        "real-mask volumes' lesion loss: the inpainting leaves lesion-like residue there")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

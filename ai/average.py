@@ -47,7 +47,7 @@ def recompute_bn(model: torch.nn.Module, sampler, n_batches: int, batch: int = 1
         m.momentum = None  # cumulative moving average
     model.train()
     for _ in range(n_batches):
-        x, _y, _v = sampler.batch(batch)
+        x = sampler.batch(batch)[0]
         model(x)
     for m, mo in zip(bns, moms, strict=True):
         m.momentum = mo
@@ -79,7 +79,8 @@ def average(paths: list[Path], out: Path, bn_batches: int = 0, held_out: frozens
         torch.manual_seed(seed)
         gw = dict(GROUP_WEIGHTS, **(cfgs[0].get("group_weights") or {}))
         groups = training_groups(frozenset(held_out), seed=seed, n_phantoms=int(cfgs[0].get("n_phantoms", 12)),
-                                 real_case=REAL_CASE, clinical=CLINICAL2D, mni_masks=MNI_MASKS)
+                                 real_case=REAL_CASE, clinical=CLINICAL2D, mni_masks=MNI_MASKS,
+                                 ignore_painted=bool(cfgs[0].get("ignore_painted")))
         sampler = Sampler(groups, seed=seed + 7, crop=int(cfgs[0].get("crop", 128)),
                           lesion_sampling=cfgs[0].get("lesion_sampling", "component"),
                           context=int(metas[0].get("context", 0)), weights=gw)

@@ -62,6 +62,10 @@ class Volume:
     slice_mm: float = 1.0
     stripped: bool = True
     grid: sitk.Image | None = None  #: the model grid the arrays lie on
+    #: voxels where the lesion label is not known to be right (z, y, x), or None: the lesion
+    #: channel's loss leaves them out unless a lesion label is there (:func:`mask_synthetic_volumes`
+    #: with ``ignore_painted``); may be shared between volumes (never written)
+    ignore: np.ndarray | None = None
 
 
 def physical_grid(img: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,9 +172,20 @@ def clinical_volume(case_dir: Path) -> Volume:
                   slice_mm=float(prep.grid.GetSpacing()[2]), stripped=False, grid=prep.grid)
 
 
-def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[Volume]:
+#: how far (voxels, 6-connected dilation) around the base's own lesions the lesion label of a
+#: real-mask volume is left out of the loss with ``ignore_painted``
+PAINTED_MARGIN = 2
+
+
+def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int, ignore_painted: bool = False) -> list[Volume]:
     """Real-mask synthesis (:mod:`ai.realsynth`): ``base`` (patient19, whole) with its lesions
-    painted out and each mask of ``masks`` (same MNI space) written in; one volume per mask."""
+    painted out and each mask of ``masks`` (same MNI space) written in; one volume per mask.
+
+    ``ignore_painted``: the painted-out lesions and :data:`PAINTED_MARGIN` voxels around them are
+    marked ``ignore`` (one array shared by all the volumes): the inpainting leaves lesion-like
+    residue there (a model trained with them as negatives still draws about a third of its false
+    lesions on these volumes there), so labelling them "no lesion" would teach the model that
+    faint real lesions are not lesions. A placed lesion that falls there keeps its label."""
     from ai.realsynth import inpaint, place_lesions
 
     if base.grid is None:
@@ -183,6 +198,7 @@ def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[V
     f0 = inpaint(base.flair, hole, support, rng=rng, noise_sd=0.03)
     t0 = inpaint(base.t1, hole, support) if base.t1 is not None else None
     tissue = brain & ~ndi.binary_dilation(vent, iterations=1) & (f0 > 0.6)
+    ignore = (ndi.binary_dilation(base.labels[0] > 0, iterations=PAINTED_MARGIN) & brain) if ignore_painted else None
     out = []
     for p in masks:
         m = _on_grid(p, grid)
@@ -191,16 +207,17 @@ def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int) -> list[V
         labels[0] = les
         labels[3] &= ~ndi.binary_dilation(les > 0, iterations=2)  # as in real_case_volume
         out.append(Volume(f"{base.name}+{p.name.split('_')[0]}", f, t, labels, base.valid.copy(),
-                          np.ones(f.shape, bool), grid=base.grid))
+                          np.ones(f.shape, bool), grid=base.grid, ignore=ignore))
     return out
 
 
 def training_volumes(held_out: frozenset[str] | set[str] = frozenset(), real_case: Path | None = REAL_CASE,
                      clinical: Path | None = CLINICAL2D, mni_masks: Path | None = MNI_MASKS,
-                     seed: int = 0, holdout_hemisphere: bool = False) -> dict[str, list[Volume]]:
+                     seed: int = 0, holdout_hemisphere: bool = False,
+                     ignore_painted: bool = False) -> dict[str, list[Volume]]:
     """The real and real-mask training volumes by group (``real3d``, ``clinical``, ``masksynth``),
     leaving out every case named in ``held_out`` (a held-out patient19 takes its synthetic
-    variants with it: they are its brain)."""
+    variants with it: they are its brain). ``ignore_painted``: see :func:`mask_synthetic_volumes`."""
     groups: dict[str, list[Volume]] = {"real3d": [], "clinical": [], "masksynth": []}
     if real_case is not None and (Path(real_case) / "lesion_mask.nii.gz").exists() \
             and Path(real_case).name not in held_out:
@@ -208,7 +225,7 @@ def training_volumes(held_out: frozenset[str] | set[str] = frozenset(), real_cas
         groups["real3d"].append(base)
         if mni_masks is not None and Path(mni_masks).is_dir() and not holdout_hemisphere:
             masks = sorted(Path(mni_masks).glob("*_lesion_mask.nii.gz"))
-            groups["masksynth"] = mask_synthetic_volumes(base, masks, seed)
+            groups["masksynth"] = mask_synthetic_volumes(base, masks, seed, ignore_painted=ignore_painted)
     if clinical is not None and Path(clinical).is_dir():
         for d in sorted(Path(clinical).iterdir()):
             if (d / "lesion_mask.nii.gz").exists() and (d / "FLAIR.nii.gz").exists() and d.name not in held_out:

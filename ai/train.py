@@ -89,6 +89,10 @@ class Sampler:
         h = self.crop // 2
         sl = (slice(y - h, y + h), slice(x - h, x + h))
         lab = np.stack([_crop(c, sl) for c in lab])
+        # lesion-loss weight: 0 where the volume's lesion label is not known (``Volume.ignore``)
+        # and no lesion is labelled, else 1
+        wl = (np.ones(lab.shape[1:], np.float32) if v.ignore is None
+              else 1.0 - _crop(np.asarray(v.ignore[zs].any(0), np.float32), sl) * (1.0 - lab[0]))
         # 2.5D: the thick slab itself and `context` neighbouring slabs of the same thickness on
         # each side (clipped at the volume's ends, as inference repeats the edge slices)
         fls, t1s = [], []
@@ -108,8 +112,8 @@ class Sampler:
             t1s = [np.zeros_like(a) for a in t1s]
         x_in = np.stack(fls + t1s)
         if rng.random() < 0.5:
-            x_in, lab = x_in[:, :, ::-1], lab[:, :, ::-1]
-        return x_in, lab, v.valid
+            x_in, lab, wl = x_in[:, :, ::-1], lab[:, :, ::-1], wl[:, ::-1]
+        return x_in, lab, v.valid, wl
 
     def _intensity_params(self, phantom: bool) -> dict:
         """One draw of the intensity augmentation, shared by the slices of one 2.5D input."""
@@ -140,10 +144,14 @@ class Sampler:
         return np.clip(out, 0, 4).astype(np.float32)
 
     def batch(self, n: int):
-        xs, ys, vs = zip(*(self._one() for _ in range(n)), strict=False)
+        """``n`` augmented crops: inputs (B, 2(2c+1), H, W), labels (B, C, H, W), which label
+        channels are known (B, C) and the lesion channel's loss weight (B, H, W): 0 where
+        :attr:`Volume.ignore` leaves the lesion label out, else 1."""
+        xs, ys, vs, ws = zip(*(self._one() for _ in range(n)), strict=False)
         x = torch.from_numpy(np.ascontiguousarray(np.stack(xs)))
         y = torch.from_numpy(np.ascontiguousarray(np.stack(ys)))
         v = torch.from_numpy(np.stack(vs))
+        w = torch.from_numpy(np.ascontiguousarray(np.stack(ws)))
         ang = torch.from_numpy(self.rng.uniform(-0.2, 0.2, n)).float()
         sc = torch.from_numpy(self.rng.uniform(0.87, 1.15, n)).float()
         theta = torch.zeros(n, 2, 3)
@@ -154,7 +162,9 @@ class Sampler:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
         y = (F.grid_sample(y, grid, mode="bilinear", align_corners=False) >= 0.5).float()
-        return x, y, v
+        if bool((w < 1).any()):  # otherwise all ones, as the warp would leave them
+            w = (F.grid_sample(w[:, None], grid, mode="bilinear", align_corners=False)[:, 0] >= 0.5).float()
+        return x, y, v, w
 
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:
@@ -189,7 +199,8 @@ def soft_dice(p: torch.Tensor, t: torch.Tensor, dims: tuple[int, ...] = (0, 2, 3
 LESION_DICE = ("batch", "image", "both")
 
 
-def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_dice: str = "batch") -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_dice: str = "batch",
+            lesion_weight: torch.Tensor | None = None) -> torch.Tensor:
     """BCE + batch soft Dice for every output; anatomy channels only where the label is known.
 
     The lesion channel has weight 1, the anatomy channels 0.5 each (Dice counters the class
@@ -197,12 +208,21 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
     Dice over the whole batch (``"batch"``, the default: large lesions dominate it), per crop and
     averaged over the crops with lesion labels (``"image"``: a crop holding one small lesion weighs
     as much as one holding a large one, and a crop without lesions is penalised for any lesion it
-    predicts), or the mean of the two (``"both"``).
+    predicts), or the mean of the two (``"both"``). ``lesion_weight`` (B, H, W), 0 or 1: the
+    pixels with 0 count in neither the lesion channel's BCE (a weighted mean over the crop) nor
+    its Dice; all ones gives the same loss as None.
     """
     if lesion_dice not in LESION_DICE:
         raise ValueError(f"lesion_dice must be one of {LESION_DICE}, not {lesion_dice!r}")
     p = torch.sigmoid(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((2, 3))  # (B, C)
+    bce_map = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    bce = bce_map.mean((2, 3))  # (B, C)
+    if lesion_weight is not None:
+        lw = lesion_weight
+        bce_les = (bce_map[:, 0] * lw).sum((1, 2)) / lw.sum((1, 2)).clamp(min=1.0)
+        bce = torch.cat([bce_les[:, None], bce[:, 1:]], 1)
+        p = torch.cat([p[:, :1] * lw[:, None], p[:, 1:]], 1)
+        y = torch.cat([y[:, :1] * lw[:, None], y[:, 1:]], 1)
     w = valid.clone()
     bce = (bce * w).sum(0) / w.sum(0).clamp(min=1)  # (C,)
     m = w[:, :, None, None]
@@ -219,13 +239,13 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
 
 def training_groups(held_out: frozenset[str], *, seed: int, n_phantoms: int, real_case: Path | None,
                     clinical: Path | None, mni_masks: Path | None, holdout_hemisphere: bool = False,
-                    progress: bool = False) -> dict[str, list[Volume]]:
+                    progress: bool = False, ignore_painted: bool = False) -> dict[str, list[Volume]]:
     """The sampler's groups: the real training volumes without ``held_out``
     (:func:`ai.data.training_volumes`) and ``n_phantoms`` seeded phantoms."""
     from tqdm import tqdm
 
     groups = training_volumes(held_out, real_case=real_case, clinical=clinical, mni_masks=mni_masks, seed=seed,
-                              holdout_hemisphere=holdout_hemisphere)
+                              holdout_hemisphere=holdout_hemisphere, ignore_painted=ignore_painted)
     groups["phantoms"] = [phantom_volume(1000 + seed * 100 + i)
                           for i in tqdm(range(n_phantoms), desc="phantoms", disable=not progress)]
     return groups
@@ -237,7 +257,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           warmup: int = 100, context: int = 0, clinical: Path | None = None, mni_masks: Path | None = None,
           held_out: set[str] | frozenset[str] = frozenset(),
           group_weights: dict[str, float] | None = None,
-          lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch") -> Path:
+          lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch",
+          ignore_painted: bool = False) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -255,6 +276,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     lesions' excess FLAIR signal scaled by an alpha drawn in [lowest, 1]
     (:func:`ai.realsynth.fade_lesions`); (0, 1), the default, draws nothing and changes nothing.
     ``lesion_dice`` selects the lesion channel's Dice (:func:`loss_fn`).
+    ``ignore_painted`` leaves the real case's painted-out lesions out of the real-mask volumes'
+    lesion loss (:func:`ai.data.mask_synthetic_volumes`).
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -267,7 +290,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     held_out = frozenset(held_out)
     groups = training_groups(held_out, seed=seed, n_phantoms=n_phantoms, real_case=real_case, clinical=clinical,
-                             mni_masks=mni_masks, holdout_hemisphere=holdout, progress=progress)
+                             mni_masks=mni_masks, holdout_hemisphere=holdout, progress=progress,
+                             ignore_painted=ignore_painted)
     real = groups["real3d"]
     trained_on = sorted(v.name for k in ("real3d", "clinical") for v in groups[k])
     log.info("training volumes: %s; held out: %s", {k: len(v) for k, v in groups.items()}, sorted(held_out))
@@ -309,7 +333,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   n_volumes={k: len(v) for k, v in groups.items()}, held_out=sorted(held_out),
                   trained_on=trained_on, group_weights={k: gw.get(k) for k in groups if groups[k]},
                   **({"lesion_fade": list(lesion_fade)} if lesion_fade[0] > 0 else {}),
-                  **({"lesion_dice": lesion_dice} if lesion_dice != "batch" else {}))
+                  **({"lesion_dice": lesion_dice} if lesion_dice != "batch" else {}),
+                  **({"ignore_painted": True} if ignore_painted and groups["masksynth"] else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))
@@ -319,11 +344,11 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     t0 = time.time()
     bar = tqdm(range(start, iters), initial=start, total=iters, desc="train", disable=not progress)
     for it in bar:
-        x, y, v = sampler.batch(batch)
-        x, y, v = x.to(device), y.to(device), v.to(device)
+        x, y, v, w = sampler.batch(batch)
+        x, y, v, w = x.to(device), y.to(device), v.to(device), w.to(device)
         with scaler_ctx:
             logits = model(x)
-        loss = loss_fn(logits.float(), y, v, lesion_dice)
+        loss = loss_fn(logits.float(), y, v, lesion_dice, w if ignore_painted else None)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

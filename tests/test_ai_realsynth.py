@@ -93,12 +93,46 @@ def test_sampler_fade_draws_fainter_lesion_crops_with_the_same_labels():
         draws[fade] = [s._one() for _ in range(8)]
     contrast = {}
     for fade, crops in draws.items():
-        vals = [x[0][y[0] > 0].mean() / x[0][(y[1] > 0) & (y[0] == 0)].mean() for x, y, _ in crops if y[0].any()]
+        vals = [x[0][y[0] > 0].mean() / x[0][(y[1] > 0) & (y[0] == 0)].mean() for x, y, *_ in crops if y[0].any()]
         contrast[fade] = np.mean(vals)
     assert contrast[(1.0, 0.5)] < contrast[(0.0, 1.0)] - 0.05
     # the first crop is drawn identically up to the fade: same place, same labels
-    (_, y0, _), (_, y1, _) = draws[(0.0, 1.0)][0], draws[(1.0, 0.5)][0]
+    (_, y0, *_), (_, y1, *_) = draws[(0.0, 1.0)][0], draws[(1.0, 0.5)][0]
     assert y0[0].any() and np.array_equal(y0, y1)
+
+
+def test_sampler_leaves_ignored_voxels_out_of_the_lesion_loss_unless_a_lesion_is_labelled_there():
+    """A volume whose ``ignore`` covers an unlabelled bright blob and part of a labelled lesion: the
+    lesion-loss weight of every crop is 0 on the blob, 1 on the whole lesion and elsewhere; a
+    volume without ``ignore`` gives all ones; the warped batch keeps the weight where it was."""
+    import torch
+
+    from ai.data import Volume
+    from ai.train import Sampler
+
+    flair, _, _ = _brain(shape=(4, 96, 96))
+    labels = np.zeros((5,) + flair.shape, np.uint8)
+    labels[0, :, 40:52, 40:52] = 1
+    labels[1, :, 8:-8, 8:-8] = 1
+    ignore = np.zeros(flair.shape, bool)
+    ignore[:, 40:52, 56:70] = True  # painted-out residue beside the lesion...
+    ignore[:, 40:52, 46:52] = True  # ...overlapping the lesion's right part
+    flair[:, 40:52, 56:70] *= 1.4
+    vol = Volume("synth", flair, None, labels, np.ones(5, np.float32), np.ones(flair.shape, bool), ignore=ignore)
+    plain = Volume("plain", flair, None, labels, np.ones(5, np.float32), np.ones(flair.shape, bool))
+    s = Sampler({"masksynth": [vol]}, seed=0, crop=128, p_lesion=1.0)
+    for _ in range(6):
+        x, y, _v, w = s._one()
+        assert y[0].any() and (w[y[0] > 0] == 1).all()  # a labelled lesion always counts
+        # the unlabelled blob (12 x 14 pixels) never does, and nothing else is left out
+        assert int((w == 0).sum()) == 12 * 14
+        tissue = (y[1] > 0) & (y[0] == 0) & (w == 1)
+        assert x[0][w == 0].mean() > 1.2 * np.median(x[0][tissue])
+    assert all((Sampler({"clinical": [plain]}, seed=1, crop=128)._one()[3] == 1).all() for _ in range(3))
+    xb, yb, vb, wb = s.batch(4)
+    assert wb.shape == (4, 128, 128) and yb.shape == (4, 5, 128, 128)
+    assert float((wb * yb[:, 0]).sum()) == float(yb[:, 0].sum())  # warped with the labels
+    assert float(wb.min()) == 0.0 and torch.all((wb == 0) | (wb == 1))
 
 
 def ndi_dilate(mask, it):
@@ -120,3 +154,27 @@ def test_training_sources_leave_out_the_held_out_patients():
     v = g["clinical"][0]
     assert v.slice_mm > 5 and not v.stripped and list(v.valid) == [1, 0, 1, 0, 0]
     assert v.labels[0].any() and v.labels[2].any() and not v.labels[1].any()
+
+
+@pytest.mark.shared
+def test_ignore_painted_marks_the_real_cases_own_lesions_in_every_real_mask_volume():
+    """With ``ignore_painted`` the real-mask volumes share one ``ignore`` array that covers the
+    real case's painted-out lesions (and a margin), inside the brain; without it there is none."""
+    from pathlib import Path
+
+    from ai.data import MNI_MASKS, PAINTED_MARGIN, REAL_CASE, mask_synthetic_volumes, real_case_volume
+
+    if not (REAL_CASE / "lesion_mask.nii.gz").exists() or not Path(MNI_MASKS).is_dir():
+        pytest.skip("needs ../shared/data/ms (cross_sectional/patient19, lesion_masks_mni)")
+    base = real_case_volume(REAL_CASE, holdout=False)
+    masks = sorted(Path(MNI_MASKS).glob("*_lesion_mask.nii.gz"))[:2]
+    plain = mask_synthetic_volumes(base, masks, seed=0)
+    marked = mask_synthetic_volumes(base, masks, seed=0, ignore_painted=True)
+    assert all(v.ignore is None for v in plain)
+    ign = marked[0].ignore
+    assert ign is not None and marked[1].ignore is ign
+    own, brain = base.labels[0] > 0, base.labels[1] > 0
+    assert ign[own & brain].all() and not ign[~brain].any()
+    assert ign.sum() > own.sum() * 1.5 and ign.sum() < ndi_dilate(own, PAINTED_MARGIN + 2).sum()
+    # the images and labels are those of the plain synthesis
+    assert np.array_equal(marked[0].flair, plain[0].flair) and np.array_equal(marked[0].labels, plain[0].labels)

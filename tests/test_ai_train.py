@@ -158,3 +158,28 @@ def test_per_crop_lesion_dice_weighs_a_missed_small_lesion_as_much_as_a_found_la
                        float(loss_fn(found, y, valid)), atol=1e-3)
     with pytest.raises(ValueError, match="lesion_dice"):
         loss_fn(found, y, valid, "voxel")
+
+
+def test_lesion_weight_leaves_pixels_out_of_the_lesion_loss():
+    """All-ones weight: the loss without weight, for every Dice mode. A false lesion drawn where the
+    weight is 0 costs nothing: the loss equals that of the same prediction without it; where the
+    weight is 1 it costs."""
+    from ai.train import loss_fn
+
+    y = torch.zeros(2, 5, 32, 32)
+    valid = torch.ones(2, 5)
+    y[0, 0, 4:12, 4:12] = 1
+    y[:, 1, 2:30, 2:30] = 1
+    pred = torch.where(y > 0, 6.0, -6.0)
+    ones = torch.ones(2, 32, 32)
+    for mode in ("batch", "image", "both"):
+        assert float(loss_fn(pred, y, valid, mode, ones)) == pytest.approx(float(loss_fn(pred, y, valid, mode)),
+                                                                         abs=1e-5)
+    false = pred.clone()
+    false[1, 0, 20:28, 20:28] = 6.0
+    w = ones.clone()
+    w[1, 18:30, 18:30] = 0
+    for mode in ("batch", "image", "both"):
+        assert float(loss_fn(false, y, valid, mode, w)) == pytest.approx(float(loss_fn(pred, y, valid, mode, w)),
+                                                                          abs=1e-5)
+        assert float(loss_fn(false, y, valid, mode, ones)) > float(loss_fn(pred, y, valid, mode, ones)) + 0.05
