@@ -48,9 +48,9 @@ THIN_SLICE_GROW = 0.3
 #: site; most of the missed 3D ones are juxtacortical. Small lesions decide a count, dissemination
 #: in space and "new disease activity", so a negative there is not a negative.
 DETECTION_LIMITS = (
-    "Detection limits: lesions under 50 mm3 are often missed (on patients the model never saw, about "
-    "1 in 3 found on 3D FLAIR, 1 in 8 on 2D clinical FLAIR; most missed 3D ones juxtacortical). A low "
-    "count, 'dissemination in space: not met' or 'no new lesions' does not exclude them.")
+    "Detection limits: lesions under 50 mm3 are often missed (on patients the model never saw, a fifth "
+    "to a third found on 3D FLAIR, 1 in 8 on 2D clinical FLAIR; most missed 3D ones juxtacortical). A "
+    "low count, 'dissemination in space: not met' or 'no new lesions' does not exclude them.")
 #: the same in one line of the summary image
 DETECTION_LIMITS_SHORT = ("Lesions under 50 mm3 are often missed: 'DIS not met' or 'no new lesions' "
                           "does not exclude them.")
