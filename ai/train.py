@@ -162,8 +162,9 @@ class Sampler:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
         y = (F.grid_sample(y, grid, mode="bilinear", align_corners=False) >= 0.5).float()
-        if bool((w < 1).any()):  # otherwise all ones, as the warp would leave them
-            w = (F.grid_sample(w[:, None], grid, mode="bilinear", align_corners=False)[:, 0] >= 0.5).float()
+        if bool((w < 1).any()):  # the ignored part is warped (padding: not ignored); all ones stay ones
+            ign = F.grid_sample(1.0 - w[:, None], grid, mode="bilinear", align_corners=False)[:, 0]
+            w = (ign < 0.5).float()
         return x, y, v, w
 
 
