@@ -102,7 +102,7 @@ def _job_result(data_dir: Path, study_uid: str) -> dict[str, Any] | None:
 
 def print_lesion_table(result: dict[str, Any]) -> None:
     """Print the lesion table and the study summary of a job's ``result.json``."""
-    from ai.types import LOCATION_LABELS
+    from ai.types import DETECTION_LIMITS_SHORT, LOCATION_LABELS
 
     s = result["summary"]
     print()
@@ -121,6 +121,7 @@ def print_lesion_table(result: dict[str, Any]) -> None:
     print(f"  by location: {per_loc}")
     print(f"  dissemination in space (brain MRI, McDonald 2017): "
           f"{'met' if s['dis_met'] else 'not met'} ({', '.join(s['dis_areas']) or 'no area'})")
+    print(f"  detection limits: {DETECTION_LIMITS_SHORT}")
     ch = result.get("change")
     if ch is not None:
         if ch.get("comparable"):
