@@ -6,10 +6,10 @@ For every reference lesion of ``../shared/data/ms/cross_sectional/patient19`` (2
 >= 10 mm3) and every weights file, side by side on the same prepared input (node defaults:
 mirror TTA):
 
-- its volume, its location class (:func:`ai.lesions.classify` with the model's own anatomy maps,
-  as the node classifies a predicted lesion), its FLAIR contrast (mean normalised FLAIR in the
-  lesion over the median of a ring 1-3 voxels outside it, other lesions excluded) and its T1
-  ratio (the same on T1);
+- its volume, its location class (:func:`ai.lesions.classify` through ``ai.evaluate._class_of``,
+  with the model's own anatomy maps, as the node classifies a predicted lesion), its FLAIR
+  contrast (mean normalised FLAIR in the lesion over the median of a ring 1-3 voxels outside it,
+  other lesions excluded) and its T1 ratio (the same on T1);
 - the model's raw lesion probability there (no brain gate, no post-processing): the lesion is
   *seen* when its maximum is >= 0.5 and *not seen* when it is < 0.1.
 
@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from ai import preprocess as pp  # noqa: E402
 from ai.data import REAL_CASE  # noqa: E402
+from ai.evaluate import _class_of  # noqa: E402
 from ai.infer import Segmenter  # noqa: E402
-from ai.lesions import classify, components  # noqa: E402
+from ai.lesions import components  # noqa: E402
 
 SMALL_MM3 = 50.0
 
@@ -62,7 +63,7 @@ def lesion_table(raw: np.ndarray, flair: np.ndarray, t1: np.ndarray | None, ref_
         f, t = flair[big], (t1[big] if t1 is not None else None)
         rows.append({
             "volume_mm3": float(m.sum() * vox),
-            "class": classify(m, {k: v[big] for k, v in anatomy.items()}, spacing_zyx),
+            "class": _class_of(ref_lab, i, bb, anatomy, spacing_zyx),
             "flair_contrast": float(f[m].mean() / max(np.median(f[ring]), 1e-6)) if ring.any() else float("nan"),
             "t1_ratio": (float(t[m].mean() / max(np.median(t[ring]), 1e-6))
                          if t is not None and ring.any() else float("nan")),

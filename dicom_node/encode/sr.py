@@ -263,7 +263,7 @@ def build_sr(
     )
     for note in [*(notes or []), DETECTION_LIMITS]:
         sr.ContentSequence.append(hd.sr.TextContentItem(
-            name=hd.sr.CodedConcept("121106", "DCM", "Comment"), value=note[:1024],
+            name=C.COMMENT, value=note[:1024],
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     return sr
 
