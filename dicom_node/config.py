@@ -123,6 +123,9 @@ class RunnerConfig(_Strict):
     enabled: bool = True  # false: jobs are queued but not run by this process
     concurrency: int = Field(default=1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # a job whose worker process dies (OOM kill, crash) runs again this many times on a fresh
+    # worker before it is failed; 0: fail at once
+    worker_death_retries: int = Field(default=1, ge=0)
     # pipeline options: defaults and meaning in dicom_node.run.options.PipelineOptions
     threshold: float = Field(default=_DEFAULT.threshold, gt=0, lt=1)
     min_voxels: int = Field(default=_DEFAULT.min_voxels, ge=1)

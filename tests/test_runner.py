@@ -7,6 +7,10 @@ The pipeline is replaced by small stand-ins (the real one is exercised end to en
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import signal
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -131,21 +135,72 @@ class _DeadWorkerPool(cf.Executor):
         return fut
 
 
-def test_a_dead_worker_fails_its_job_and_a_fresh_worker_takes_the_next(tmp_path, monkeypatch):
-    cfg = NodeConfig(data_dir=tmp_path / "data")
+def _dead_worker_runner(tmp_path, monkeypatch, pools, **runner_cfg):
+    cfg = NodeConfig(data_dir=tmp_path / "data", runner=runner_cfg)
     cfg.data_dir.mkdir(parents=True)
     idx = Index(cfg.index_path)
     queue = JobQueue(idx)
-    pools = [_DeadWorkerPool(), cf.ThreadPoolExecutor(max_workers=1)]
     monkeypatch.setitem(pipeline.PIPELINES, "ms-lesions", _fake_results(tmp_path))
     runner = Runner(cfg, idx, queue, _NoSendOutbox(cfg.outbox_db, cfg.outbox_dir),
                     executor_factory=lambda n: pools.pop(0), poll_s=0.05)
+    return queue, runner
+
+
+def test_a_job_whose_worker_died_runs_again_on_a_fresh_worker(tmp_path, monkeypatch, caplog):
+    pools = [_DeadWorkerPool(), cf.ThreadPoolExecutor(max_workers=1)]
+    queue, runner = _dead_worker_runner(tmp_path, monkeypatch, pools)
+    job_id = queue.enqueue("1.2.7", "r", "ms-lesions", {"flair": "1.2.7.1"}, [PACS])
+    with caplog.at_level(logging.ERROR, logger="dicom_node.run.runner"):
+        runner.start()
+        try:
+            job = _wait_state(queue, job_id)
+        finally:
+            runner.stop()
+    assert job.state == "done" and job.attempts == 2
+    assert pools == []  # the second (fresh) pool ran it
+    assert any("worker process died" in r.getMessage() and "runs again (attempt 2 of at most 2)"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_a_job_that_kills_every_worker_fails_and_a_fresh_worker_takes_the_next(tmp_path,
+                                                                                monkeypatch):
+    pools = [_DeadWorkerPool(), _DeadWorkerPool(), cf.ThreadPoolExecutor(max_workers=1)]
+    queue, runner = _dead_worker_runner(tmp_path, monkeypatch, pools)
     first = queue.enqueue("1.2.7", "r", "ms-lesions", {"flair": "1.2.7.1"}, [PACS], priority=9)
     second = queue.enqueue("1.2.8", "r", "ms-lesions", {"flair": "1.2.8.1"}, [PACS])
     runner.start()
     try:
-        assert _wait_state(queue, first).state == "failed"
-        assert "worker process died" in queue.get(first).reason
+        job = _wait_state(queue, first)
+        assert job.state == "failed" and job.attempts == 2
+        assert "worker process died" in job.reason
         assert _wait_state(queue, second).state == "done"
     finally:
         runner.stop()
+
+
+def test_no_retry_when_the_admin_sets_none(tmp_path, monkeypatch):
+    pools = [_DeadWorkerPool(), cf.ThreadPoolExecutor(max_workers=1)]
+    queue, runner = _dead_worker_runner(tmp_path, monkeypatch, pools, worker_death_retries=0)
+    job_id = queue.enqueue("1.2.7", "r", "ms-lesions", {"flair": "1.2.7.1"}, [PACS])
+    runner.start()
+    try:
+        job = _wait_state(queue, job_id)
+    finally:
+        runner.stop()
+    assert job.state == "failed" and job.attempts == 1 and "worker process died" in job.reason
+
+
+@pytest.mark.parametrize("die,said", [((signal.raise_signal, signal.SIGKILL), "signal SIGKILL"),
+                                      ((os._exit, 3), "exit code 3")])
+def test_how_a_real_worker_ended_is_named(die, said):
+    """What the log says of a worker that the kernel killed (as the OOM killer does) or that exited."""
+    from dicom_node.run.runner import _how_workers_ended
+
+    pool = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        fut = pool.submit(*die)
+        with pytest.raises(BrokenProcessPool) as err:
+            fut.result(timeout=60)
+        assert _how_workers_ended(pool, err.value) == f"worker ended by {said}"
+    finally:
+        pool.shutdown(wait=False)

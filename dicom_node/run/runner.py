@@ -6,7 +6,10 @@ Design
   thread, with at most ``runner.concurrency`` running at a time (one model job by default).
 * Each job runs in a worker *process* (``spawn``; the model stays loaded between jobs). An
   exception fails only that job, with its reason recorded; a worker that dies (out of memory,
-  a CUDA fault, SIGKILL) fails the job with "worker process died" and a fresh worker is started.
+  a CUDA fault, SIGKILL) is replaced by a fresh one, and its job runs again there
+  (``runner.worker_death_retries`` times, once by default) before it fails with "worker process
+  died". The log names how the worker ended (its exit code or signal; a crash in native code
+  also prints the Python stack of every thread, via :mod:`faulthandler`).
   The node process itself never imports torch, so it keeps receiving whatever the model does.
 * Results are written as files, then queued in the persistent outbox
   (:class:`dicom_node.send.outbox.Outbox`), keyed by (SOP Instance UID, destination). Output UIDs are
@@ -59,6 +62,9 @@ def _worker_init(threads: int | None, log_cfg: tuple[str, str, str | None]) -> N
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - not Linux: the worker exits when its pipe closes
         pass
+    import faulthandler
+
+    faulthandler.enable()  # a crash in native code prints every thread's Python stack (stderr)
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     from dicom_node.ops.logsetup import setup_logging
@@ -85,6 +91,36 @@ def _worker_warmup(device: str, options: PipelineOptions) -> str:
     except Exception as exc:  # noqa: BLE001 - a job will report the real problem
         logging.getLogger(__name__).warning("worker warm-up failed: %s", exc)
         return ""
+
+
+def _how_workers_ended(executor: cf.Executor | None, exc: BaseException) -> str:
+    """How the workers of a broken process pool ended: "exit code 1", "signal SIGKILL" (the
+    kernel's OOM killer sends it), or why the pool counted as broken while they lived."""
+    import signal
+
+    cause = exc.__cause__  # set when a worker lived but its result could not be read here
+    if cause is not None:
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip().strip("'")]
+        return "pool broken: " + (lines[-1] if lines else type(cause).__name__)
+    procs = getattr(executor, "_processes", None) or {}  # CPython's pool keeps them; best effort
+    ended = []
+    for proc in list(procs.values()):
+        code = None
+        for _ in range(40):  # the pool's own thread may be reaping it this very moment
+            code = getattr(proc, "exitcode", None)
+            if code is not None or not hasattr(proc, "exitcode"):
+                break
+            time.sleep(0.05)
+        if code is None:
+            continue
+        if code < 0:
+            try:
+                ended.append(f"signal {signal.Signals(-code).name}")
+            except ValueError:
+                ended.append(f"signal {-code}")
+        else:
+            ended.append(f"exit code {code}")
+    return ("worker ended by " + ", ".join(ended)) if ended else ""
 
 
 @dataclass
@@ -138,6 +174,7 @@ class Runner:
             options = cfg.runner.pipeline_options()
         self.options = options if isinstance(options, PipelineOptions) else PipelineOptions.from_dict(options)
         self.concurrency = max(1, int(cfg.runner.concurrency))
+        self.worker_death_retries = max(0, int(cfg.runner.worker_death_retries))
         self._factory = executor_factory or self._process_pool
         self._warm_up = executor_factory is None  # real worker processes: load the model early
         self._executor: cf.Executor | None = None
@@ -274,9 +311,15 @@ class Runner:
                 self._step_done(run, run.future.result())
                 continue
             if isinstance(exc, BrokenProcessPool):
+                how = _how_workers_ended(self._executor, exc)
                 reason = ("worker process died while running the job (killed, out of memory "
-                          "or a device fault); a new worker is started")
+                          f"or a device fault{'; ' + how if how else ''}); a new worker is started")
                 self._executor = None
+                if run.step == "main" and run.job.attempts <= self.worker_death_retries:
+                    log.error("job %s: %s; the job runs again (attempt %d of at most %d)", job_id,
+                              reason, run.job.attempts + 1, self.worker_death_retries + 1)
+                    self.jobs.requeue(job_id, f"{reason}; runs again")
+                    continue
             else:
                 reason = f"{type(exc).__name__}: {exc}"
             if run.step == "main":
