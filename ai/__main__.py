@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ai.types import THIN_SLICE_GROW, THIN_SLICE_MM
+from ai.types import LESION_DICE, THIN_SLICE_GROW, THIN_SLICE_MM
 
 GROW_HELP = (f"on thin-slice grids (every spacing <= {THIN_SLICE_MM} mm) lesions found at the threshold are drawn "
              f"to voxels >= this (the node's default {THIN_SLICE_GROW}); a value >= the threshold: the plain cut")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lesion-fade", default="0", metavar="P[,ALPHA]",
                    help="make the lesions of that share of lesion crops fainter: their excess FLAIR signal "
                         "scaled by an alpha drawn in [ALPHA, 1] (default ALPHA 0.5; 0: off)")
-    t.add_argument("--lesion-dice", choices=["batch", "image", "both"], default="batch",
+    t.add_argument("--lesion-dice", choices=LESION_DICE, default="batch",
                    help="the lesion channel's soft Dice: over the batch (default), per crop (small lesions "
                         "weigh as much as large ones), or the mean of the two")
     t.add_argument("--ignore-painted", action="store_true",

@@ -23,6 +23,7 @@ from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, training_volumes
 from ai.lesions import components
 from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels
 from ai.realsynth import fade_lesions
+from ai.types import LESION_DICE
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ def soft_dice(p: torch.Tensor, t: torch.Tensor, dims: tuple[int, ...] = (0, 2, 3
     return 1 - (2 * inter + 1) / (p.sum(dims) + t.sum(dims) + 1)
 
 
-#: how the lesion channel's soft Dice is taken (:func:`loss_fn`)
-LESION_DICE = ("batch", "image", "both")
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_dice: str = "batch",

@@ -41,6 +41,10 @@ LOCATION_LABELS: dict[str, str] = {
 THIN_SLICE_MM = 1.5
 THIN_SLICE_GROW = 0.3
 
+#: how ``ai train`` takes the lesion channel's soft Dice (``ai.train.loss_fn``); here, torch-free,
+#: so that the command line offers the same choices without importing torch
+LESION_DICE = ("batch", "image", "both")
+
 #: what the shipped model misses, said in every report (the SR's Comment and the summary image):
 #: measured on patients the weights never trained on (model card, "Cross-patient validation":
 #: ``by_size``; ``bench/small_lesions.py``): of the reference lesions under 50 mm3 the stage-13
