@@ -10,7 +10,10 @@ Scenarios (issue "results into the PACS", section 5):
   (within 1 %), and the overlay series;
 * Orthanc is down when the results are ready and back 30 s later: they arrive with no
   intervention (the outbox retries; its backoff capped at 8 s in this test);
-* the node is SIGKILLed during inference and restarted: results arrive exactly once.
+* the node is SIGKILLed during inference and restarted: results arrive exactly once;
+* the node's worker process is SIGKILLed during inference (as the kernel's OOM killer does): the
+  node stays up, says how the worker ended, runs the job again on a fresh worker, and the
+  results arrive exactly once.
 """
 
 from __future__ import annotations
@@ -230,3 +233,48 @@ def test_node_killed_during_inference_results_arrive_once(pacs, node_factory, st
     n_overlay = sum(1 for f in res["files"] if f["kind"] == "OVERLAY")
     overlay = _overlay_series(found)
     assert sum(len(s["Instances"]) for s in overlay) == n_overlay
+
+
+def _worker_pids(node_pid: int) -> list[int]:
+    """The node's model worker processes (multiprocessing spawn children; not its resource
+    tracker), read from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == node_pid and "spawn_main" in cmd:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_worker_killed_during_inference_the_job_runs_again_and_results_arrive_once(
+        pacs, node_factory, study):
+    import os
+    import signal
+
+    node = _start_node(node_factory, pacs)
+    sid = _send_study(pacs, node, study)
+    node.wait_for(lambda st: any(j["state"] == "running" for j in st["jobs"]),
+                  timeout=120, interval=0.2)
+    time.sleep(3.0)  # inside loading / inference (the model job takes > 10 s on this study)
+    workers = _worker_pids(node.proc.pid)
+    assert len(workers) == 1, workers
+    os.kill(workers[0], signal.SIGKILL)
+    _wait_results(pacs, sid, node)
+    node.wait_for(lambda st: any(j["state"] == "done" for j in st["jobs"])
+                  and st["outbox"]["counts"].get("pending", 0) == 0,
+                  timeout=RESULT_TIMEOUT, interval=0.5)
+    time.sleep(5)  # anything sent twice would have arrived by now
+    assert node.alive()
+    found = _series_by_modality(pacs, sid)
+    assert len(found["SEG"]) == 1 and len(found["SEG"][0]["Instances"]) == 1
+    assert len(found["SR"]) == 1 and len(found["SR"][0]["Instances"]) == 1
+    jobs = node.status()["jobs"]
+    assert len(jobs) == 1 and jobs[0]["state"] == "done" and jobs[0]["attempts"] == 2, jobs
+    log = node.log_text()
+    assert "worker ended by signal SIGKILL" in log and "the job runs again (attempt 2" in log, \
+        log[-3000:]
+    assert _worker_pids(node.proc.pid) and workers[0] not in _worker_pids(node.proc.pid)
