@@ -161,7 +161,8 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert all(m["self_pair_change_regions"] == 0 for m in pairs.values())
     o = res["overall"]
     assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40 and res["rule"] == "joint"
-    # floor = measured pooled change-region F1 minus a margin (weights 1a277f8c: 0.328,
+    # floor = measured pooled change-region F1 minus a margin (weights aa117c42: 0.344,
+    # sensitivity 0.226, PPV 0.714, no false new lesion; 1a277f8c: 0.328,
     # sensitivity 0.208, PPV 0.778, 1 false new lesion; 80b27cbf: 0.371 / 0.245 / 0.762, 1;
     # 915d981d: 0.324 / 0.208 / 0.737, none;
     # 0aee82a3: 0.296 / 0.189 / 0.688; 31c55493: 0.298 / 0.189 / 0.706; 0.222 when two
