@@ -49,8 +49,9 @@ LESION_DICE = ("batch", "image", "both")
 #: measured on patients the weights never trained on (model card, "Cross-patient validation":
 #: ``by_size``; ``bench/small_lesions.py``): of the reference lesions under 50 mm3 the stage-14
 #: fold weights find 15 and 9 of 43 on the 3D site (folds A' and A; stage 13: 14 and 9) and 3 of 23
-#: on the clinical 2D site (stage 13: 3); most of the missed 3D ones are juxtacortical. Small lesions decide a count, dissemination
-#: in space and "new disease activity", so a negative there is not a negative.
+#: on the clinical 2D site (stage 13: 3); most of the missed 3D ones are juxtacortical. Small
+#: lesions decide a count, dissemination in space and "new disease activity", so a negative there
+#: is not a negative.
 DETECTION_LIMITS = (
     "Detection limits: lesions under 50 mm3 are often missed (on patients the model never saw, a fifth "
     "to a third found on 3D FLAIR, 1 in 8 on 2D clinical FLAIR; most missed 3D ones juxtacortical). A "
