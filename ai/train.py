@@ -197,8 +197,6 @@ def soft_dice(p: torch.Tensor, t: torch.Tensor, dims: tuple[int, ...] = (0, 2, 3
     return 1 - (2 * inter + 1) / (p.sum(dims) + t.sum(dims) + 1)
 
 
-
-
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_dice: str = "batch",
             lesion_weight: torch.Tensor | None = None) -> torch.Tensor:
     """BCE + batch soft Dice for every output; anatomy channels only where the label is known.

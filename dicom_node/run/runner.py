@@ -105,10 +105,9 @@ def _how_workers_ended(executor: cf.Executor | None, exc: BaseException) -> str:
     procs = getattr(executor, "_processes", None) or {}  # CPython's pool keeps them; best effort
     ended = []
     for proc in list(procs.values()):
-        code = None
         for _ in range(40):  # the pool's own thread may be reaping it this very moment
-            code = getattr(proc, "exitcode", None)
-            if code is not None or not hasattr(proc, "exitcode"):
+            code = proc.exitcode
+            if code is not None:
                 break
             time.sleep(0.05)
         if code is None:
@@ -130,6 +129,7 @@ class _Running:
     started: float
     step: str = "main"  #: "main", or the follow-up step's pipeline name
     first: dict[str, Any] | None = None  #: the main step's result, during a follow-up
+    pool: cf.Executor | None = None  #: the worker pool the step runs in (None: the prior thread)
 
 
 class Runner:
@@ -289,12 +289,13 @@ class Runner:
         if prior is not None:
             payload["prior"] = prior
         try:
-            fut = self._ensure_executor().submit(_worker_run, job.pipeline or "ms-lesions", payload)
+            pool = self._ensure_executor()
+            fut = pool.submit(_worker_run, job.pipeline or "ms-lesions", payload)
         except Exception as exc:  # noqa: BLE001 - e.g. a broken pool
             self._executor = None
             self._fail(job, f"could not start the job: {exc}")
             return
-        self._running[job.id] = _Running(job, fut, started)
+        self._running[job.id] = _Running(job, fut, started, pool=pool)
 
     def _reap(self) -> None:
         for job_id, run in list(self._running.items()):
@@ -311,10 +312,13 @@ class Runner:
                 self._step_done(run, run.future.result())
                 continue
             if isinstance(exc, BrokenProcessPool):
-                how = _how_workers_ended(self._executor, exc)
+                # the pool this job ran in: another job of it may have been reaped first, and a
+                # fresh pool may already run the next jobs (it stays)
+                how = _how_workers_ended(run.pool, exc)
                 reason = ("worker process died while running the job (killed, out of memory "
                           f"or a device fault{'; ' + how if how else ''}); a new worker is started")
-                self._executor = None
+                if self._executor is run.pool:
+                    self._executor = None
                 if run.step == "main" and run.job.attempts <= self.worker_death_retries:
                     log.error("job %s: %s; the job runs again (attempt %d of at most %d)", job_id,
                               reason, run.job.attempts + 1, self.worker_death_retries + 1)
@@ -336,13 +340,14 @@ class Runner:
         followup = result.get("followup")
         if run.step == "main" and followup:
             try:
-                fut = self._ensure_executor().submit(_worker_run, followup, self.payload(job))
+                pool = self._ensure_executor()
+                fut = pool.submit(_worker_run, followup, self.payload(job))
             except Exception as exc:  # noqa: BLE001
                 self._executor = None
                 self._complete(job, result, time.time() - run.started,
                                note=f"{followup} not started: {exc}")
                 return
-            self._running[job.id] = _Running(job, fut, run.started, step=followup,
+            self._running[job.id] = _Running(job, fut, run.started, step=followup, pool=pool,
                                              first=result)
             return
         self._complete(job, result, time.time() - run.started)
