@@ -123,9 +123,6 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         seen = np.maximum(rf.probability, resample(rp.probability.astype(np.float32, copy=False), prior, follow,
                                                    reg.transform, sitk.sitkLinear))
         m.update(_detection(pred, ref, sp, seen))
-        # as dicom_node calls it today (follow-up labels standing in for its probability map)
-        ch_l = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability, space=space, rule=rule)
-        m["labels_only_follow"] = _detection(_predicted_change(ch_l.change_map), ref, sp)
         new_ids = [j for j, s in ch.follow_status.items() if s == "new"]
         m["head_dice"] = reg.head_dice
         m["n_new"], m["n_enlarging"] = ch.n_new, ch.n_enlarging
