@@ -99,6 +99,18 @@ def test_tie_break_prefers_3d_then_most_images_then_latest_series_number(default
     assert r.candidates["flair"] == [c[0], b[0], d[0], a[0]]
 
 
+def test_among_2d_flairs_axial_slices_win_over_a_sagittal_series_with_more_images(default_rules):
+    """The model reads axial slices; a thick sagittal FLAIR gave it more false lesions (model card,
+    "Slice orientation"), so a study with both runs the axial one, and a 3D FLAIR still comes first."""
+    sag = series(40, SeriesNumber=5, ImageOrientationPatient=[0, 1, 0, 0, 0, -1], **FLAIR_2D)
+    ax = series(24, SeriesNumber=3, **FLAIR_2D)
+    assert (sag[2].orientation, ax[2].orientation) == ("SAG", "AX")
+    [r] = default_rules.route_study([sag, ax])
+    assert r.candidates["flair"] == [ax[0], sag[0]]
+    sag3d = series(176, SeriesNumber=7, ImageOrientationPatient=[0, 1, 0, 0, 0, -1], **FLAIR_3D)
+    assert default_rules.route_study([sag, ax, sag3d])[0].inputs["flair"] == sag3d[0]
+
+
 def test_pre_contrast_preferred(default_rules):
     post = series(176, SeriesNumber=9, ContrastBolusAgent="Gadovist", **FLAIR_3D)
     pre = series(176, SeriesNumber=4, **FLAIR_3D)

@@ -101,6 +101,27 @@ def warm_up(device: str, opts: PipelineOptions) -> str:
     return version
 
 
+#: a FLAIR whose slices are at least this thick (mm) and not axial gets :func:`slice_plane_note`
+THICK_SLICE_MM = 2.0
+
+
+def slice_plane_note(image: Any) -> str | None:
+    """The caveat the report carries for a FLAIR of thick coronal or sagittal slices, else None.
+
+    The model reads axial slices; a thick non-axial series reaches it blurred within each axial
+    slice, which it never saw in training. On one brain cut into thick slabs it drew more false
+    lesions on sagittal slabs than on axial ones (ai/weights/MODEL_CARD.md, "Slice orientation").
+    The default routing prefers an axial FLAIR among 2D ones (config/routing.yaml)."""
+    from ai.registration import orientation_class
+
+    plane, thick = orientation_class(image), float(image.GetSpacing()[2])
+    if plane == "axial" or thick < THICK_SLICE_MM:
+        return None
+    return (f"FLAIR of {plane} slices {thick:.1f} mm thick: the model reads axial slices and was "
+            f"validated on axial 2D and 3D FLAIR; on thick {plane} slices expect more false "
+            "lesions (model card: Slice orientation). An axial or 3D FLAIR is preferred.")
+
+
 def _write_dataset(ds: Any, path: Path) -> Path:
     # Atomic, not fsync-ed: the runner copies every result into the durable outbox before the
     # job is marked done; a crash before that re-runs the job, which rewrites these files.
@@ -152,6 +173,10 @@ def run_ms_lesions(job: dict[str, Any]) -> dict[str, Any]:
                     refused[0], flair.series_uid)
         notes.append(f"preferred FLAIR series not used ({refused[0][:200]}); next candidate "
                      f"{flair.series_uid} used")
+    caveat = slice_plane_note(flair.image)
+    if caveat:
+        log.warning("job %s: FLAIR series %s: %s", job["job_id"], flair.series_uid, caveat)
+        notes.append(caveat)
     _LAST_FLAIR.clear()
     if opts.overlay:
         _LAST_FLAIR[job["job_id"]] = flair
