@@ -35,7 +35,7 @@ def _train(a: argparse.Namespace) -> int:
                  held_out={c for c in a.hold_out.split(",") if c},
                  group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)},
                  lesion_fade=_fade(a.lesion_fade), lesion_dice=a.lesion_dice,
-                 ignore_painted=a.ignore_painted)
+                 ignore_painted=a.ignore_painted, plane_thick=a.plane_thick)
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--ignore-painted", action="store_true",
                    help="leave the real case's painted-out lesions (and 2 voxels around them) out of the "
                         "real-mask volumes' lesion loss: the inpainting leaves lesion-like residue there")
+    t.add_argument("--plane-thick", type=float, default=0.0, metavar="P",
+                   help="make that share of the thin-slice volumes' crops coronal or sagittal thick-slice "
+                        "series (3-6 mm slabs, linearly resampled back, as the node reads them; 0: off)")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

@@ -41,7 +41,8 @@ class Sampler:
 
     def __init__(self, groups: dict[str, list[Volume]], seed: int, crop: int = 128,
                  p_lesion: float = 0.5, lesion_sampling: str = "voxel", context: int = 0,
-                 weights: dict[str, float] | None = None, lesion_fade: tuple[float, float] = (0.0, 1.0)):
+                 weights: dict[str, float] | None = None, lesion_fade: tuple[float, float] = (0.0, 1.0),
+                 plane_thick: float = 0.0):
         self.groups = {k: v for k, v in groups.items() if v}
         if not self.groups:
             raise ValueError("no training volumes")
@@ -59,6 +60,9 @@ class Sampler:
         # (probability, lowest alpha): how often a crop's lesions are made fainter, and how much
         # (ai.realsynth.fade_lesions; alpha drawn uniformly in [lowest, 1])
         self.lesion_fade = (float(lesion_fade[0]), float(lesion_fade[1]))
+        # how often a crop of a thin-slice volume is made a coronal or sagittal thick-slice series
+        # instead (:func:`plane_slabs`); 0 draws nothing, so earlier recipes are unchanged
+        self.plane_thick = float(plane_thick)
         self.lesion_idx = {id(v): np.argwhere(v.labels[0] > 0) for v in vols}
         # per volume: the voxel indices of each 26-connected lesion component, so that
         # 'component' sampling centres crops on small lesions as often as on large confluent ones
@@ -80,8 +84,13 @@ class Sampler:
         z, y, x = pool[rng.integers(len(pool))]
         y += rng.integers(-40, 41)
         x += rng.integers(-40, 41)
+        # a coronal or sagittal thick-slice series (in-plane axis 0 or 1 of the crop, 3-6 mm), on
+        # thin-slice volumes only; its slices are then thin along z
+        plane = None
+        if self.plane_thick > 0 and v.slice_mm < 2.0 and rng.random() < self.plane_thick:
+            plane = (int(rng.integers(2)), int(rng.integers(3, 7)), float(rng.random()))
         # thick-slice simulation (2D clinical FLAIR) on thin-slice volumes only
-        k = int(rng.choice([1, 1, 1, 2, 3, 4])) if v.slice_mm < 2.0 else 1
+        k = int(rng.choice([1, 1, 1, 2, 3, 4])) if v.slice_mm < 2.0 and plane is None else 1
         nz = v.flair.shape[0]
         z0 = int(np.clip(z - k // 2, 0, nz - k))
         zs = slice(z0, z0 + k)
@@ -101,6 +110,11 @@ class Sampler:
             s0 = int(np.clip(z0 + o * k, 0, nz - k))
             fls.append(_crop(v.flair[s0:s0 + k].mean(0), sl))
             t1s.append(_crop(v.t1[s0:s0 + k].mean(0), sl) if v.t1 is not None else np.zeros_like(fls[-1]))
+        if plane is not None:
+            axis, kk, phase = plane
+            fls = [plane_slabs(a, axis, kk, phase) for a in fls]
+            if rng.random() < 0.5:  # the T1 is often a 3D series beside a 2D FLAIR
+                t1s = [plane_slabs(a, axis, kk, phase) for a in t1s]
         if self.lesion_fade[0] > 0 and v.valid[0] and lab[0].any() and rng.random() < self.lesion_fade[0]:
             alpha = rng.uniform(self.lesion_fade[1], 1.0)
             fls = [fade_lesions(a, lab[0], alpha) for a in fls]
@@ -167,6 +181,26 @@ class Sampler:
             ign = F.grid_sample(1.0 - w[:, None], grid, mode="bilinear", align_corners=False)[:, 0]
             w = (ign < 0.5).float()
         return x, y, v, w
+
+
+def plane_slabs(img: np.ndarray, axis: int, k: int, phase: float = 0.0) -> np.ndarray:
+    """A 2D axial slice as the node sees a coronal (``axis`` 0, y) or sagittal (``axis`` 1, x)
+    series of ``k``-voxel-thick slices: each slice averages ``k`` voxels along ``axis`` (slab
+    centres every ``k`` voxels, the first offset by ``phase`` x ``k``), then the slices are
+    linearly interpolated back to every voxel, as the node's resampling to 1 x 1 mm axial slices
+    does (constant beyond the outermost slab centres)."""
+    n = img.shape[axis]
+    sm = ndi.uniform_filter1d(img.astype(np.float32, copy=False), k, axis=axis, mode="nearest")
+    centres = np.arange(phase * k + (k - 1) / 2.0, n, k)
+    centres = centres[centres <= n - 1]
+    idx = np.clip(np.round(centres).astype(int), 0, n - 1)
+    samples = np.take(sm, idx, axis=axis)
+    pos = np.arange(n, dtype=np.float64)
+    moved = np.moveaxis(samples, axis, 0)
+    out = np.empty((n, moved.shape[1]), np.float32)
+    for j in range(moved.shape[1]):
+        out[:, j] = np.interp(pos, centres, moved[:, j])
+    return np.moveaxis(out, 0, axis)
 
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:
@@ -256,7 +290,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           held_out: set[str] | frozenset[str] = frozenset(),
           group_weights: dict[str, float] | None = None,
           lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch",
-          ignore_painted: bool = False) -> Path:
+          ignore_painted: bool = False, plane_thick: float = 0.0) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -276,6 +310,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     ``lesion_dice`` selects the lesion channel's Dice (:func:`loss_fn`).
     ``ignore_painted`` leaves the real case's painted-out lesions out of the real-mask volumes'
     lesion loss (:func:`ai.data.mask_synthetic_volumes`).
+    ``plane_thick``: that share of the thin-slice volumes' crops are made coronal or sagittal
+    thick-slice series (:func:`plane_slabs`, 3-6 mm); 0, the default, draws nothing.
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -298,7 +334,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     if unknown:
         raise ValueError(f"unknown training groups {sorted(unknown)} (known: {sorted(GROUP_WEIGHTS)})")
     sampler = Sampler(groups, seed=seed, crop=crop, lesion_sampling=lesion_sampling, context=context, weights=gw,
-                      lesion_fade=lesion_fade)
+                      lesion_fade=lesion_fade, plane_thick=plane_thick)
     model = UNet2D(in_ch=in_channels(context), base=base).to(device)
     init_sha = None
     if init is not None:
@@ -332,7 +368,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   trained_on=trained_on, group_weights={k: gw.get(k) for k in groups if groups[k]},
                   **({"lesion_fade": list(lesion_fade)} if lesion_fade[0] > 0 else {}),
                   **({"lesion_dice": lesion_dice} if lesion_dice != "batch" else {}),
-                  **({"ignore_painted": True} if ignore_painted and groups["masksynth"] else {}))
+                  **({"ignore_painted": True} if ignore_painted and groups["masksynth"] else {}),
+                  **({"plane_thick": plane_thick} if plane_thick > 0 else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))

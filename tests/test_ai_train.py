@@ -183,3 +183,63 @@ def test_lesion_weight_leaves_pixels_out_of_the_lesion_loss():
         assert float(loss_fn(false, y, valid, mode, w)) == pytest.approx(float(loss_fn(pred, y, valid, mode, w)),
                                                                           abs=1e-5)
         assert float(loss_fn(false, y, valid, mode, ones)) > float(loss_fn(pred, y, valid, mode, ones)) + 0.05
+
+
+def test_plane_slabs_average_across_the_slice_and_keep_the_other_axis():
+    """A coronal/sagittal thick-slice series as the node reads it: a thin line across the slab
+    axis is spread over about a slab and dimmed; a line along it, and any linear ramp, stay."""
+    from ai.train import plane_slabs
+
+    img = np.zeros((64, 64), np.float32)
+    img[:, 30] = 1.0  # a 1-voxel line along y
+    sag = plane_slabs(img, 1, 5)  # slabs stacked along x
+    assert sag[:, 30].max() < 0.5 and (sag[10] > 0.01).sum() >= 5
+    assert np.allclose(plane_slabs(img, 0, 5), img)  # slabs along y do not touch a line along y
+    ramp = np.tile(np.linspace(0, 2, 64, dtype=np.float32), (64, 1))
+    inner = slice(5, 58)
+    assert np.allclose(plane_slabs(ramp, 1, 4, 0.5)[:, inner], ramp[:, inner], atol=1e-5)
+    assert plane_slabs(img, 1, 6, 0.3).shape == img.shape
+
+
+def test_sampler_plane_thick_blurs_thin_volumes_in_plane_and_leaves_labels_and_stream_alone():
+    """``plane_thick`` 0 draws exactly the crops of a sampler without it (earlier recipes
+    reproduce); 1 blurs a thin-slice volume's crops along one in-plane axis, same labels; a
+    thick-slice (clinical) volume is never made a coronal/sagittal series."""
+    from ai.data import Volume
+    from ai.train import Sampler
+
+    rng = np.random.default_rng(3)
+    flair = rng.uniform(0.5, 1.5, (12, 200, 200)).astype(np.float32)  # crops never reach the edge
+    labels = np.zeros((5,) + flair.shape, np.uint8)
+    labels[0, :, 95:105, 95:105] = 1
+    labels[1, :, 60:-60, 60:-60] = 1
+
+    def vol(slice_mm):
+        return Volume("v", flair, None, labels, np.ones(5, np.float32), np.ones(flair.shape, bool),
+                      slice_mm=slice_mm)
+
+    s0 = Sampler({"real3d": [vol(1.0)]}, seed=5, crop=64)
+    s1 = Sampler({"real3d": [vol(1.0)]}, seed=5, crop=64, plane_thick=0.0)
+    for _ in range(4):
+        (x0, y0, *_), (x1, y1, *_) = s0._one(), s1._one()
+        assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
+
+    def roughness(x):  # mean absolute neighbour difference along y and along x, FLAIR channel
+        return np.abs(np.diff(x[0], axis=0)).mean(), np.abs(np.diff(x[0], axis=1)).mean()
+
+    plain = Sampler({"real3d": [vol(1.0)]}, seed=7, crop=64)
+    thick = Sampler({"real3d": [vol(1.0)]}, seed=7, crop=64, plane_thick=1.0)
+    def anisotropy(x):
+        ry, rx = roughness(x)
+        return min(ry, rx) / max(ry, rx)
+
+    rp, rt = [], []
+    for _ in range(8):
+        (xp, yp, *_), (xt, yt, *_) = plain._one(), thick._one()
+        rp.append(anisotropy(xp))
+        rt.append(anisotropy(xt))
+        assert yt.shape == yp.shape and set(np.unique(yt[0])) <= {0.0, 1.0}
+    # plain crops are as rough along y as along x; thick ones smooth along one axis
+    assert min(rp) > 0.8 and np.mean(rt) < 0.5 and max(rt) < 0.7
+    clin = Sampler({"clinical": [vol(6.0)]}, seed=7, crop=64, plane_thick=1.0)
+    assert min(anisotropy(clin._one()[0]) for _ in range(4)) > 0.8
