@@ -193,14 +193,16 @@ def plane_slabs(img: np.ndarray, axis: int, k: int, phase: float = 0.0) -> np.nd
     sm = ndi.uniform_filter1d(img.astype(np.float32, copy=False), k, axis=axis, mode="nearest")
     centres = np.arange(phase * k + (k - 1) / 2.0, n, k)
     centres = centres[centres <= n - 1]
-    idx = np.clip(np.round(centres).astype(int), 0, n - 1)
-    samples = np.take(sm, idx, axis=axis)
+    samples = np.take(sm, np.clip(np.round(centres).astype(int), 0, n - 1), axis=axis)
+    # linear interpolation between neighbouring slab centres, all rows at once
     pos = np.arange(n, dtype=np.float64)
-    moved = np.moveaxis(samples, axis, 0)
-    out = np.empty((n, moved.shape[1]), np.float32)
-    for j in range(moved.shape[1]):
-        out[:, j] = np.interp(pos, centres, moved[:, j])
-    return np.moveaxis(out, 0, axis)
+    lo = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, max(len(centres) - 2, 0))
+    hi = np.minimum(lo + 1, len(centres) - 1)
+    w = np.clip((pos - centres[lo]) / np.maximum(centres[hi] - centres[lo], 1e-9), 0.0, 1.0)
+    shape = [1, 1]
+    shape[axis] = n
+    w = w.reshape(shape).astype(np.float32)
+    return (np.take(samples, lo, axis=axis) * (1 - w) + np.take(samples, hi, axis=axis) * w).astype(np.float32)
 
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:
