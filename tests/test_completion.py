@@ -45,8 +45,10 @@ def test_quiet_period_completes_classifies_and_queues_a_job(node_factory, tmp_pa
     flair = make_mr_series(6, 32, 32, contrast="FLAIR")
     _send(node, write_series(flair, tmp_path / "flair")[0].parent)
     uid = flair[0].SeriesInstanceUID
-    st = node.status()
-    assert _series(st, uid)["state"] == "receiving"  # not before the quiet period
+    # the instances are acknowledged once spooled and indexed a moment later: once indexed,
+    # the series is still receiving (not complete before the quiet period)
+    st = node.wait_for(lambda s: _series(s, uid) is not None, 5, interval=0.05)
+    assert _series(st, uid)["state"] == "receiving"
     st = node.wait_for(lambda s: (_series(s, uid) or {}).get("state") == "complete", 20)
     s = _series(st, uid)
     assert s["n_instances"] == 6 and s["contrast"] == "FLAIR"

@@ -22,33 +22,56 @@ def _fmt_t(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """Print series (uid, contrast, state, instances) and jobs (id, state, reason)."""
+_SERIES_KEYS = ("series_uid", "study_uid", "modality", "series_description", "contrast", "state",
+                "n_instances", "expected_instances", "first_received_at", "last_received_at",
+                "completed_at", "complete_delay_s", "completion_reason", "completions",
+                "calling_ae")
+
+
+def status_dict(cfg: NodeConfig) -> dict:
+    """What ``dicom-node status --json`` prints, as a dict.
+
+    Parameters
+    ----------
+    cfg : NodeConfig
+        The node's configuration: its index and outbox are read from ``cfg.data_dir`` (the node
+        may be running), its live counters from its HTTP endpoint when ``cfg.http.port`` is
+        set.
+
+    Returns
+    -------
+    dict
+        ``series`` (one dict per series), ``jobs`` (one per job, oldest first), ``outbox``
+        (counts, and every item not yet sent) and ``live`` (the running node's counters, or
+        None).
+    """
     from dicom_node.store.index import Index
     from dicom_node.store.jobs import JobQueue
 
-    cfg = load_or_exit(args.config)
-    if not cfg.index_path.exists():
-        series, jobs = [], []
-    else:
+    series: list[dict] = []
+    jobs: list[dict] = []
+    if cfg.index_path.exists():
         idx = Index(cfg.index_path)
-        series = idx.list_series()
-        jobs = [j.to_dict() for j in JobQueue(idx).list()]
-    outbox = _outbox_status(cfg)
+        try:
+            series = idx.list_series()
+            jobs = [j.to_dict() for j in JobQueue(idx).list()]
+        finally:
+            idx.close()
     live = None
     if cfg.http.port:  # counters live in the serving process: read them from its endpoint
         from dicom_node.ops.endpoint import live_snapshot
 
         live = live_snapshot(cfg.http.port, cfg.http.host)
+    return {"series": series, "jobs": jobs, "outbox": _outbox_status(cfg), "live": live}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print series (uid, contrast, state, instances) and jobs (id, state, reason)."""
+    cfg = load_or_exit(args.config)
+    st = status_dict(cfg)
+    series, jobs, outbox, live = st["series"], st["jobs"], st["outbox"], st["live"]
     if args.json:
-        out_series = [
-            {k: s[k] for k in ("series_uid", "study_uid", "modality", "series_description",
-                               "contrast", "state", "n_instances", "expected_instances",
-                               "first_received_at", "last_received_at", "completed_at",
-                               "complete_delay_s", "completion_reason", "completions",
-                               "calling_ae")}
-            for s in series
-        ]
+        out_series = [{k: s[k] for k in _SERIES_KEYS} for s in series]
         print(json.dumps({"series": out_series, "jobs": jobs, "outbox": outbox, "live": live},
                          indent=None, default=str))
         return 0
