@@ -14,14 +14,8 @@ mkdir -p "$R"
 T=".venv/bin/python -m ai train --lesion-sampling component --no-progress"
 S9="--lr 5e-4 --warmup 50 --iters 600"
 S10="--lr 1e-4 --warmup 20 --iters 400"
-G9="clinical=0.6,masksynth=0.2,real3d=0.07,phantoms=0.13"
-G12="clinical=0.45,masksynth=0.35,real3d=0.07,phantoms=0.13"
-GA="clinical=0.45,masksynth=0.42,real3d=0,phantoms=0.13"
-GA9="clinical=0.6,masksynth=0.27,real3d=0,phantoms=0.13"
 HO="--hold-out patient19"
-log() { echo "$(date -u +%H:%M:%S) $*" >> $R/progress.log; }
-run() { local name=$1; shift; [ -f $R/$name.pt ] && { log "skip $name"; return; }
-        log "start $name"; nice $T --out $R/$name --export $R/$name.pt "$@" > $R/$name.log 2>&1; log "done $name"; }
+. ai/recipes/common.sh
 # shared prefix, two threads
 run cvA  --lr 2e-3 --iters 2500 $HO --threads 2
 run v1A  --init $R/cvA.pt $S9 --group-weights $G9 $HO --threads 2

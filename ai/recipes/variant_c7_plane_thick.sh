@@ -27,16 +27,10 @@ R=${R:-runs/c7}
 mkdir -p "$R"
 W=ai/weights/folds
 T=".venv/bin/python -m ai train --lesion-sampling component --no-progress --context 1 --lesion-dice both --ignore-painted --plane-thick 0.3 --lr 2e-4 --warmup 20 --iters 800 --threads 1"
-G13="clinical=0.45,masksynth=0.35,real3d=0.07,phantoms=0.13"
-GA="clinical=0.45,masksynth=0.42,real3d=0,phantoms=0.13"
-B="tabriz101228,tabriz101627,tabriz102313,tabriz104670,tabriz104899"
-C="tabriz106639,tabriz107130,tabriz110218,tabriz111008,tabriz112776"
-log() { echo "$(date -u +%H:%M:%S) $*" >> $R/progress.log; }
-run() { local name=$1; shift; [ -f $R/$name.pt ] && { log "skip $name"; return; }
-        log "start $name"; nice $T --out $R/$name --export $R/$name.pt "$@" > $R/$name.log 2>&1; log "done $name"; }
-( run c7A0 --init $W/foldA.pt --group-weights $G13 --hold-out patient19
-  run c7B --init $W/foldB.pt --group-weights $G13 --hold-out $B ) &
+. ai/recipes/common.sh
+( run c7A0 --init $W/foldA.pt --group-weights $G12 --hold-out patient19
+  run c7B --init $W/foldB.pt --group-weights $G12 --hold-out $FOLD_B ) &
 ( run c7A --init $W/foldA_prime.pt --group-weights $GA
-  run c7C --init $W/foldC.pt --group-weights $G13 --hold-out $C ) &
+  run c7C --init $W/foldC.pt --group-weights $G12 --hold-out $FOLD_C ) &
 wait
 log "c7 folds done"
