@@ -150,6 +150,24 @@ def test_shipped_weights_run_on_a_clinical_2d_case_and_on_patient19(seg, case):
     assert res.summary.dis_met
 
 
+def test_fp32_channels_last_gives_the_default_layouts_result(phantom):
+    """CPU fp32 runs the network on channels-last (NHWC) tensors, 1.8x faster with oneDNN; the
+    probabilities and lesions are those of the default layout."""
+    import torch
+
+    ph, flair, t1 = phantom
+    fast = Segmenter(device="cpu", bf16=False)
+    assert fast.precision == "fp32" and fast.channels_last
+    a = fast.segment(flair, t1)
+    plain = Segmenter(device="cpu", bf16=False)
+    plain.channels_last = False
+    plain.model = plain.model.to(memory_format=torch.contiguous_format)
+    b = plain.segment(flair, t1)
+    assert np.abs(a.probability - b.probability).max() < 1e-3
+    assert a.summary.lesion_count == b.summary.lesion_count
+    assert abs(a.summary.total_volume_mm3 - b.summary.total_volume_mm3) <= 0.01 * b.summary.total_volume_mm3
+
+
 def test_mirror_tta_makes_the_result_mirror_symmetric(seg, phantom):
     """With TTA (the default) segmenting the left-right mirror image of a study gives the mirror
     image of the result: no lesion depends on which side of the slice it was on."""
