@@ -100,7 +100,7 @@ class Segmenter:
         # CUDA keep the default layout (not measured here).
         self.channels_last = self.precision == "fp32"
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # ------------------------------------------------------------------ model grid
     def predict_grid(self, prep: pp.Prepared) -> np.ndarray:
