@@ -25,9 +25,5 @@ INIT=${INIT:-ai/weights/ms_unet.pt}  # the stage-14 final weights (aa117c42)
 mkdir -p "$R"
 T=".venv/bin/python -m ai train --lesion-sampling component --no-progress --context 1 --lesion-dice both --ignore-painted --lr 2e-4 --warmup 20 --iters 800"
 . ai/recipes/common.sh
-( run c8A0 --init $W/foldA.pt --group-weights $G12 --hold-out patient19 --threads 1
-  run c8B --init $W/foldB.pt --group-weights $G12 --hold-out $FOLD_B --threads 1 ) &
-( run c8A --init $W/foldA_prime.pt --group-weights $GA --threads 1
-  run c8C --init $W/foldC.pt --group-weights $G12 --hold-out $FOLD_C --threads 1 ) &
-wait
+continue_folds c8 $W
 run c8final --init $INIT --group-weights $G12 --threads 2

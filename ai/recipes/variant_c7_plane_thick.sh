@@ -26,11 +26,7 @@ cd "$(dirname "$0")/../.."
 R=${R:-runs/c7}
 mkdir -p "$R"
 W=ai/weights/folds
-T=".venv/bin/python -m ai train --lesion-sampling component --no-progress --context 1 --lesion-dice both --ignore-painted --plane-thick 0.3 --lr 2e-4 --warmup 20 --iters 800 --threads 1"
+T=".venv/bin/python -m ai train --lesion-sampling component --no-progress --context 1 --lesion-dice both --ignore-painted --plane-thick 0.3 --lr 2e-4 --warmup 20 --iters 800"
 . ai/recipes/common.sh
-( run c7A0 --init $W/foldA.pt --group-weights $G12 --hold-out patient19
-  run c7B --init $W/foldB.pt --group-weights $G12 --hold-out $FOLD_B ) &
-( run c7A --init $W/foldA_prime.pt --group-weights $GA
-  run c7C --init $W/foldC.pt --group-weights $G12 --hold-out $FOLD_C ) &
-wait
+continue_folds c7 $W
 log "c7 folds done"
