@@ -107,7 +107,8 @@ def _evaluate_change(a: argparse.Namespace) -> int:
 
     res = evaluate_pairs(Path(a.pairs), weights=a.weights, device=a.device, tta=not a.no_tta,
                          bf16=bf16_for(a.precision), self_pairs=not a.no_self_pairs,
-                         plots=Path(a.plots) if a.plots else None, space=a.space, rule=a.rule)
+                         plots=Path(a.plots) if a.plots else None, space=a.space, rule=a.rule,
+                         change_weights=Path(a.change_weights) if a.change_weights else None)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=2))
     for name, m in res["pairs"].items():
@@ -124,6 +125,24 @@ def _evaluate_change(a: argparse.Namespace) -> int:
     print(f"space={res['space']} rule={res['rule']} pairs={o['n_pairs']} change F1 (pooled)={o['f1']:.3f} "
           f"sens={o['sensitivity']:.3f} ppv={o['ppv']:.3f}")
     print(f"  change regions {format_by_size(o['pooled']['by_size'])} (not seen: at either time point)")
+    return 0
+
+
+def _train_change(a: argparse.Namespace) -> int:
+    import torch
+
+    from ai.change_net import train_change
+    from ai.change_synth import synthetic_pairs
+
+    torch.set_num_threads(a.threads)
+    pairs = synthetic_pairs(a.mask_pairs, a.clinical_pairs, seed=a.pair_seed)
+    if not pairs:
+        raise SystemExit("no synthetic pairs: ../shared/data/ms is needed")
+    print(f"{len(pairs)} synthetic pairs")
+    digest = train_change(pairs, Path(a.out), iters=a.iters, seed=a.seed,
+                          meta={"mask_pairs": a.mask_pairs, "clinical_pairs": a.clinical_pairs,
+                                "pair_seed": a.pair_seed, "pairs": [p.name for p in pairs]})
+    print(f"{a.out} sha256 {digest}")
     return 0
 
 
@@ -241,10 +260,23 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--space", choices=["follow", "halfway"], default=None,
                    help="where the voxel change rule runs: the follow-up's grid, or a halfway space between "
                         "the two registered studies (default: ai.change.SPACE)")
-    g.add_argument("--rule", choices=["joint", "subtraction"], default=None,
-                   help="voxel change rule: the joint probability rule alone, or with the FLAIR subtraction "
-                        "channel for change where no lesion is segmented (default: ai.change.RULE)")
+    g.add_argument("--rule", choices=["joint", "subtraction", "net"], default=None,
+                   help="voxel change rule: the joint probability rule alone, with the FLAIR subtraction "
+                        "channel for change where no lesion is segmented, or with the change net that sees both "
+                        "time points (default: ai.change.RULE)")
+    g.add_argument("--change-weights", default=None, help="change-net weights for --rule net "
+                   "(default: ai/weights/change_net.pt)")
     g.set_defaults(fn=_evaluate_change)
+    tc = sub.add_parser("train-change", help="train the change net on synthetic prior / follow-up pairs")
+    tc.add_argument("out")
+    tc.add_argument("--mask-pairs", type=int, default=32, help="pairs on patient19's brain with the MNI masks")
+    tc.add_argument("--clinical-pairs", type=int, default=72,
+                    help="pairs on the clinical and unlabelled longitudinal FLAIRs")
+    tc.add_argument("--iters", type=int, default=1500)
+    tc.add_argument("--seed", type=int, default=0, help="training seed")
+    tc.add_argument("--pair-seed", type=int, default=11, help="synthesis seed (the clinical pairs use it + 1)")
+    tc.add_argument("--threads", type=int, default=2)
+    tc.set_defaults(fn=_train_change)
     s = sub.add_parser("synth", help="write synthetic phantom cases (evaluation layout)")
     s.add_argument("out")
     s.add_argument("--n", type=int, default=4)

@@ -145,11 +145,12 @@ log = logging.getLogger(__name__)
 #: the comparison's names; the alignment ones come from :mod:`ai.registration`, the scoring
 #: (``evaluate-change``) lives in :mod:`ai.change_eval`
 __all__ = ["CHANGE_MIN_CONTRAST", "CHANGE_MIN_MM3", "CHANGE_MIN_SIGNAL", "CHANGE_P_HIGH", "CHANGE_P_LOW",
-           "ENLARGE_MIN_MM3", "ENLARGE_RATIO", "ENLARGING", "NEW", "NEW_MAX_PRIOR_PROBABILITY",
-           "NEW_MIN_INPLANE_MM", "QC_MIN_HEAD_DICE", "RULE", "RULES", "SHRINKING", "SPACE", "SPACES", "STABLE",
-           "SUB_K", "SUB_MIN_CONTRAST", "SUB_MIN_MM3", "SUB_MIN_SIGNAL", "SUB_P_MIN", "THICK_SLICE_RATIO", "Change",
-           "Registration", "as_float_image", "change_report", "change_voxels", "comparable", "compare", "halfway_grid",
-           "halfway_transform", "head_mask", "intensity_change", "moved_copy", "orientation_class", "register",
+           "ENLARGE_MIN_MM3", "ENLARGE_RATIO", "ENLARGING", "NET_INNER_MM", "NET_P", "NEW",
+           "NEW_MAX_PRIOR_PROBABILITY", "NEW_MIN_INPLANE_MM", "QC_MIN_HEAD_DICE", "RULE", "RULES", "SHRINKING",
+           "SPACE", "SPACES", "STABLE", "SUB_K", "SUB_MIN_CONTRAST", "SUB_MIN_MM3", "SUB_MIN_SIGNAL", "SUB_P_MIN",
+           "THICK_SLICE_RATIO", "Change", "Registration", "as_float_image", "change_report", "change_voxels",
+           "comparable", "compare", "deep_in_head", "halfway_grid", "halfway_transform", "head_mask",
+           "intensity_change", "match_intensities", "moved_copy", "net_voxels", "orientation_class", "register",
            "resample", "subtraction_voxels"]
 
 ENLARGE_RATIO = 1.5
@@ -169,7 +170,9 @@ SUB_MIN_CONTRAST = 0.1
 SUB_P_MIN = 0.1
 SUB_MIN_SIGNAL = 1.2
 SUB_MIN_MM3 = 10.0
-RULES = ("joint", "subtraction")
+NET_P = 0.5  #: the change net's growth / loss probability that counts (fixed before scoring)
+NET_INNER_MM = 10.0  #: the change net looks this far (in-plane) inside the head and no nearer its surface
+RULES = ("joint", "subtraction", "net")
 RULE = "joint"  #: the voxel rule :func:`compare` uses by default (see the module docstring)
 SPACES = ("follow", "halfway")
 SPACE = "follow"  #: where :func:`compare` applies the voxel rule by default (see the module docstring)
@@ -259,11 +262,28 @@ def _signal(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Trans
     if cover is None:
         cover = _cover(prior_img, follow_img, grid, to_prior, to_follow)
     head = head_mask(follow_img) if to_follow is None else head_mask(as_float_image(fa, grid))
-    sy, sx = grid.GetSpacing()[1], grid.GetSpacing()[0]
+    region = deep_in_head(head, (grid.GetSpacing()[1], grid.GetSpacing()[0])) & cover
+    if region.sum() < 1000:
+        return None
+    m = match_intensities(fa, pa, region)
+    return None if m is None else (*m, region)
+
+
+def deep_in_head(head: np.ndarray, spacing_yx, mm: float = DEEP_MM) -> np.ndarray:
+    """The voxels of ``head`` (z, y, x) >= ``mm`` in-plane from its surface (mostly brain)."""
     deep = np.zeros_like(head)
     for z in np.nonzero(head.any((1, 2)))[0]:
-        deep[z] = ndi.distance_transform_edt(head[z], sampling=(sy, sx)) >= DEEP_MM
-    region = deep & cover
+        deep[z] = ndi.distance_transform_edt(head[z], sampling=tuple(spacing_yx)) >= mm
+    return deep
+
+
+def match_intensities(fa: np.ndarray, pa: np.ndarray, region: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(follow, matched prior, matched prior not clamped beyond the end quantiles)`` in units of
+    the follow-up's median over ``region``: the prior ``pa`` (on the follow-up grid) mapped onto
+    the follow-up ``fa``'s intensities by quantile matching over ``region`` (2nd to 98th
+    percentile, 25 points; the ratio of the medians when quantiles tie). None when ``region`` is
+    too small (< 1000 voxels) or dark."""
     if region.sum() < 1000:
         return None
     qs = np.linspace(2.0, 98.0, 25)
@@ -283,7 +303,7 @@ def _signal(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Trans
     else:
         pm = pm_free = pa * (scale / float(qp[12]))
     fn = fa / scale
-    return fn, (pm / scale).astype(np.float32), (pm_free / scale).astype(np.float32), region
+    return fn, (pm / scale).astype(np.float32), (pm_free / scale).astype(np.float32)
 
 
 def change_voxels(prior_p: np.ndarray, follow_p: np.ndarray, spacing_zyx, cover: np.ndarray | None = None,
@@ -308,6 +328,25 @@ def change_voxels(prior_p: np.ndarray, follow_p: np.ndarray, spacing_zyx, cover:
         loss &= (d <= -CHANGE_MIN_CONTRAST) & (pm >= CHANGE_MIN_SIGNAL)
     return (components(grow, spacing_zyx, 3, CHANGE_MIN_MM3)[0] > 0,
             components(loss, spacing_zyx, 3, CHANGE_MIN_MM3)[0] > 0)
+
+
+def net_voxels(change_net, signal: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], cover: np.ndarray,
+               follow_img: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The change net's (growth, loss) maps on the follow-up grid (:mod:`ai.change_net`).
+
+    The net sees the follow-up and the registered prior quantile-matched to it (not clamped, as
+    in its training pairs); a voxel has grown (lost) where its growth (loss) probability is >=
+    :data:`NET_P`, >= :data:`NET_INNER_MM` in-plane inside the head and inside the coverage of
+    both studies eroded by a voxel; each map keeps its pieces of >= :data:`CHANGE_MIN_MM3` (and 3
+    voxels), a voxel in both is growth."""
+    from ai.lesions import components
+
+    sp = follow_img.GetSpacing()[::-1]
+    pg, pl = change_net.probability(signal[0], signal[2], sp)
+    ok = deep_in_head(head_mask(follow_img), sp[1:], NET_INNER_MM) & ndi.binary_erosion(cover, np.ones((3, 3, 3), bool))
+    grow = components((pg >= NET_P) & ok, sp, 3, CHANGE_MIN_MM3)[0] > 0
+    loss = components((pl >= NET_P) & ok & ~grow, sp, 3, CHANGE_MIN_MM3)[0] > 0
+    return grow, loss
 
 
 def _blur_matched(fn: np.ndarray, prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Transform
@@ -398,7 +437,7 @@ def _through_plane_max(p: np.ndarray, spacing_zyx) -> np.ndarray:
 def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.ndarray, follow_img: sitk.Image,
             transform: sitk.Transform, prior_probability: np.ndarray | None = None, *,
             follow_probability: np.ndarray | None = None, use_signal: bool = True,
-            space: str | None = None, rule: str | None = None) -> Change:
+            space: str | None = None, rule: str | None = None, change_net=None) -> Change:
     """Match the lesions of two labelled studies (labels and probabilities on each study's own grid).
 
     Without ``prior_probability`` / ``follow_probability`` the lesion labels stand in for them
@@ -410,13 +449,19 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     and the change map are on the follow-up grid either way. ``rule``: ``"joint"`` (the joint
     voxel rule alone) or ``"subtraction"`` (the joint rule and, on the follow-up grid, the
     subtraction channel :func:`subtraction_voxels` for change where no lesion is segmented; needs
-    ``use_signal``); default :data:`RULE`. See the module docstring for the rules."""
+    ``use_signal``); ``"net"`` (the joint rule and the change net ``change_net``, an
+    :class:`ai.change_net.ChangeNet`, on the follow-up grid: its growth and loss pieces
+    (:func:`net_voxels`) join the joint rule's in the lesion statuses, and enter the change map
+    where no lesion is; needs ``use_signal``); default :data:`RULE`. See the module docstring for
+    the rules."""
     space = space or SPACE
     rule = rule or RULE
     if space not in SPACES:
         raise ValueError(f"unknown comparison space {space!r} (one of {SPACES})")
     if rule not in RULES:
         raise ValueError(f"unknown change rule {rule!r} (one of {RULES})")
+    if rule == "net" and change_net is None:
+        raise ValueError("the change rule 'net' needs change_net")
     pv = float(np.prod(prior_img.GetSpacing()))
     fv = float(np.prod(follow_img.GetSpacing()))
     sp_zyx = follow_img.GetSpacing()[::-1]
@@ -430,12 +475,16 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     follow_p = (follow_probability.astype(np.float32, copy=False) if follow_probability is not None
                 else (follow_labels > 0).astype(np.float32))
     sig = _signal(prior_img, follow_img, transform, None, "follow", frames=(follow_img, transform, None),
-                  cover=cover) if use_signal and (space == "follow" or rule == "subtraction") else None
+                  cover=cover) if use_signal and (space == "follow" or rule != "joint") else None
     if space == "follow":
         grow, loss = change_voxels(prior_p, follow_p, sp_zyx, cover, None if sig is None else _joint_signal(sig))
     else:
         grow, loss = _halfway_change(prior_labels, prior_img, follow_labels, follow_img, transform,
                                      prior_probability, follow_probability, use_signal)
+    n_grow = n_loss = None
+    if rule == "net" and sig is not None:
+        n_grow, n_loss = net_voxels(change_net, sig, cover, follow_img)
+        grow, loss = grow | n_grow, loss | n_loss
     prior_vol = np.bincount(prior_labels.ravel().astype(np.int64)) * pv
     follow_vol = np.bincount(follow_labels.ravel().astype(np.int64)) * fv
     sy, sx = follow_img.GetSpacing()[1], follow_img.GetSpacing()[0]
@@ -506,6 +555,11 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
         free = out.change_map == 0
         out.change_map[s_grow & free] = ENLARGING
         out.change_map[s_loss & free & ~s_grow] = SHRINKING
+    if n_grow is not None and n_loss is not None:
+        # the net's change where no lesion is segmented at either time point
+        free = out.change_map == 0
+        out.change_map[n_grow & free] = ENLARGING
+        out.change_map[n_loss & free & ~n_grow] = SHRINKING
     out.continued_by = touched_prior
     out.n_new = sum(s == "new" for s in out.follow_status.values())
     out.n_enlarging = sum(s == "enlarging" for s in out.follow_status.values())

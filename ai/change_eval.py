@@ -18,6 +18,8 @@ from ai.change import (
     ENLARGE_MIN_MM3,
     ENLARGE_RATIO,
     ENLARGING,
+    NET_INNER_MM,
+    NET_P,
     NEW,
     NEW_MAX_PRIOR_PROBABILITY,
     NEW_MIN_INPLANE_MM,
@@ -66,7 +68,7 @@ def _detection(pred: np.ndarray, ref: np.ndarray, spacing_zyx, probability: np.n
 
 def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: bool = True, bf16: bool | None = None,
                    self_pairs: bool = True, plots: Path | None = None, space: str | None = None,
-                   rule: str | None = None) -> dict:
+                   rule: str | None = None, change_weights: Path | None = None) -> dict:
     """Run the comparison on every ``PAIRS_DIR/<patient>/`` holding ``study1_FLAIR.nii.gz`` (prior),
     ``study2_FLAIR.nii.gz`` (follow-up), optional ``studyK_T1W.nii.gz``, ``change_mask.nii.gz`` and
     ``studyK_FLAIR_to_common_space.txt`` (the layout of ``../shared/data/ms/longitudinal``).
@@ -79,7 +81,8 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     regions predicted there (any is false). ``by_size`` (per pair and pooled) splits the detection by
     change-region volume, with the regions the model sees at neither time point (lesion probability
     < 0.1 in both studies). ``space`` / ``rule``: the comparison space and voxel
-    rule of :func:`compare` (default :data:`SPACE`, :data:`RULE`).
+    rule of :func:`compare` (default :data:`SPACE`, :data:`RULE`); ``change_weights``: the change
+    net of the rule ``"net"`` (default :data:`ai.change_net.DEFAULT_WEIGHTS`).
     """
     from ai.evaluate import pool_by_size
     from ai.infer import Segmenter
@@ -90,6 +93,14 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
     if rule not in RULES:
         raise SystemExit(f"unknown change rule {rule!r} (one of {', '.join(RULES)})")
     seg = Segmenter(weights, device=device, tta=tta, bf16=bf16)
+    net = None
+    if rule == "net":
+        from ai.change_net import DEFAULT_WEIGHTS, load_change_net
+
+        path = Path(change_weights) if change_weights else DEFAULT_WEIGHTS
+        if not path.exists():
+            raise SystemExit(f"no change-net weights at {path} (train them: python -m ai train-change)")
+        net = load_change_net(path)
     pairs = sorted(p for p in Path(pairs_dir).iterdir() if (p / "study1_FLAIR.nii.gz").exists()
                    and (p / "study2_FLAIR.nii.gz").exists() and (p / "change_mask.nii.gz").exists())
     if not pairs:
@@ -115,7 +126,7 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         assert reg is not None  # comparable pairs were registered above
         rp = seg.segment(prior, t1["study1"])
         ch = compare(rp.labels, prior, rf.labels, follow, reg.transform, rp.probability,
-                     follow_probability=rf.probability, space=space, rule=rule)
+                     follow_probability=rf.probability, space=space, rule=rule, change_net=net)
         ref = change_on_flair(p, "study2", follow)
         pred = _predicted_change(ch.change_map)
         # by change-region volume; "not seen": the model's lesion probability stays < 0.1 there at
@@ -130,13 +141,13 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         m["false_new"] = int(sum(not (ref & (rf.labels == j)).any() for j in new_ids))
         if self_pairs:
             same = compare(rf.labels, follow, rf.labels, follow, sitk.Transform(3, sitk.sitkIdentity), rf.probability,
-                           follow_probability=rf.probability, space=space, rule=rule)
+                           follow_probability=rf.probability, space=space, rule=rule, change_net=net)
             moved = moved_copy(follow)  # the whole study moves: its T1 with its FLAIR
             moved_t1 = moved_copy(t1["study2"], centre_of=follow) if t1["study2"] is not None else None
             rm = seg.segment(moved, moved_t1)
             reg_m = register(moved, follow)
             moved_ch = compare(rm.labels, moved, rf.labels, follow, reg_m.transform, rm.probability,
-                               follow_probability=rf.probability, space=space, rule=rule)
+                               follow_probability=rf.probability, space=space, rule=rule, change_net=net)
             m["self_pair_new"] = same.n_new
             m["moved_pair_new"] = moved_ch.n_new
             m["moved_pair_enlarging"] = moved_ch.n_enlarging
@@ -160,13 +171,15 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         overall["moved_pair_new"] = int(sum(res[c]["moved_pair_new"] for c in done))
         overall["moved_pair_change_regions"] = int(sum(res[c]["moved_pair_change_regions"] for c in done))
     return {"overall": overall, "pairs": res, "model_version": seg.model_version, "space": space, "rule": rule,
+            "change_net_version": net.version if net is not None else None,
             "rules": {"enlarge_ratio": ENLARGE_RATIO, "enlarge_min_mm3": ENLARGE_MIN_MM3,
                       "new_min_inplane_mm": NEW_MIN_INPLANE_MM, "new_max_prior_probability": NEW_MAX_PRIOR_PROBABILITY,
                       "thick_slice_ratio": THICK_SLICE_RATIO, "qc_min_head_dice": QC_MIN_HEAD_DICE,
                       "change_p_high": CHANGE_P_HIGH, "change_p_low": CHANGE_P_LOW,
                       "change_min_mm3": CHANGE_MIN_MM3, "change_min_contrast": CHANGE_MIN_CONTRAST,
                       "change_min_signal": CHANGE_MIN_SIGNAL, "sub_k": SUB_K, "sub_min_contrast": SUB_MIN_CONTRAST,
-                      "sub_p_min": SUB_P_MIN, "sub_min_signal": SUB_MIN_SIGNAL, "sub_min_mm3": SUB_MIN_MM3}}
+                      "sub_p_min": SUB_P_MIN, "sub_min_signal": SUB_MIN_SIGNAL, "sub_min_mm3": SUB_MIN_MM3,
+                      "net_p": NET_P, "net_inner_mm": NET_INNER_MM}}
 
 
 def _predicted_change(change_map: np.ndarray) -> np.ndarray:

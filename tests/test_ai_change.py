@@ -387,3 +387,40 @@ def test_subtraction_gives_nothing_on_a_self_pair_or_a_moved_copy():
     ml, mimg, mp, tx = _moved_prior(fl, fimg, pf)
     ch = compare(ml, mimg, fl, fimg, tx, mp, follow_probability=pf, rule="subtraction")
     assert ch.n_new == 0 and not np.isin(ch.change_map, (NEW, ENLARGING, SHRINKING)).any(), ch.follow_status
+
+
+class _GivenNet:
+    """A change net whose growth map is given (the plumbing of ``rule="net"``, not a model)."""
+
+    def __init__(self, grow):
+        self.grow, self.calls = grow.astype(np.float32), 0
+
+    def probability(self, follow, prior, spacing_zyx, tta=True):
+        self.calls += 1
+        assert follow.shape == prior.shape == self.grow.shape
+        return self.grow, np.zeros_like(self.grow)
+
+
+def test_net_rule_adds_the_nets_change_to_statuses_and_map():
+    """With ``rule="net"`` the change net's growth joins the joint rule's: the faint lesion the
+    lesion model does not label becomes change-map growth, and growth inside a labelled lesion the
+    joint rule called stable is enlarging; without a net the rule is refused."""
+    pl, pimg, pp, fl, fimg, pf, faint = _faint_new_lesion()
+    joint = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf)
+    stable = [j for j, s in joint.follow_status.items() if s == "stable"]
+    grow = faint.copy()
+    for j in stable:
+        grow |= fl == j
+    net = _GivenNet(grow)
+    ch = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf, rule="net", change_net=net)
+    assert net.calls == 1
+    assert (ch.change_map[faint] == ENLARGING).mean() > 0.5 and not joint.change_map[faint].any()
+    for j in stable:
+        assert ch.follow_status[j] in ("enlarging", "new")
+    assert ch.n_new + ch.n_enlarging == joint.n_new + joint.n_enlarging + len(stable)
+    nothing = compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf, rule="net",
+                      change_net=_GivenNet(np.zeros(fl.shape, bool)))
+    assert nothing.follow_status == joint.follow_status
+    assert np.array_equal(nothing.change_map, joint.change_map)
+    with pytest.raises(ValueError, match="needs change_net"):
+        compare(pl, pimg, fl, fimg, IDENTITY, pp, follow_probability=pf, rule="net")
