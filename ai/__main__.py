@@ -132,16 +132,18 @@ def _train_change(a: argparse.Namespace) -> int:
     import torch
 
     from ai.change_net import train_change
-    from ai.change_synth import synthetic_pairs
+    from ai.change_synth import NET1, NET2, synthetic_pairs
 
     torch.set_num_threads(a.threads)
-    pairs = synthetic_pairs(a.mask_pairs, a.clinical_pairs, seed=a.pair_seed)
+    opts = {"net1": NET1, "net2": NET2}[a.synthesis]
+    pairs = synthetic_pairs(a.mask_pairs, a.clinical_pairs, seed=a.pair_seed, opts=opts)
     if not pairs:
         raise SystemExit("no synthetic pairs: ../shared/data/ms is needed")
     print(f"{len(pairs)} synthetic pairs")
     digest = train_change(pairs, Path(a.out), iters=a.iters, seed=a.seed,
                           meta={"mask_pairs": a.mask_pairs, "clinical_pairs": a.clinical_pairs,
-                                "pair_seed": a.pair_seed, "pairs": [p.name for p in pairs]})
+                                "pair_seed": a.pair_seed, "synthesis": a.synthesis,
+                                "pairs": [p.name for p in pairs]})
     print(f"{a.out} sha256 {digest}")
     return 0
 
@@ -273,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_argument("--clinical-pairs", type=int, default=72,
                     help="pairs on the clinical and unlabelled longitudinal FLAIRs")
     tc.add_argument("--iters", type=int, default=1500)
+    tc.add_argument("--synthesis", choices=["net1", "net2"], default="net2",
+                    help="synthesis options (ai.change_synth.NET1 / NET2)")
     tc.add_argument("--seed", type=int, default=0, help="training seed")
     tc.add_argument("--pair-seed", type=int, default=11, help="synthesis seed (the clinical pairs use it + 1)")
     tc.add_argument("--threads", type=int, default=2)

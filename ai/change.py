@@ -67,6 +67,15 @@
    0.706 / 0.343; 0 false new lesions either way; with the channel the moved patient12 copy has 3
    change regions (no new lesion).
 
+   **Change net** (:func:`net_voxels`; ``compare(..., rule="net", change_net=...)``,
+   ``evaluate-change --rule net``; measured, **not the default**): a 2D UNet that sees the
+   follow-up and the matched prior (:mod:`ai.change_net`, trained on the synthetic pairs of
+   :mod:`ai.change_synth`) gives growth and loss probabilities; its pieces (>= :data:`NET_P`,
+   >= :data:`NET_INNER_MM` inside the head) join the joint rule's growth and loss in the lesion
+   statuses and enter the change map where no lesion is. On the two real pairs, joint rule + net
+   F1 0.361 / 0.370 (two trainings) against 0.363 for the joint rule, with false change regions on
+   the moved self-pairs (``ai/weights/MODEL_CARD.md``, "Change net").
+
    **Halfway space** (``compare(..., space="halfway")``, ``evaluate-change --space halfway``):
    the voxel rule, signal confirmation included, runs between the two studies instead of on the
    follow-up grid. From the registration T (follow-up point -> prior point) comes its square root

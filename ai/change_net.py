@@ -2,8 +2,10 @@
 and quantile-matched prior FLAIR, their difference), trained on the synthetic pairs of
 :mod:`ai.change_synth`, giving per voxel the probability of lesion growth and of lesion loss.
 
-``python -m ai train-change OUT --pairs N`` trains it; ``ai.change_eval`` scores it on the real
-pairs (``evaluate-change --rule net``). Model grid: 1 mm in-plane, the study's own slices.
+``python -m ai train-change OUT`` trains it (recipes ``ai/recipes/change_net1.sh``,
+``change_net2.sh``); ``python -m ai evaluate-change PAIRS --rule net --change-weights OUT``
+scores it on the real pairs. Measured and not adopted (``ai/weights/MODEL_CARD.md``, "Change
+net"); no weights ship. Model grid: 1 mm in-plane, the study's own slices.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ai.model import UNet2D
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_WEIGHTS", "ChangeNet", "IN_CH", "OUTPUTS", "change_probability", "load_change_net", "train_change"]
+__all__ = ["DEFAULT_WEIGHTS", "ChangeNet", "IN_CH", "OUTPUTS", "load_change_net", "train_change"]
 
 OUTPUTS = ("grown", "lost")
 IN_CH = 3  #: follow-up, matched prior, follow-up - matched prior
@@ -80,10 +82,6 @@ def load_change_net(path: Path) -> ChangeNet:
     return ChangeNet(model, ck["meta"], hashlib.sha256(raw).hexdigest()[:12])
 
 
-def change_probability(net: ChangeNet, follow, prior, spacing_zyx, tta: bool = True):
-    return net.probability(follow, prior, spacing_zyx, tta)
-
-
 class _Slices:
     """Random 2D crops of the pairs, half of them centred on change."""
 
@@ -94,7 +92,8 @@ class _Slices:
         self.brain = [np.argwhere(p.region[:, ::4, ::4]) * np.array([1, 4, 4]) for p in pairs]
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys = [], []
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
         c = self.crop
         while len(xs) < batch:
             i = int(self.rng.integers(len(self.pairs)))
@@ -149,7 +148,8 @@ def train_change(pairs: list[Pair], out: Path, iters: int = 1500, batch: int = 1
         loss.backward()
         opt.step()
         sched.step()
-        run = 0.98 * run + 0.02 * float(loss) if it > 1 else float(loss)
+        lv = float(loss.detach())
+        run = 0.98 * run + 0.02 * lv if it > 1 else lv
         if it % 50 == 0:
             log.info("it %d loss %.4f (%.2f s/it)", it, run, (time.time() - t0) / it)
     m = dict(meta or {}, iters=iters, batch=batch, crop=crop, lr=lr, seed=seed, base=BASE, outputs=list(OUTPUTS),

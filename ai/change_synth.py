@@ -35,14 +35,31 @@ from scipy import ndimage as ndi
 
 from ai.change import deep_in_head, match_intensities
 
-__all__ = ["MAX_DEG", "MAX_MM", "Pair", "lesion_bank", "load_mni_masks", "pair_from_clinical", "pair_from_masks",
-           "resample_rigid", "synthetic_pairs", "thick", "unlabelled_bases"]
+__all__ = ["MAX_DEG", "MAX_MM", "NET1", "NET2", "Options", "Pair", "lesion_bank", "load_mni_masks",
+           "pair_from_clinical", "pair_from_masks", "resample_rigid", "synthetic_pairs", "thick", "unlabelled_bases"]
 
 MAX_DEG = 2.0  #: largest rotation between the two acquisitions (after registration: residual + slice plan)
 MAX_MM = 2.0  #: largest shift
 GAIN = (1.12, 1.6)  #: lesion FLAIR gain over the tissue it replaces (realsynth's range widened)
 GAIN_JITTER = 0.04  #: relative SD of a lesion's gain between the two studies
 BANK_MM3 = (10.0, 3000.0)  #: lesion sizes the bank keeps
+FADE = (0.25, 0.6)  #: a brightening (fading) lesion's gain at the fainter time point, x its gain
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the synthesis varies (:data:`NET1`: the first change net's; :data:`NET2`: the second's)."""
+
+    gain: tuple[float, float] = GAIN  #: FLAIR gain of a lesion over the tissue it replaces
+    #: also lesions at both time points whose signal rises (growth) or falls (loss): gain x
+    #: :data:`FADE` at the fainter time point
+    intensity_changes: bool = False
+    #: pairs on the 1 mm brain: half of the priors get slices 1 mm thicker than the follow-up's
+    thickness_jitter: bool = False
+
+
+NET1 = Options()
+NET2 = Options(gain=(1.05, 1.6), intensity_changes=True, thickness_jitter=True)
 
 
 @dataclass
@@ -126,14 +143,15 @@ def _finish(name: str, follow: np.ndarray, prior_on_f: np.ndarray, cover: np.nda
         return None
     fn, _, pm_free = m
     return Pair(name, np.clip(fn, 0, 8).astype(np.float16), np.clip(pm_free, 0, 8).astype(np.float16),
-                grown & cover, lost & cover, region, tuple(float(v) for v in spacing))
+                grown & cover, lost & cover, region, (float(spacing[0]), float(spacing[1]), float(spacing[2])))
 
 
-def _states(n: int, rng: np.random.Generator, p_change: float) -> np.ndarray:
-    """Per lesion: 0 stable, 1 vanished (prior only), 2 new (follow-up only), 3 enlarging, 4 shrinking."""
+def _states(n: int, rng: np.random.Generator, p_change: float, intensity: bool = False) -> np.ndarray:
+    """Per lesion: 0 stable, 1 vanished (prior only), 2 new (follow-up only), 3 enlarging, 4 shrinking;
+    with ``intensity`` also 5 brightening, 6 fading (at both time points)."""
     s = np.zeros(n + 1, np.int8)
     r = rng.random(n)
-    s[1:][r < p_change] = rng.integers(1, 5, int((r < p_change).sum()))
+    s[1:][r < p_change] = rng.integers(1, 7 if intensity else 5, int((r < p_change).sum()))
     return s
 
 
@@ -148,12 +166,12 @@ def _two_times(lab: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def pair_from_masks(f0: np.ndarray, tissue: np.ndarray, shared_mask: np.ndarray, new_mask: np.ndarray,
-                    rng: np.random.Generator, s: int, name: str) -> Pair | None:
+                    rng: np.random.Generator, s: int, name: str, opts: Options = NET1) -> Pair | None:
     """A pair on a 1 mm lesion-free brain ``f0`` (patient19 painted out): the lesions of
     ``shared_mask`` at both time points (some vanishing, new, enlarging or shrinking), some pieces
     of ``new_mask`` new at the follow-up; both studies cut into ``s`` mm slices, the prior moved."""
     lab, n = ndi.label(shared_mask & tissue, np.ones((3, 3, 3), bool))
-    states = _states(n, rng, rng.uniform(0.05, 0.3))
+    states = _states(n, rng, rng.uniform(0.05, 0.3), opts.intensity_changes)
     nl, nn_ = ndi.label(new_mask & tissue & ~ndi.binary_dilation(lab > 0, iterations=3), np.ones((3, 3, 3), bool))
     if nn_:
         keep = rng.random(nn_) < rng.uniform(0.0, 0.3)
@@ -162,25 +180,30 @@ def pair_from_masks(f0: np.ndarray, tissue: np.ndarray, shared_mask: np.ndarray,
         states = np.concatenate([states, np.full(nn_, 2, np.int8)])
         n += nn_
     lp, lf = _two_times(lab, states)
-    gain = np.concatenate([[0.0], rng.uniform(GAIN[0], GAIN[1], n) - 1.0]).astype(np.float32)
+    gain = np.concatenate([[0.0], rng.uniform(opts.gain[0], opts.gain[1], n) - 1.0]).astype(np.float32)
     gain_p = gain * (1 + rng.normal(0, GAIN_JITTER, n + 1)).astype(np.float32)
+    if opts.intensity_changes:
+        fade = rng.uniform(FADE[0], FADE[1], n + 1).astype(np.float32)
+        gain_p = np.where(states == 5, gain_p * fade, gain_p)
+        gain = np.where(states == 6, gain * fade, gain)
     soft_f = ndi.gaussian_filter(gain[lf], 0.6) * tissue
     soft_p = ndi.gaussian_filter(gain_p[lp], 0.6) * tissue
     follow_iso = f0 * (1 + soft_f)
     prior_iso = f0 * (1 + soft_p)
-    grown_iso = ((lf > 0) & (lp == 0)).astype(np.float32)
-    lost_iso = ((lp > 0) & (lf == 0)).astype(np.float32)
+    grown_iso = (((lf > 0) & (lp == 0)) | (states[lab] == 5)).astype(np.float32)
+    lost_iso = (((lp > 0) & (lf == 0)) | (states[lab] == 6)).astype(np.float32)
     follow = _acquire(thick(follow_iso, s), rng, gamma=False)
     grown, lost = thick(grown_iso, s) >= 0.5, thick(lost_iso, s) >= 0.5
     # the prior: the head moved, cut on its own slices, carried back onto the follow-up's slices
     a, b = rotation(rng, MAX_DEG), rng.uniform(-MAX_MM, MAX_MM, 3)
     c = np.array(f0.shape, float) / 2
     moved, _ = resample_rigid(prior_iso, (1, 1, 1), 0.0, a, b, c, f0.shape, (1, 1, 1), 0.0)
-    ph = int(rng.integers(0, s)) if s > 1 else 0
-    prior_t = _acquire(thick(moved, s, ph), rng, gamma=True)
+    sp_ = s + 1 if opts.thickness_jitter and rng.random() < 0.5 else s
+    ph = int(rng.integers(0, sp_)) if sp_ > 1 else 0
+    prior_t = _acquire(thick(moved, sp_, ph), rng, gamma=True)
     # follow-up point x lies at u = a^T (x - c - b) + c in the moved frame
     at = a.T
-    prior_on_f, cover = resample_rigid(prior_t, (s, 1, 1), ph + (s - 1) / 2, at, -at @ b, c, follow.shape,
+    prior_on_f, cover = resample_rigid(prior_t, (sp_, 1, 1), ph + (sp_ - 1) / 2, at, -at @ b, c, follow.shape,
                                        (s, 1, 1), (s - 1) / 2)
     return _finish(name, follow, prior_on_f, cover, grown, lost, (float(s), 1.0, 1.0))
 
@@ -210,7 +233,7 @@ def _inpaint_slices(img: np.ndarray, hole: np.ndarray, support: np.ndarray, rng:
 
 
 def pair_from_clinical(flair: np.ndarray, lesion: np.ndarray | None, bank: list[np.ndarray],
-                       rng: np.random.Generator, slice_mm: float, name: str) -> Pair | None:
+                       rng: np.random.Generator, slice_mm: float, name: str, opts: Options = NET1) -> Pair | None:
     """A pair from one raw thick-slice study on a 1 mm in-plane grid (``slice_mm`` slices):
     labelled lesions (``lesion``, may be None) stable or painted out at one time point; lesions
     of ``bank`` (1 mm crops) averaged over the slice and placed new, vanished, enlarging or
@@ -227,7 +250,7 @@ def pair_from_clinical(flair: np.ndarray, lesion: np.ndarray | None, bank: list[
     les = lesion > 0 if lesion is not None else np.zeros(f.shape, bool)
     # painted-out real lesions: their excess signal over the inpainted tissue comes and goes
     lab_r, nr = ndi.label(les, np.ones((3, 3, 3), bool))
-    st_r = _states(nr, rng, rng.uniform(0.05, 0.3))
+    st_r = _states(nr, rng, rng.uniform(0.05, 0.3), opts.intensity_changes)
     st_r[(st_r == 3) | (st_r == 4)] = 0  # a real lesion's own rim is not drawn: new or vanished only
     moving = st_r[lab_r] > 0
     base = f
@@ -244,8 +267,12 @@ def pair_from_clinical(flair: np.ndarray, lesion: np.ndarray | None, bank: list[
         st_near = st_r[lab_r[tuple(near)]]
         excess_f = np.where(hole & (st_near == 1), 0, ex)
         excess_p = np.where(hole & (st_near == 2), 0, ex)
-    grown = (st_r[lab_r] == 2).astype(np.float32)
-    lost = (st_r[lab_r] == 1).astype(np.float32)
+        if opts.intensity_changes:  # brightening (fading): fainter at the prior (follow-up)
+            fade = float(rng.uniform(FADE[0], FADE[1]))
+            excess_p = np.where(hole & (st_near == 5), fade * ex, excess_p)
+            excess_f = np.where(hole & (st_near == 6), fade * ex, excess_f)
+    grown = np.isin(st_r[lab_r], (2, 5)).astype(np.float32)
+    lost = np.isin(st_r[lab_r], (1, 6)).astype(np.float32)
     # placed bank lesions, averaged over the slice thickness
     lo, hi = np.percentile(f[deep & ~les], [25, 80])
     cand = deep & ~ndi.binary_dilation(les, iterations=3) & (f >= lo) & (f <= hi)
@@ -260,10 +287,10 @@ def pair_from_clinical(flair: np.ndarray, lesion: np.ndarray | None, bank: list[
                 m = m[:, :, ::-1]
             if rng.random() < 0.5:
                 m = m.transpose(0, 2, 1)
-            state = int(rng.integers(1, 5))
+            state = int(rng.integers(1, 7 if opts.intensity_changes else 5))
             core = ndi.binary_erosion(m, np.ones((3, 3, 3), bool))
-            mp = m if state in (1, 4) else (core if state == 3 else np.zeros_like(m))
-            mf = m if state in (2, 3) else (core if state == 4 else np.zeros_like(m))
+            mp = m if state in (1, 4, 5, 6) else (core if state == 3 else np.zeros_like(m))
+            mf = m if state in (2, 3, 5, 6) else (core if state == 4 else np.zeros_like(m))
             ph = int(rng.integers(0, s_int))
             op, of = thick(np.pad(mp, ((ph, s_int), (0, 0), (0, 0))).astype(np.float32), s_int), \
                 thick(np.pad(mf, ((ph, s_int), (0, 0), (0, 0))).astype(np.float32), s_int)
@@ -276,11 +303,21 @@ def pair_from_clinical(flair: np.ndarray, lesion: np.ndarray | None, bank: list[
                 continue
             sl = (slice(z0, z0 + op.shape[0]), slice(y0, y0 + op.shape[1]), slice(x0, x0 + op.shape[2]))
             ok = head[sl] & ~les[sl]
-            g = rng.uniform(GAIN[0], GAIN[1]) - 1.0
-            soft_f[sl] = np.maximum(soft_f[sl], g * of * ok)
-            soft_p[sl] = np.maximum(soft_p[sl], g * (1 + rng.normal(0, GAIN_JITTER)) * op * ok)
-            grown[sl] = np.maximum(grown[sl], ((of - op) >= 0.5) & ok)
-            lost[sl] = np.maximum(lost[sl], ((op - of) >= 0.5) & ok)
+            g = rng.uniform(opts.gain[0], opts.gain[1]) - 1.0
+            g_p = g * (1 + rng.normal(0, GAIN_JITTER))
+            g_f = g
+            if state in (5, 6):
+                fade = rng.uniform(FADE[0], FADE[1])
+                g_p, g_f = (g_p * fade, g_f) if state == 5 else (g_p, g_f * fade)
+            soft_f[sl] = np.maximum(soft_f[sl], g_f * of * ok)
+            soft_p[sl] = np.maximum(soft_p[sl], g_p * op * ok)
+            if state == 5:
+                grown[sl] = np.maximum(grown[sl], (of >= 0.5) & ok)
+            elif state == 6:
+                lost[sl] = np.maximum(lost[sl], (op >= 0.5) & ok)
+            else:
+                grown[sl] = np.maximum(grown[sl], ((of - op) >= 0.5) & ok)
+                lost[sl] = np.maximum(lost[sl], ((op - of) >= 0.5) & ok)
     follow_img = _acquire((base + excess_f) * (1 + soft_f), rng, gamma=False)
     prior_img = _acquire((base + excess_p) * (1 + soft_p), rng, gamma=True)
     # the prior moved on the thick grid and carried back (two linear resamplings, as registration)
@@ -319,7 +356,7 @@ def unlabelled_bases() -> list[tuple[str, Path]]:
     return out
 
 
-def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11) -> list[Pair]:
+def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11, opts: Options = NET1) -> list[Pair]:
     """``n_masks`` pairs on patient19's painted-out brain (:func:`pair_from_masks`, slices of
     1-5 mm; random generator seeded ``seed``) and ``n_clinical`` on the raw clinical and
     unlabelled longitudinal FLAIRs (:func:`pair_from_clinical`, cycling through them; seeded
@@ -339,11 +376,13 @@ def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11) -> list[Pair]
         hole = ndi.binary_dilation(base.labels[0] > 0, iterations=1) & brain
         f0 = inpaint(base.flair, hole, brain & ~vent & (base.flair > 0.6), rng=rng, noise_sd=0.03)
         tissue = brain & ~ndi.binary_dilation(vent, iterations=1) & (f0 > 0.6)
-        masks = [D._on_grid(p, base.grid) for p in mpaths]
+        grid = base.grid
+        assert grid is not None  # real_case_volume always sets it
+        masks = [D._on_grid(p, grid) for p in mpaths]
         for _ in range(n_masks):
             i, j = rng.choice(len(masks), 2, replace=False)
             s = int(rng.choice([1, 2, 3, 3, 3, 4, 5]))
-            p = pair_from_masks(f0, tissue, masks[i], masks[j], rng, s, f"p19_{i}_{j}_s{s}")
+            p = pair_from_masks(f0, tissue, masks[i], masks[j], rng, s, f"p19_{i}_{j}_s{s}", opts)
             if p is not None:
                 pairs.append(p)
     if n_clinical:
@@ -360,7 +399,7 @@ def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11) -> list[Pair]
             vols.append((name, prep.flair, None, float(prep.grid.GetSpacing()[2])))
         for k in range(n_clinical if vols else 0):
             name, f, les, smm = vols[k % len(vols)]
-            p = pair_from_clinical(f, les, bank, rng, smm, f"{name}_{k}")
+            p = pair_from_clinical(f, les, bank, rng, smm, f"{name}_{k}", opts)
             if p is not None:
                 pairs.append(p)
     return pairs
