@@ -1,5 +1,6 @@
 """Synthetic prior / follow-up pairs with known lesion change, to train a change detector that sees
-both time points (image maths only: numpy/scipy, no torch, no DICOM).
+both time points (image maths only: numpy/scipy, no DICOM; the head mask is the node's own,
+:func:`ai.infer.fill_holes_per_slice` of :func:`ai.preprocess.foreground_mask`).
 
 There are two labelled real pairs in ``../shared/data/ms/longitudinal``, and they are the only
 check of the change comparison, so they cannot be trained on. A pair is made here from one real
