@@ -41,9 +41,9 @@ def status_dict(cfg: NodeConfig) -> dict:
     Returns
     -------
     dict
-        ``series`` (one dict per series), ``jobs`` (one per job, oldest first), ``outbox``
-        (counts, and every item not yet sent) and ``live`` (the running node's counters, or
-        None).
+        ``series`` (one dict per series, the columns of ``_SERIES_KEYS``), ``jobs`` (one per
+        job, oldest first), ``outbox`` (counts, and every item not yet sent) and ``live`` (the
+        running node's counters, or None).
     """
     from dicom_node.store.index import Index
     from dicom_node.store.jobs import JobQueue
@@ -53,7 +53,7 @@ def status_dict(cfg: NodeConfig) -> dict:
     if cfg.index_path.exists():
         idx = Index(cfg.index_path)
         try:
-            series = idx.list_series()
+            series = [{k: s[k] for k in _SERIES_KEYS} for s in idx.list_series()]
             jobs = [j.to_dict() for j in JobQueue(idx).list()]
         finally:
             idx.close()
@@ -71,9 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     st = status_dict(cfg)
     series, jobs, outbox, live = st["series"], st["jobs"], st["outbox"], st["live"]
     if args.json:
-        out_series = [{k: s[k] for k in _SERIES_KEYS} for s in series]
-        print(json.dumps({"series": out_series, "jobs": jobs, "outbox": outbox, "live": live},
-                         indent=None, default=str))
+        print(json.dumps(st, indent=None, default=str))
         return 0
     if live is not None:
         free = live.get("spool_free_bytes")
