@@ -272,8 +272,6 @@ def _signal(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Trans
         cover = _cover(prior_img, follow_img, grid, to_prior, to_follow)
     head = head_mask(follow_img) if to_follow is None else head_mask(as_float_image(fa, grid))
     region = deep_in_head(head, (grid.GetSpacing()[1], grid.GetSpacing()[0])) & cover
-    if region.sum() < 1000:
-        return None
     m = match_intensities(fa, pa, region)
     return None if m is None else (*m, region)
 
@@ -560,20 +558,24 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
         # change the model did not segment: only where no lesion is (statuses stay as they are)
         fn_rt, pm = _blur_matched(sig[0], prior_img, follow_img, transform), sig[2]
         inner = ndi.binary_erosion(cover, np.ones((3, 3, 3), bool))
-        s_grow, s_loss = subtraction_voxels(prior_p, follow_p, (fn_rt, pm, fn_rt - pm), sig[3] & inner, sp_zyx)
-        free = out.change_map == 0
-        out.change_map[s_grow & free] = ENLARGING
-        out.change_map[s_loss & free & ~s_grow] = SHRINKING
+        _mark_where_no_lesion(out.change_map, *subtraction_voxels(prior_p, follow_p, (fn_rt, pm, fn_rt - pm),
+                                                                  sig[3] & inner, sp_zyx))
     if n_grow is not None and n_loss is not None:
         # the net's change where no lesion is segmented at either time point
-        free = out.change_map == 0
-        out.change_map[n_grow & free] = ENLARGING
-        out.change_map[n_loss & free & ~n_grow] = SHRINKING
+        _mark_where_no_lesion(out.change_map, n_grow, n_loss)
     out.continued_by = touched_prior
     out.n_new = sum(s == "new" for s in out.follow_status.values())
     out.n_enlarging = sum(s == "enlarging" for s in out.follow_status.values())
     out.activity = bool(out.n_new or out.n_enlarging)
     return out
+
+
+def _mark_where_no_lesion(change_map: np.ndarray, grow: np.ndarray, loss: np.ndarray) -> None:
+    """Growth as enlarging part, loss as shrinking part, only where the change map is still 0 (no
+    lesion at either time point); a voxel in both is growth."""
+    free = change_map == 0
+    change_map[grow & free] = ENLARGING
+    change_map[loss & free & ~grow] = SHRINKING
 
 
 def change_report(ch: Change, follow_lesions: list, prior_lesions: list, *,

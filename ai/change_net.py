@@ -51,11 +51,10 @@ class ChangeNet:
                     ) -> tuple[np.ndarray, np.ndarray]:
         """(growth, loss) probabilities (z, y, x) on the grid of ``follow`` (FLAIR in units of its
         median brain signal) and ``prior`` (matched to it, on the same grid)."""
-        zoom = (spacing_zyx[1] / INPLANE_MM, spacing_zyx[2] / INPLANE_MM)
-        x = _inputs(follow, prior)
-        shape = x.shape[2:]
-        xs = np.stack([ndi.zoom(x[c, z], zoom, order=1) for c in range(IN_CH) for z in range(x.shape[1])])
-        xs = xs.reshape(IN_CH, x.shape[1], *xs.shape[1:]).transpose(1, 0, 2, 3)
+        shape = follow.shape[1:]
+        # (slice, channel, y, x) on the net's in-plane grid: each slice zoomed in-plane only
+        xs = ndi.zoom(_inputs(follow, prior).transpose(1, 0, 2, 3),
+                      (1, 1, spacing_zyx[1] / INPLANE_MM, spacing_zyx[2] / INPLANE_MM), order=1)
         h, w = xs.shape[2:]
         ph, pw = (-h) % 16, (-w) % 16
         t = torch.from_numpy(np.pad(xs, ((0, 0), (0, 0), (0, ph), (0, pw))))
@@ -66,12 +65,8 @@ class ChangeNet:
             if tta:
                 p = (p + torch.sigmoid(self.model(b.flip(-1))).flip(-1)) / 2
             out[i:i + 8] = p[:, :, :h, :w].numpy()
-        back = np.zeros((2, x.shape[1], *shape), np.float32)
-        for k in range(2):
-            for z in range(x.shape[1]):
-                r = ndi.zoom(out[z, k], (shape[0] / h, shape[1] / w), order=1)
-                back[k, z] = r[: shape[0], : shape[1]]
-        return back[0], back[1]
+        back = ndi.zoom(out, (1, 1, shape[0] / h, shape[1] / w), order=1)[:, :, : shape[0], : shape[1]]
+        return back[:, 0], back[:, 1]
 
 
 def load_change_net(path: Path) -> ChangeNet:

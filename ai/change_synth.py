@@ -106,12 +106,11 @@ def resample_rigid(arr: np.ndarray, spacing_in, z0_in: float, a: np.ndarray, b: 
 
 
 def thick(arr: np.ndarray, s: int, phase: int = 0) -> np.ndarray:
-    """Average ``s`` 1 mm slices along z from ``phase`` on (a thick 2D acquisition)."""
-    a = arr[phase:]
-    if s <= 1:
-        return a.astype(np.float32)
-    n = a.shape[0] // s
-    return a[: n * s].reshape(n, s, *a.shape[1:]).mean(1, dtype=np.float32)
+    """Average ``s`` 1 mm slices along z from ``phase`` on (a thick 2D acquisition):
+    :func:`ai.synth.thick_slices` from another slice position, as float32."""
+    from ai.synth import thick_slices
+
+    return thick_slices(arr[phase:], s).astype(np.float32, copy=False)
 
 
 def _bias(rng: np.random.Generator, shape, amount: float) -> np.ndarray:
