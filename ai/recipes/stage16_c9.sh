@@ -21,6 +21,10 @@
 #  4. final weights: the suite's floors pass; evaluate-change F1 >= 0.333 (stage 15 - 0.03) with
 #     no new lesion on the self and moved-self pairs; bench/inference.py within 3 GB and no
 #     slower than stage 15 beside it.
+# Measured (runs/c9): 1. 0.7122 / 0.766 / 0.63 (holds); 2. fold A 0.401 / 0.433 (fails: floors
+# 0.437 / 0.469), fold A' 0.788 / 0.530 (holds); 3. mean F1 0.482, mean Dice 0.595 (fails). Not
+# adopted; the final weights were stopped before they were trained. Model card, "Variants c9 and
+# avg9".
 #   R=runs/c9 bash ai/recipes/stage16_c9.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
