@@ -35,7 +35,8 @@ def _train(a: argparse.Namespace) -> int:
                  held_out={c for c in a.hold_out.split(",") if c},
                  group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)},
                  lesion_fade=_fade(a.lesion_fade), lesion_dice=a.lesion_dice,
-                 ignore_painted=a.ignore_painted, plane_thick=a.plane_thick)
+                 ignore_painted=a.ignore_painted, plane_thick=a.plane_thick,
+                 blob=a.blob)
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -219,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--plane-thick", type=float, default=0.0, metavar="P",
                    help="make that share of the thin-slice volumes' crops coronal or sagittal thick-slice "
                         "series (3-6 mm slabs, linearly resampled back, as the node reads them; 0: off)")
+    t.add_argument("--blob", type=float, default=0.0, metavar="W",
+                   help="add W x a lesion-wise Dice to the lesion loss (each labelled lesion of a crop its "
+                        "own Dice, the other lesions masked out: small lesions weigh as much as large "
+                        "ones; 0: off)")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

@@ -233,8 +233,30 @@ def soft_dice(p: torch.Tensor, t: torch.Tensor, dims: tuple[int, ...] = (0, 2, 3
     return 1 - (2 * inter + 1) / (p.sum(dims) + t.sum(dims) + 1)
 
 
+def blob_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
+    """Lesion-wise soft Dice loss ("blob loss", Kofler et al. 2022), on (B, H, W) probabilities
+    and binary targets: per crop, every 8-connected lesion of ``t`` gets its own 1 - soft Dice,
+    counted where that lesion or background is (the other lesions are masked out), so a missed
+    10-voxel lesion costs as much as a missed large one and a false lesion costs in every term.
+    Mean over the crop's lesions, then over the crops that have any; None when none has."""
+    lab = [ndi.label(m, structure=np.ones((3, 3), bool))
+           for m in (t.detach() > 0.5).cpu().numpy()]
+    per_crop = []
+    for b, (lb, n) in enumerate(lab):
+        if n == 0:
+            continue
+        lb_t = torch.from_numpy(lb).to(p.device)
+        ids = torch.arange(1, n + 1, device=p.device)[:, None, None]
+        comp = (lb_t[None] == ids).float()                  # (n, H, W)
+        keep = comp + (lb_t == 0).float()[None]             # this lesion or background
+        pk = p[b][None] * keep
+        inter = (pk * comp).sum((1, 2))
+        per_crop.append((1 - (2 * inter + 1) / (pk.sum((1, 2)) + comp.sum((1, 2)) + 1)).mean())
+    return torch.stack(per_crop).mean() if per_crop else None
+
+
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_dice: str = "batch",
-            lesion_weight: torch.Tensor | None = None) -> torch.Tensor:
+            lesion_weight: torch.Tensor | None = None, blob: float = 0.0) -> torch.Tensor:
     """BCE + batch soft Dice for every output; anatomy channels only where the label is known.
 
     The lesion channel has weight 1, the anatomy channels 0.5 each (Dice counters the class
@@ -244,7 +266,8 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
     as much as one holding a large one, and a crop without lesions is penalised for any lesion it
     predicts), or the mean of the two (``"both"``). ``lesion_weight`` (B, H, W), 0 or 1: the
     pixels with 0 count in neither the lesion channel's BCE (a weighted mean over the crop) nor
-    its Dice; all ones gives the same loss as None.
+    its Dice; all ones gives the same loss as None. ``blob`` > 0 adds that weight times the
+    lesion-wise Dice (:func:`blob_dice`) over the crops with lesion labels; 0 adds nothing.
     """
     if lesion_dice not in LESION_DICE:
         raise ValueError(f"lesion_dice must be one of {LESION_DICE}, not {lesion_dice!r}")
@@ -268,6 +291,11 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
         if lv.any():
             img = soft_dice(p[lv, 0], y[lv, 0], dims=(1, 2)).mean()
             les = bce[0] + (img if lesion_dice == "image" else 0.5 * (dice[0] + img))
+    if blob > 0:
+        lv = w[:, 0] > 0
+        bl = blob_dice(p[lv, 0], y[lv, 0]) if lv.any() else None
+        if bl is not None:
+            les = les + blob * bl
     return les + 0.5 * per[1:].sum()
 
 
@@ -292,7 +320,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           held_out: set[str] | frozenset[str] = frozenset(),
           group_weights: dict[str, float] | None = None,
           lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch",
-          ignore_painted: bool = False, plane_thick: float = 0.0) -> Path:
+          ignore_painted: bool = False, plane_thick: float = 0.0, blob: float = 0.0) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -314,6 +342,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     lesion loss (:func:`ai.data.mask_synthetic_volumes`).
     ``plane_thick``: that share of the thin-slice volumes' crops are made coronal or sagittal
     thick-slice series (:func:`plane_slabs`, 3-6 mm); 0, the default, draws nothing.
+    ``blob``: the weight of the lesion-wise Dice added to the lesion loss (:func:`loss_fn`); 0, the
+    default, adds nothing.
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -371,7 +401,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   **({"lesion_fade": list(lesion_fade)} if lesion_fade[0] > 0 else {}),
                   **({"lesion_dice": lesion_dice} if lesion_dice != "batch" else {}),
                   **({"ignore_painted": True} if ignore_painted and groups["masksynth"] else {}),
-                  **({"plane_thick": plane_thick} if plane_thick > 0 else {}))
+                  **({"plane_thick": plane_thick} if plane_thick > 0 else {}),
+                  **({"blob": blob} if blob > 0 else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))
@@ -385,7 +416,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
         x, y, v, w = x.to(device), y.to(device), v.to(device), w.to(device)
         with scaler_ctx:
             logits = model(x)
-        loss = loss_fn(logits.float(), y, v, lesion_dice, w if ignore_painted else None)
+        loss = loss_fn(logits.float(), y, v, lesion_dice, w if ignore_painted else None, blob)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

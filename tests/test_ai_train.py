@@ -160,6 +160,34 @@ def test_per_crop_lesion_dice_weighs_a_missed_small_lesion_as_much_as_a_found_la
         loss_fn(found, y, valid, "voxel")
 
 
+def test_blob_loss_weighs_each_lesion_alone():
+    """The lesion-wise Dice (``blob``): a missed 9-voxel lesion beside a found 100-voxel one costs
+    about as much as missing the large one (the batch Dice barely notices the small one), a false
+    lesion costs too, a perfect prediction costs nothing, and 0 leaves the loss as it was."""
+    from ai.train import blob_dice, loss_fn
+
+    t = torch.zeros(2, 32, 32)
+    t[0, 2:5, 2:5] = 1
+    t[0, 20:30, 20:30] = 1
+    assert float(blob_dice(t.clone(), t)) == pytest.approx(0.0, abs=1e-6)
+    small_missed, large_missed, false = t.clone(), t.clone(), t.clone()
+    small_missed[0, 2:5, 2:5] = 0
+    large_missed[0, 20:30, 20:30] = 0
+    false[0, 10:13, 10:13] = 1
+    s, big = float(blob_dice(small_missed, t)), float(blob_dice(large_missed, t))
+    assert s > 0.4 and abs(s - big) < 0.1
+    assert float(blob_dice(false, t)) > 0.1
+    assert blob_dice(t, torch.zeros_like(t)) is None  # no labelled lesion: no term
+    y = torch.zeros(2, 5, 32, 32)
+    y[:, 0] = t
+    valid = torch.ones(2, 5)
+    pred = torch.where(y > 0, 8.0, -8.0)
+    pred[0, 0, 2:5, 2:5] = -8.0  # the small lesion missed
+    base = float(loss_fn(pred, y, valid))
+    assert float(loss_fn(pred, y, valid, blob=0.0)) == base
+    assert float(loss_fn(pred, y, valid, blob=1.0)) > base + 0.4
+
+
 def test_lesion_weight_leaves_pixels_out_of_the_lesion_loss():
     """All-ones weight: the loss without weight, for every Dice mode. A false lesion drawn where the
     weight is 0 costs nothing: the loss equals that of the same prediction without it; where the
