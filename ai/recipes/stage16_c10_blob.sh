@@ -22,6 +22,9 @@
 #     >= 0.5315 (stage 15 + 0.016), or the mean of their Dice >= 0.6215 (+0.01);
 #  4. final weights: the suite's floors pass; evaluate-change F1 >= 0.333 with no new lesion on
 #     the self and moved-self pairs; bench/inference.py (the same network) within budget.
+# Measured (runs/c10): 2. fold A 0.346 / 0.454 (fails: floors 0.437 / 0.469), fold A' 0.739 / 0.519
+# (fails: 0.766 / 0.522); 3. mean F1 0.487, mean Dice 0.543 (fails). Not adopted; folds B and C and
+# the final weights were not trained. Model card, "Variant c10".
 #   R=runs/c10 bash ai/recipes/stage16_c10_blob.sh [folds-A | folds-BC | final]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
