@@ -145,6 +145,25 @@ def real_case_volume(case_dir: Path, holdout: bool = True) -> Volume:
                   np.ones(len(OUTPUTS), np.float32), region, grid=prep.grid)
 
 
+#: SAMSEG (FreeSurfer) label values behind each anatomy channel (``samseg`` atlas
+#: ``compressionLookupTable.txt``); "brain" is everything inside the skull (every label but
+#: unknown, skull, soft non-brain tissue and the eyes), as the skull-stripped patient19 mask is
+SAMSEG_LABELS: dict[str, tuple[int, ...]] = {
+    "ventricles": (4, 5, 43, 44),                    # lateral and inferior lateral ventricles
+    "cortex": (3, 42),                               # cerebral cortex
+    "infratentorial": (7, 8, 46, 47, 16, 15),        # cerebellum white matter and cortex, brainstem, 4th ventricle
+}
+SAMSEG_NOT_BRAIN = (0, 165, 258, 259)
+
+
+def samseg_anatomy(seg: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's anatomy channels (brain, ventricles, cortex, infratentorial) as boolean maps
+    from a SAMSEG label volume (FreeSurfer label values; ``ai/recipes/samseg_anatomy.sh``)."""
+    out = {"brain": ~np.isin(seg, SAMSEG_NOT_BRAIN)}
+    out.update({k: np.isin(seg, v) for k, v in SAMSEG_LABELS.items()})
+    return out
+
+
 def _on_grid(path: Path, grid: sitk.Image) -> np.ndarray:
     """A label image resampled (nearest) onto a model grid, as a boolean array."""
     img = pp.to_canonical(sitk.ReadImage(str(path), sitk.sitkUInt8))
