@@ -2,8 +2,9 @@
 # Anatomy labels from SAMSEG (FreeSurfer's contrast-adaptive whole-brain segmentation; PyPI
 # `samseg`, MIT, ships its atlas, nothing is downloaded at run time) for the labelled real cases:
 # training-time only, in its own virtual environment (.venv-train, git-ignored: samseg 0.4a0
-# requires numpy < 2, the node runs numpy 2), never needed by the node. Each case: T1 + FLAIR where a T1 exists (FLAIR alone otherwise), --pallidum-separate
-# (a FLAIR is among the inputs), one thread, about 10 min per clinical 2D case on this VM. The
+# requires numpy < 2, the node runs numpy 2), never needed by the node. Each case: T1 + FLAIR
+# where a T1 exists (FLAIR alone otherwise), --pallidum-separate (a FLAIR is among the inputs),
+# one thread, about 10 min per clinical 2D case on this VM. The
 # labels (seg.mgz, FreeSurfer label values) are converted to $R/<case>/seg.nii.gz, which
 # ai.data.samseg_anatomy maps to the model's anatomy channels and bench/samseg_anatomy.py checks
 # against the manual ventricle masks. Outputs under $R (default runs/samseg, git-ignored).
