@@ -1,6 +1,7 @@
 """The model's anatomy and location classes against SAMSEG's anatomy on the real labelled cases.
 
     .venv/bin/python bench/samseg_anatomy.py [--samseg runs/samseg] [--weights FOLD=W,...] [--json OUT]
+                                             [--figure CASE:PNG]
 
 SAMSEG labels come from ``ai/recipes/samseg_anatomy.sh`` (a training-time tool in its own
 environment; ``runs/samseg/<case>/seg.nii.gz``). Cases without them are skipped with a line.
@@ -21,9 +22,12 @@ Per case:
 
 Location classes, pooled over the clinical cases: every predicted lesion classified with the
 model's anatomy (what the SR says) and with the reference anatomy (the manual ventricles,
-SAMSEG's brain, cortex and infratentorial), and every manual reference lesion the same way:
-how often the model's juxtacortical / periventricular / infratentorial call is one the
-reference anatomy makes.
+SAMSEG's brain, cortex and infratentorial; the cortex without the manual lesions and a voxel
+around them, which SAMSEG without its lesion mode partly labels grey matter), and every manual
+reference lesion the same way: how often the model's juxtacortical / periventricular /
+infratentorial call is one the reference anatomy makes. Both use the node's rule
+(:func:`ai.lesions.classify`), whose "touches the cortex" reaches one slice up and down: 6-8 mm
+on the clinical series.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,7 +82,35 @@ def pseudo_vs_samseg(case: Path, seg_path: Path) -> dict:
     return {k: _dice(vol.labels[OUTPUTS.index(k)] > 0, ref[k]) for k in ref}
 
 
-def run(samseg: Path, weights: dict[str, Path]) -> dict:
+def figure(path: Path, flair: sitk.Image, model_anat: dict, ref_anat: dict, title: str) -> None:
+    """Four axial slices: brain (model red, SAMSEG cyan) above, cortex (model yellow, SAMSEG
+    magenta) below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = sitk.GetArrayFromImage(flair)
+    zb = np.flatnonzero(ref_anat["brain"].any((1, 2)))
+    lo, hi = (zb[0], zb[-1]) if len(zb) else (0, f.shape[0] - 1)
+    zs = lo + np.linspace(0.25, 0.85, 4) * (hi - lo)
+    fig, ax = plt.subplots(2, 4, figsize=(16, 8.4))
+    for j, z in enumerate(int(round(v)) for v in zs):
+        for i, (k, cm, cr) in enumerate((("brain", "r", "c"), ("cortex", "y", "m"))):
+            a = ax[i, j]
+            a.imshow(f[z], cmap="gray")
+            a.contour(model_anat[k][z], colors=cm, linewidths=0.6)
+            a.contour(ref_anat[k][z], colors=cr, linewidths=0.6)
+            a.set_title(f"slice {z}: {k}, model {'red' if k == 'brain' else 'yellow'}, "
+                        f"SAMSEG {'cyan' if k == 'brain' else 'magenta'}", fontsize=9)
+            a.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+
+
+def run(samseg: Path, weights: dict[str, Path], figure_case: tuple[str, Path] | None = None) -> dict:
     from ai.crossval import FOLDS
     from ai.data import samseg_anatomy
     from ai.infer import Segmenter
@@ -100,6 +133,9 @@ def run(samseg: Path, weights: dict[str, Path]) -> dict:
             t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
             res, model_anat = segs[fold].segment_with_maps(flair, t1)
             ref_anat = samseg_anatomy(_on(seg_path, flair))
+            if figure_case is not None and figure_case[0] == case.name:
+                figure(figure_case[1], flair, model_anat, ref_anat,
+                       f"{case.name}, weights {Path(w).name} (never saw it): anatomy against SAMSEG")
             vp = case / "ventricle_mask.nii.gz"
             manual_vent = _on(vp, flair) > 0 if vp.exists() else None
             vox_ml = float(np.prod(flair.GetSpacing())) / 1000
@@ -120,9 +156,12 @@ def run(samseg: Path, weights: dict[str, Path]) -> dict:
             if case.name == "patient19":
                 row["pseudo_anatomy_dice_vs_samseg"] = pseudo_vs_samseg(case, seg_path)
             else:
-                if manual_vent is not None:
-                    ref_anat = dict(ref_anat, ventricles=manual_vent)  # the manual masks where they exist
                 lesion = _on(case / "lesion_mask.nii.gz", flair) > 0
+                # SAMSEG (without its lesion mode) labels some lesion voxels grey matter: the
+                # reference cortex leaves the manual lesions and a voxel around them out
+                ref_anat = dict(ref_anat, cortex=ref_anat["cortex"] & ~ndi.binary_dilation(lesion))
+                if manual_vent is not None:
+                    ref_anat["ventricles"] = manual_vent  # the manual masks where they exist
                 pm = res.labels > 0
                 pred = list(zip(_classes(res.probability, pm, flair, model_anat),
                                 _classes(res.probability, pm, flair, ref_anat), strict=True))
@@ -162,10 +201,15 @@ def main(argv: list[str] | None = None) -> int:
                                          "C=ai/weights/folds/foldC.pt",
                     help="fold=weights for the folds of ai.crossval.FOLDS (A' for patient19)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--figure", default=None, metavar="CASE:PNG", help="draw one case's brain and cortex maps")
     a = ap.parse_args(argv)
     weights = {k: ROOT / v if not Path(v).is_absolute() else Path(v)
                for k, v in (kv.split("=", 1) for kv in a.weights.split(",") if kv)}
-    res = run(Path(a.samseg), weights)
+    fig = None
+    if a.figure:
+        case, png = a.figure.split(":", 1)
+        fig = (case, Path(png))
+    res = run(Path(a.samseg), weights, fig)
     _print_matrix("predicted lesions (clinical 2D, fold weights)", res["predicted_lesions"])
     _print_matrix("reference lesions (clinical 2D, manual masks)", res["reference_lesions"])
     if a.json:
