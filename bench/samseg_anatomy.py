@@ -94,7 +94,7 @@ def figure(path: Path, flair: sitk.Image, model_anat: dict, ref_anat: dict, titl
     zb = np.flatnonzero(ref_anat["brain"].any((1, 2)))
     lo, hi = (zb[0], zb[-1]) if len(zb) else (0, f.shape[0] - 1)
     zs = lo + np.linspace(0.25, 0.85, 4) * (hi - lo)
-    fig, ax = plt.subplots(2, 4, figsize=(16, 8.4))
+    fig, ax = plt.subplots(2, 4, figsize=(16, 9))
     for j, z in enumerate(int(round(v)) for v in zs):
         for i, (k, cm, cr) in enumerate((("brain", "r", "c"), ("cortex", "y", "m"))):
             a = ax[i, j]
@@ -105,7 +105,7 @@ def figure(path: Path, flair: sitk.Image, model_anat: dict, ref_anat: dict, titl
                         f"SAMSEG {'cyan' if k == 'brain' else 'magenta'}", fontsize=9)
             a.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     fig.savefig(path, dpi=60)
     plt.close(fig)
 
