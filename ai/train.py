@@ -286,14 +286,12 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
     dice = soft_dice(p * m, y * m)
     per = bce + dice
     les = per[0]
-    if lesion_dice != "batch":
-        lv = w[:, 0] > 0
-        if lv.any():
-            img = soft_dice(p[lv, 0], y[lv, 0], dims=(1, 2)).mean()
-            les = bce[0] + (img if lesion_dice == "image" else 0.5 * (dice[0] + img))
-    if blob > 0:
-        lv = w[:, 0] > 0
-        bl = blob_dice(p[lv, 0], y[lv, 0]) if lv.any() else None
+    lv = w[:, 0] > 0  # the crops with lesion labels
+    if lesion_dice != "batch" and lv.any():
+        img = soft_dice(p[lv, 0], y[lv, 0], dims=(1, 2)).mean()
+        les = bce[0] + (img if lesion_dice == "image" else 0.5 * (dice[0] + img))
+    if blob > 0 and lv.any():
+        bl = blob_dice(p[lv, 0], y[lv, 0])
         if bl is not None:
             les = les + blob * bl
     return les + 0.5 * per[1:].sum()
