@@ -47,9 +47,10 @@ sys.path.insert(0, str(ROOT))
 CLASSES = ("periventricular", "juxtacortical", "infratentorial", "deep_white_matter")
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    s = int(a.sum()) + int(b.sum())
-    return round(2 * int((a & b).sum()) / s, 3) if s else None
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    from ai.evaluate import dice
+
+    return round(dice(a, b), 3)
 
 
 def _on(img_path: Path, ref: sitk.Image) -> np.ndarray:
@@ -68,17 +69,14 @@ def _classes(prob: np.ndarray, mask: np.ndarray, flair: sitk.Image, anatomy: dic
 def pseudo_vs_samseg(case: Path, seg_path: Path) -> dict:
     """patient19's training pseudo-anatomy against SAMSEG on the model grid (Dice per channel)."""
     from ai import preprocess as pp
-    from ai.data import _as_u8, real_case_volume, samseg_anatomy
+    from ai.data import real_case_volume, samseg_anatomy
     from ai.model import OUTPUTS
 
     vol = real_case_volume(case, holdout=False)
     flair = sitk.ReadImage(str(case / "FLAIR.nii.gz"), sitk.sitkFloat32)
     t1p = case / "T1.nii.gz"
     prep = pp.prepare(flair, sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None, register=False)
-    seg = pp.to_canonical(sitk.ReadImage(str(seg_path), sitk.sitkInt16))
-    on_grid = sitk.GetArrayFromImage(sitk.Resample(seg, _as_u8(prep.grid), sitk.Transform(),
-                                                   sitk.sitkNearestNeighbor, 0, sitk.sitkInt16))
-    ref = samseg_anatomy(on_grid)
+    ref = samseg_anatomy(_on(seg_path, prep.grid))
     return {k: _dice(vol.labels[OUTPUTS.index(k)] > 0, ref[k]) for k in ref}
 
 
