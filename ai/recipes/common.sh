@@ -11,13 +11,18 @@ log() { echo "$(date -u +%H:%M:%S) $*" >> "$R/progress.log"; }
 run() { local name=$1; shift; [ -f "$R/$name.pt" ] && { log "skip $name"; return; }
         log "start $name"; nice $T --out "$R/$name" --export "$R/$name.pt" "$@" > "$R/$name.log" 2>&1; log "done $name"; }
 # continue_folds P W: the four fold files of W (foldA, foldA_prime, foldB, foldC) continued by $T
-# as $R/${P}A0, ${P}A, ${P}B, ${P}C with each fold's group weights and hold-out; two at a time,
-# one thread each
-continue_folds() {
+# as $R/${P}A0, ${P}A, ${P}B, ${P}C with each fold's group weights and hold-out; two at a time
+# (the 3D folds A and A', then the clinical folds B and C), one thread each
+continue_folds() { continue_folds_3d "$1" "$2"; continue_folds_clinical "$1" "$2"; }
+continue_folds_3d() {
   local p=$1 w=$2
-  ( run ${p}A0 --init $w/foldA.pt --group-weights $G12 --hold-out patient19 --threads 1
-    run ${p}B --init $w/foldB.pt --group-weights $G12 --hold-out $FOLD_B --threads 1 ) &
-  ( run ${p}A --init $w/foldA_prime.pt --group-weights $GA --threads 1
-    run ${p}C --init $w/foldC.pt --group-weights $G12 --hold-out $FOLD_C --threads 1 ) &
+  ( run ${p}A0 --init $w/foldA.pt --group-weights $G12 --hold-out patient19 --threads 1 ) &
+  ( run ${p}A --init $w/foldA_prime.pt --group-weights $GA --threads 1 ) &
+  wait
+}
+continue_folds_clinical() {
+  local p=$1 w=$2
+  ( run ${p}B --init $w/foldB.pt --group-weights $G12 --hold-out $FOLD_B --threads 1 ) &
+  ( run ${p}C --init $w/foldC.pt --group-weights $G12 --hold-out $FOLD_C --threads 1 ) &
   wait
 }

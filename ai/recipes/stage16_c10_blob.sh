@@ -35,12 +35,8 @@ mkdir -p "$R"
 T=".venv/bin/python -m ai train --lesion-sampling component --no-progress --context 1 --lesion-dice both --ignore-painted --lr 2e-4 --warmup 20 --iters 800 --seed 1 --blob 1"
 . ai/recipes/common.sh
 case "${1:-all}" in
-  folds-A) ( run c10A0 --init $W/foldA.pt --group-weights $G12 --hold-out patient19 --threads 1 ) &
-           ( run c10A --init $W/foldA_prime.pt --group-weights $GA --threads 1 ) &
-           wait ;;
-  folds-BC) ( run c10B --init $W/foldB.pt --group-weights $G12 --hold-out $FOLD_B --threads 1 ) &
-            ( run c10C --init $W/foldC.pt --group-weights $G12 --hold-out $FOLD_C --threads 1 ) &
-            wait ;;
+  folds-A) continue_folds_3d c10 $W ;;
+  folds-BC) continue_folds_clinical c10 $W ;;
   final) run c10final --init $INIT --group-weights $G12 --threads 2 ;;
-  all) "$0" folds-A; "$0" folds-BC; "$0" final ;;
+  all) continue_folds c10 $W; run c10final --init $INIT --group-weights $G12 --threads 2 ;;
 esac
