@@ -113,11 +113,15 @@ class NodeProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        # the metrics endpoint starts after the SCP: when one is configured, ready means both
+        http = bool((self.cfg.get("http") or {}).get("port"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log_text()}")
-            if "storage SCP listening" in self.log_text():
+            text = self.log_text()
+            if "storage SCP listening" in text and (
+                    not http or "metrics: serving" in text or "metrics endpoint not started" in text):
                 return self
             time.sleep(0.05)
         self.stop()
