@@ -1,4 +1,4 @@
-"""Command line: ``python -m ai train|export|evaluate|evaluate-change|crossval|synth ...``."""
+"""Command line: ``python -m ai train|train-anatomy|export|evaluate|evaluate-change|crossval|synth ...``."""
 from __future__ import annotations
 
 import argparse
@@ -159,6 +159,20 @@ def _average(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_anatomy(a: argparse.Namespace) -> int:
+    from ai.anatomy_head import train_anatomy
+
+    try:
+        digest = train_anatomy(Path(a.weights), Path(a.out), Path(a.samseg),
+                               held_out=frozenset(x for x in a.hold_out.split(",") if x), iters=a.iters,
+                               seed=a.seed, width=a.width, threads=a.threads)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.out}: sha256 {digest}")
+    return 0
+
+
 def _synth(a: argparse.Namespace) -> int:
     from ai.synth import make_phantom, write_case
 
@@ -302,6 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--threads", type=int, default=None)
     v.set_defaults(fn=_average)
+    n = sub.add_parser("train-anatomy", help="train the anatomy head (brain, cortex, infratentorial) on SAMSEG "
+                                             "labels over the frozen weights' features")
+    n.add_argument("weights")
+    n.add_argument("--out", required=True)
+    n.add_argument("--samseg", default="runs/samseg", help="SAMSEG labels: SAMSEG/<case>/seg.nii.gz "
+                                                           "(ai/recipes/samseg_anatomy.sh)")
+    n.add_argument("--hold-out", default="", metavar="CASE[,CASE...]", help="cases the head must not see")
+    n.add_argument("--iters", type=int, default=600)
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--width", type=int, default=16)
+    n.add_argument("--threads", type=int, default=None)
+    n.set_defaults(fn=_train_anatomy)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return a.fn(a)

@@ -20,7 +20,7 @@ import torch
 
 from ai.data import CLINICAL2D, MNI_MASKS, REAL_CASE
 from ai.infer import sha256
-from ai.model import UNet2D, in_channels
+from ai.model import UNet2D, in_channels, without_anatomy_head
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def average(paths: list[Path], out: Path, bn_batches: int = 0, held_out: frozens
     for k in ("base", "context", "outputs"):
         if len({str(m.get(k)) for m in metas}) != 1:
             raise ValueError(f"weights differ in {k}: cannot average")
-    state = average_state([s["state_dict"] for s in sts])
+    state = average_state([without_anatomy_head(s["state_dict"], str(p)) for s, p in zip(sts, paths, strict=True)])
     cfgs = [m.get("train_config", {}) for m in metas]
     trained = sorted(set().union(*(set(c.get("trained_on") or []) for c in cfgs)))
     held = sorted(set.intersection(*(set(c.get("held_out") or []) for c in cfgs)))

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from ai import preprocess as pp
 from ai.lesions import STRUCT26, analyse
-from ai.model import OUTPUTS, UNet2D, in_channels
+from ai.model import OUTPUTS, model_from_meta
 from ai.types import THIN_SLICE_GROW, SegmentationResult
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Segmenter:
         st = torch.load(self.weights, map_location="cpu", weights_only=False)
         self.meta = st.get("meta", {})
         self.context = int(self.meta.get("context", 0))
-        self.model = UNet2D(in_ch=in_channels(self.context), base=int(self.meta.get("base", 12)))
+        self.model = model_from_meta(self.meta)
         self.model.load_state_dict(st["state_dict"])
         self.model.eval().to(self.device)
         self.model_name = str(self.meta.get("name", "ms_unet2d"))
@@ -105,18 +105,9 @@ class Segmenter:
     # ------------------------------------------------------------------ model grid
     def predict_grid(self, prep: pp.Prepared) -> np.ndarray:
         """Sigmoid outputs (C, z, y, x) on the model grid (zeros outside the head crop)."""
-        f = prep.flair[prep.crop]
-        t = prep.t1[prep.crop] if prep.t1 is not None else np.zeros_like(f)
-        Z, H, W = f.shape
-        m = 2 ** self.model.depth
-        Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        c = self.context
-        n = 2 * c + 1
-        x = np.zeros((Z, 2 * n, Hp, Wp), np.float32)
-        for k, o in enumerate(range(-c, c + 1)):  # 2.5D: neighbours, edge slices repeated
-            zi = np.clip(np.arange(Z) + o, 0, Z - 1)
-            x[:, k, :H, :W] = f[zi]
-            x[:, n + k, :H, :W] = t[zi]
+        x = slice_input(prep, self.context, 2 ** self.model.depth)
+        Z, H, W = prep.flair[prep.crop].shape
+        Wp = x.shape[-1]
         out = np.zeros((len(OUTPUTS),) + prep.flair.shape, np.float32)
         if self.device.type == "cuda":
             ctx = torch.autocast("cuda", dtype=torch.float16)
@@ -224,6 +215,23 @@ class Segmenter:
         anatomy = {name: prep.to_source(m.astype(np.float32)) >= 0.5 for name, m in maps.items()}
         anatomy["brain"] = prep.to_source(brain_g.astype(np.float32)) >= 0.5
         return prob, anatomy
+
+
+def slice_input(prep: pp.Prepared, context: int, multiple: int) -> np.ndarray:
+    """The network input for every axial slice of the head crop, (Z, 2 (2 context + 1), Hp, Wp):
+    FLAIR then T1 (zeros when absent) at the slice offsets -context..context (edge slices
+    repeated), zero-padded in-plane to multiples of ``multiple``."""
+    f = prep.flair[prep.crop]
+    t = prep.t1[prep.crop] if prep.t1 is not None else np.zeros_like(f)
+    Z, H, W = f.shape
+    Hp, Wp = -(-H // multiple) * multiple, -(-W // multiple) * multiple
+    n = 2 * context + 1
+    x = np.zeros((Z, 2 * n, Hp, Wp), np.float32)
+    for k, o in enumerate(range(-context, context + 1)):
+        zi = np.clip(np.arange(Z) + o, 0, Z - 1)
+        x[:, k, :H, :W] = f[zi]
+        x[:, n + k, :H, :W] = t[zi]
+    return x
 
 
 #: lesions reaching within this distance (mm, in-plane) of the skin are dropped on images with a

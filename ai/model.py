@@ -52,6 +52,23 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+class AnatomyHead(nn.Module):
+    """A small convolutional read-out of anatomy maps from the UNet's last decoder features:
+    conv 3x3, ReLU, conv 3x3 (dilation 2), ReLU, conv 1x1 (receptive field 7 pixels more than the
+    features'). Trained on frozen features by :mod:`ai.anatomy_head`, so the lesion channel is
+    untouched."""
+
+    def __init__(self, cin: int, cout: int, width: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(width, cout, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class UNet2D(nn.Module):
     """Classic UNet (conv-BN-ReLU x2 per level, max-pool down, transposed-conv up).
 
@@ -61,9 +78,15 @@ class UNet2D(nn.Module):
         Channels of the first level; level ``k`` has ``base * 2**k``.
     depth : int
         Number of poolings (input sides must be multiples of ``2**depth``).
+    anatomy_head : sequence of str
+        Output channels (names of :data:`OUTPUTS`, not the lesion) that an :class:`AnatomyHead`
+        computes instead of the 1x1 head; empty: none (the 1x1 head gives every channel).
+    head_width : int
+        Width of the anatomy head.
     """
 
-    def __init__(self, in_ch: int = IN_CHANNELS, out_ch: int = len(OUTPUTS), base: int = 16, depth: int = 4):
+    def __init__(self, in_ch: int = IN_CHANNELS, out_ch: int = len(OUTPUTS), base: int = 16, depth: int = 4,
+                 anatomy_head: tuple[str, ...] | list[str] = (), head_width: int = 16):
         super().__init__()
         self.depth = depth
         ch = [base * 2 ** k for k in range(depth + 1)]
@@ -72,8 +95,25 @@ class UNet2D(nn.Module):
         self.up = nn.ModuleList([nn.ConvTranspose2d(ch[k + 1], ch[k], 2, stride=2) for k in range(depth)])
         self.dec = nn.ModuleList([_block(2 * ch[k], ch[k]) for k in range(depth)])
         self.head = nn.Conv2d(ch[0], out_ch, 1)
+        self.anatomy_channels = tuple(anatomy_head)
+        self.anat: AnatomyHead | None = None
+        if self.anatomy_channels:
+            bad = [k for k in self.anatomy_channels if k not in OUTPUTS[1:]]
+            if bad:
+                raise ValueError(f"anatomy head channels {bad} are not anatomy outputs {OUTPUTS[1:]}")
+            self.anat = AnatomyHead(ch[0], len(self.anatomy_channels), head_width)
+            idx = torch.tensor([OUTPUTS.index(k) for k in self.anatomy_channels])
+            self.register_buffer("anat_index", idx, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> logits (B, out, H, W)
+        f = self.features(x)
+        y = self.head(f)
+        if self.anat is not None:
+            y = y.index_copy(1, self.anat_index, self.anat(f).to(y.dtype))
+        return y
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last decoder level's features (B, base, H, W), before the heads."""
         skips = []
         for k, blk in enumerate(self.down):
             x = blk(x)
@@ -83,4 +123,24 @@ class UNet2D(nn.Module):
         for k in reversed(range(self.depth)):
             x = self.up[k](x)
             x = self.dec[k](torch.cat([x, skips[k]], 1))
-        return self.head(x)
+        return x
+
+
+def model_from_meta(meta: dict) -> UNet2D:
+    """The UNet a weights file's ``meta`` describes (context, base, anatomy head), untrained."""
+    ah = meta.get("anatomy_head") or {}
+    return UNet2D(in_ch=in_channels(int(meta.get("context", 0))), base=int(meta.get("base", 12)),
+                  anatomy_head=tuple(ah.get("channels", ())), head_width=int(ah.get("width", 16)))
+
+
+def without_anatomy_head(state: dict, what: str) -> dict:
+    """``state`` without an anatomy head's tensors (``anat.*``), logged: training or averaging
+    changes the features the head reads, so it would no longer match them (retrain it with
+    ``python -m ai train-anatomy``)."""
+    keys = [k for k in state if k.startswith("anat.")]
+    if keys:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: the anatomy head is dropped (it reads features this changes); "
+                                            "retrain it with 'python -m ai train-anatomy'", what)
+    return {k: v for k, v in state.items() if k not in keys}

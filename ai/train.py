@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 
 from ai.data import HOLDOUT, REAL_CASE, Volume, phantom_volume, training_volumes
 from ai.lesions import components
-from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels
+from ai.model import OUTPUTS, UNet2D, expand_first_conv, in_channels, without_anatomy_head
 from ai.realsynth import fade_lesions
 from ai.types import LESION_DICE
 
@@ -371,8 +371,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
         import hashlib
 
         st0 = torch.load(init, map_location="cpu", weights_only=False)
-        model.load_state_dict(expand_first_conv(st0["state_dict"] if "state_dict" in st0 else st0["model"],
-                                                context))
+        model.load_state_dict(expand_first_conv(without_anatomy_head(
+            st0["state_dict"] if "state_dict" in st0 else st0["model"], f"--init {init}"), context))
         init_sha = hashlib.sha256(Path(init).read_bytes()).hexdigest()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
