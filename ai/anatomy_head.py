@@ -140,7 +140,7 @@ def train_anatomy(weights: Path, out: Path, samseg: Path, held_out: frozenset[st
         opt.step()
         sched.step()
         if (it + 1) % 100 == 0:
-            log.info("anatomy head: iteration %d/%d, loss %.4f", it + 1, iters, float(loss))
+            log.info("anatomy head: iteration %d/%d, loss %.4f", it + 1, iters, loss.item())
     state.update({f"anat.{k}": v.detach().clone() for k, v in head.state_dict().items()})
     meta["anatomy_head"] = {
         "channels": list(CHANNELS), "width": width, "iters": iters, "batch": batch, "crop": crop, "lr": lr,
