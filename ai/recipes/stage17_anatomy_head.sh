@@ -31,6 +31,17 @@
 #     lesion F1 >= reference - 0.02 (stage 15: A 0.447 / 0.489, A' 0.776 / 0.542);
 #  4. final weights ($R/ah_final.pt): the suite passes; evaluate-change F1 >= 0.333 with no new
 #     lesion on the self and moved-self pairs; bench/inference.py within 15 s and 3 GB.
+#
+# Measured, ah1 (width 16, runs/ah): 1. clinical cortex median 0.32 -> 0.688, higher on 10 of 10;
+# brain 0.8915 -> 0.9255, outside SAMSEG 274 -> 75 mL; infratentorial 0.680 -> 0.786; patient19
+# cortex 0.485 -> 0.701 (holds); 2. 252 of 318 (holds); 3. B+C 0.710 / 0.767 / 0.63, A 0.447 /
+# 0.489, A' 0.776 / 0.542, the stage-15 figures (holds); 4. evaluate-change F1 0.363, self pairs
+# 0 new (holds), but bench/inference.py, side by side on this VM: 14.7 and 16.9 s with T1 against
+# stage 15's 12.5 and 13.8 s (the head's two full-resolution convolutions add about 2.5 s): over
+# 15 s, fails. Not adopted.
+# Variant ah2 (written after ah1's rule 4 failed, before ah2 was trained): the same with
+# WIDTH=8 (the head costs 0.04 s per 16 slices against 0.11 s at width 16 and 0.8 s for the UNet,
+# channels-last fp32 on this VM), under the same rule. R=runs/ah2 P=ah2 WIDTH=8.
 #   R=runs/ah bash ai/recipes/stage17_anatomy_head.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,12 +50,14 @@ W=${W:-ai/weights/folds}             # the stage-15 fold weights
 INIT=${INIT:-ai/weights/ms_unet.pt}  # the stage-15 final weights (0a4a6d1b)
 S=${S:-runs/samseg}
 mkdir -p "$R"
-T=".venv/bin/python -m ai train-anatomy --samseg $S --iters 600 --seed 0 --width 16 --threads 2"
+WIDTH=${WIDTH:-16}
+P=${P:-ah}
+T=".venv/bin/python -m ai train-anatomy --samseg $S --iters 600 --seed 0 --width $WIDTH --threads 2"
 . ai/recipes/common.sh
 train_head() { local name=$1; shift; [ -f "$R/$name.pt" ] && { log "skip $name"; return; }
          log "start $name"; nice $T --out "$R/$name.pt" "$@" > "$R/$name.log" 2>&1; log "done $name"; }
-train_head ahB $W/foldB.pt --hold-out $FOLD_B
-train_head ahC $W/foldC.pt --hold-out $FOLD_C
-train_head ahA_prime $W/foldA_prime.pt --hold-out patient19
-train_head ahA $W/foldA.pt --hold-out patient19
-train_head ah_final $INIT
+train_head ${P}B $W/foldB.pt --hold-out $FOLD_B
+train_head ${P}C $W/foldC.pt --hold-out $FOLD_C
+train_head ${P}A_prime $W/foldA_prime.pt --hold-out patient19
+train_head ${P}A $W/foldA.pt --hold-out patient19
+train_head ${P}_final $INIT
