@@ -55,6 +55,30 @@ def test_periventricular_distance_uses_physical_spacing():
     assert far[0].location == "deep_white_matter"
 
 
+def test_touching_the_cortex_crosses_slices_only_on_thin_slice_grids():
+    """A lesion whose only contact with the cortex (and with the outside of the brain) is in the
+    slice above: juxtacortical on a 1 mm grid (the slices touch), deep white matter on a 6 mm 2D
+    grid (the slice above is 6 mm away); in-plane contact stays juxtacortical on both."""
+    shape = (12, 40, 40)
+    brain = np.zeros(shape, bool)
+    brain[1:8, 2:38, 2:38] = True
+    cortex = np.zeros(shape, bool)
+    cortex[7, 2:38, 2:38] = True  # the top slice of the brain is cortex
+    anat = {"brain": brain, "cortex": cortex, "ventricles": np.zeros(shape, bool),
+            "infratentorial": np.zeros(shape, bool)}
+    above = np.zeros(shape, np.float32)
+    above[6, 18:24, 18:24] = 0.9  # just below the cortex slice, far from it in-plane
+    beside = np.zeros(shape, np.float32)
+    beside[4, 18:24, 18:24] = 0.9
+    anat_beside = dict(anat, cortex=cortex.copy())
+    anat_beside["cortex"][4, 18:24, 24] = True  # cortex beside it in its own slice
+    for spacing, expected in (((1.0, 1.0, 1.0), "juxtacortical"), ((1.0, 1.0, 6.0), "deep_white_matter")):
+        _, les, _ = analyse(above, _image(shape, spacing), anat, grow=None)
+        assert [x.location for x in les] == [expected], spacing
+        _, les, _ = analyse(beside, _image(shape, spacing), anat_beside, grow=None)
+        assert [x.location for x in les] == ["juxtacortical"], spacing
+
+
 def test_volumes_honour_anisotropic_spacing_and_centroid_is_physical():
     shape = (20, 50, 50)
     img = _image(shape, (0.7, 0.8, 3.0))
