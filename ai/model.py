@@ -54,9 +54,9 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 class AnatomyHead(nn.Module):
     """A small convolutional read-out of anatomy maps from the UNet's last decoder features:
-    conv 3x3, ReLU, conv 3x3 (dilation 2), ReLU, conv 1x1 (receptive field 7 pixels more than the
-    features'). Trained on frozen features by :mod:`ai.anatomy_head`, so the lesion channel is
-    untouched."""
+    conv 3x3, ReLU, conv 3x3 (dilation 2), ReLU, conv 1x1 (it sees 3 pixels further on each side
+    than the features do). Trained on frozen features by :mod:`ai.anatomy_head`, so the lesion
+    channel is untouched."""
 
     def __init__(self, cin: int, cout: int, width: int = 16):
         super().__init__()
@@ -113,7 +113,7 @@ class UNet2D(nn.Module):
         return y
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last decoder level's features (B, base, H, W), before the heads."""
+        """The last decoder level's features (B, ``base`` channels, H, W), before the heads."""
         skips = []
         for k, blk in enumerate(self.down):
             x = blk(x)

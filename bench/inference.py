@@ -1,12 +1,12 @@
 """Benchmark the AI engine: seconds and peak RSS for preprocessing, inference and post-processing.
 
     .venv/bin/python bench/inference.py [--device cpu|cuda|all] [--no-t1] [--threads 2] [--real] [--compare]
-                                        [--weights A.pt,B.pt]
+                                        [--weights A.pt,B.pt] [--batch N,M]
 
 Rows run with the node's defaults (mirror TTA on, precision auto: bf16 on CPUs that have it
 natively, fp32 otherwise, fp16 on CUDA); ``--compare`` adds CPU fp32 rows with and without TTA;
 ``--weights`` runs every row with each weights file in turn (default: the shipped ones), side by
-side.
+side; ``--batch`` likewise with each number of slices per forward pass (default: the node's).
 
 Input: a synthetic phantom resampled to a 176 x 256 x 256 grid (sagittal 3D FLAIR geometry,
 1 mm, permuted direction so the orientation step does real work) plus a T1 on its own grid, and
@@ -71,7 +71,7 @@ def _real_inputs(which: str, with_t1: bool):
 
 
 def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | None, tta: bool = True,
-            weights: str | None = None) -> dict:
+            weights: str | None = None, batch: int | None = None) -> dict:
     """Run one configuration in this process and return its figures."""
     import numpy as np
     import torch
@@ -82,7 +82,7 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     flair, t1 = _phantom_inputs(with_t1) if case == "phantom" else _real_inputs(case, with_t1)
     if flair is None:
         return {"case": case, "skipped": "shared data not found"}
-    seg = Segmenter(weights, device=device, threads=threads, bf16=bf16, tta=tta)
+    seg = Segmenter(weights, device=device, threads=threads, bf16=bf16, tta=tta, batch=batch)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seg.segment(flair, t1)  # warm-up (first call pays allocator / kernel selection)
     res = seg.segment(flair, t1)  # the timed run: the stages as the node runs them
@@ -91,7 +91,7 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     lesions, prob = res.lesions, res.probability
     times["total"] = sum(times.values())
     return {"case": case, "device": str(seg.device), "t1": with_t1, "threads": threads,
-            "weights": seg.model_version[:8],
+            "weights": seg.model_version[:8], "batch": seg.batch,
             "precision": seg.precision, "tta": tta,
             "size_xyz": list(flair.GetSize()), "model_grid_zyx": list(prep.flair.shape),
             "slices_run": int(prep.crop[0].stop - prep.crop[0].start),
@@ -113,6 +113,8 @@ def main() -> int:
     p.add_argument("--real", action="store_true", help="also the real cases from ../shared/data")
     p.add_argument("--weights", default=None, help="comma-separated weights files, each run in turn "
                                                    "(default: the shipped weights)")
+    p.add_argument("--batch", default=None, help="comma-separated slices per forward pass, each run in turn "
+                                                 "(default: the node's)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -126,17 +128,18 @@ def main() -> int:
     cases = ["phantom"] + (["real3d", "real2d"] if a.real else [])
     configs = []
     for w in (a.weights.split(",") if a.weights else [None]):
-        for case in cases:
-            for dev in devices:
-                for t1 in ([False] if a.no_t1 else [True, False]):
-                    configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=None, tta=True,
-                                        weights=w))
-                    if a.compare and dev == "cpu":
-                        for tta in (True, False):
-                            configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=False,
-                                                tta=tta, weights=w))
-    print(f"{'weights':8} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} {'infer s':>8} "
-          f"{'post s':>7} "
+        for b in ([int(x) for x in a.batch.split(",")] if a.batch else [None]):
+            for case in cases:
+                for dev in devices:
+                    for t1 in ([False] if a.no_t1 else [True, False]):
+                        configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=None,
+                                            tta=True, weights=w, batch=b))
+                        if a.compare and dev == "cpu":
+                            for tta in (True, False):
+                                configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads,
+                                                    bf16=False, tta=tta, weights=w, batch=b))
+    print(f"{'weights':8} {'batch':5} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} "
+          f"{'infer s':>8} {'post s':>7} "
           f"{'total s':>8} "
           f"{'peak RSS MB':>11}  grid")
     for cfg in configs:
@@ -151,7 +154,7 @@ def main() -> int:
             print(f"{res['case']:8} skipped: {res['skipped']}")
             continue
         s = res["seconds"]
-        print(f"{res['weights']:8} {res['case']:8} {res['device']:6} {'yes' if res['t1'] else 'no':3} "
+        print(f"{res['weights']:8} {res['batch']:5} {res['case']:8} {res['device']:6} {'yes' if res['t1'] else 'no':3} "
               f"{res['precision']:4} "
               f"{'on' if res['tta'] else 'off':3} "
               f"{s['preprocess']:7.2f} {s['inference']:8.2f} {s['postprocess']:7.2f} {s['total']:8.2f} "

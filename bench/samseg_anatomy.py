@@ -1,7 +1,7 @@
 """The model's anatomy and location classes against SAMSEG's anatomy on the real labelled cases.
 
     .venv/bin/python bench/samseg_anatomy.py [--samseg runs/samseg] [--weights FOLD=W,...] [--json OUT]
-                                             [--figure CASE:PNG]
+                                             [--figure CASE:PNG] [--contact-mm MM]
 
 SAMSEG labels come from ``ai/recipes/samseg_anatomy.sh`` (a training-time tool in its own
 environment; ``runs/samseg/<case>/seg.nii.gz``). Cases without them are skipped with a line.
@@ -26,8 +26,9 @@ SAMSEG's brain, cortex and infratentorial; the cortex without the manual lesions
 around them, which SAMSEG without its lesion mode partly labels grey matter), and every manual
 reference lesion the same way: how often the model's juxtacortical / periventricular /
 infratentorial call is one the reference anatomy makes. Both use the node's rule
-(:func:`ai.lesions.classify`), whose "touches the cortex" reaches one slice up and down: 6-8 mm
-on the clinical series.
+(:func:`ai.lesions.classify`); ``--contact-mm`` changes how far apart slices may be and still
+touch (:data:`ai.lesions.CONTACT_MM`, 3 mm; 99 gives the 26-neighbour rule used before, under
+which a lesion touched what lies 6-8 mm above or below it on the clinical series).
 """
 from __future__ import annotations
 
@@ -200,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="fold=weights for the folds of ai.crossval.FOLDS (A' for patient19)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--figure", default=None, metavar="CASE:PNG", help="draw one case's brain and cortex maps")
+    ap.add_argument("--contact-mm", type=float, default=None,
+                    help="the location rule's contact limit between slices (default: the node's, "
+                         "ai.lesions.CONTACT_MM; 99: the 26-neighbourhood everywhere)")
     a = ap.parse_args(argv)
+    import ai.lesions
+
+    if a.contact_mm is not None:
+        ai.lesions.CONTACT_MM = a.contact_mm
     weights = {k: ROOT / v if not Path(v).is_absolute() else Path(v)
                for k, v in (kv.split("=", 1) for kv in a.weights.split(",") if kv)}
     fig = None
@@ -208,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         case, png = a.figure.split(":", 1)
         fig = (case, Path(png))
     res = run(Path(a.samseg), weights, fig)
+    res["contact_mm"] = ai.lesions.CONTACT_MM
     _print_matrix("predicted lesions (clinical 2D, fold weights)", res["predicted_lesions"])
     _print_matrix("reference lesions (clinical 2D, manual masks)", res["reference_lesions"])
     if a.json:

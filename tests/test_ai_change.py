@@ -161,8 +161,8 @@ def test_evaluate_change_on_the_real_pairs(tmp_path):
     assert all(m["self_pair_change_regions"] == 0 for m in pairs.values())
     o = res["overall"]
     assert o["n_pairs"] == 2 and o["pooled"]["n_ref"] > 40 and res["rule"] == "joint"
-    # floor = measured pooled change-region F1 minus a margin (weights 0a4a6d1b, stage 15:
-    # 0.363, sensitivity 0.245, PPV 0.696, 2 false new lesions of 7, CPU fp32; aa117c42: 0.344,
+    # floor = measured pooled change-region F1 minus a margin (weights d3aa984d, stage 16, and
+    # 0a4a6d1b, stage 15: 0.363, sensitivity 0.245, PPV 0.696, 2 false new lesions of 7, CPU fp32; aa117c42: 0.344,
     # sensitivity 0.226, PPV 0.714, no false new lesion; 1a277f8c: 0.328,
     # sensitivity 0.208, PPV 0.778, 1 false new lesion; 80b27cbf: 0.371 / 0.245 / 0.762, 1;
     # 915d981d: 0.324 / 0.208 / 0.737, none;
