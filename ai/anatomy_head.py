@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from ai import preprocess as pp
 from ai.data import CLINICAL2D, REAL_CASE, _on_grid, samseg_anatomy
 from ai.infer import sha256, slice_input
-from ai.model import AnatomyHead, model_from_meta, without_anatomy_head
+from ai.model import AnatomyHead, UNet2D, model_from_meta, without_anatomy_head
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ CHANNELS: tuple[str, ...] = ("brain", "cortex", "infratentorial")
 def reference_anatomy(case_dir: Path, seg_path: Path, grid: sitk.Image) -> np.ndarray:
     """SAMSEG's brain, cortex and infratentorial maps on a model grid, uint8 (3, z, y, x); the
     cortex without the case's manual lesions and one voxel around them."""
-    seg = sitk.ReadImage(str(seg_path), sitk.sitkInt16)
-    seg = sitk.GetArrayFromImage(sitk.Resample(seg, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+    img = sitk.ReadImage(str(seg_path), sitk.sitkInt16)
+    seg = sitk.GetArrayFromImage(sitk.Resample(img, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                                                sitk.sitkInt16))
     anat = samseg_anatomy(seg)
     les = case_dir / "lesion_mask.nii.gz"
@@ -57,7 +57,7 @@ def reference_anatomy(case_dir: Path, seg_path: Path, grid: sitk.Image) -> np.nd
 
 
 @torch.no_grad()
-def case_features(model: torch.nn.Module, prep: pp.Prepared, context: int, batch: int = 8) -> torch.Tensor:
+def case_features(model: UNet2D, prep: pp.Prepared, context: int, batch: int = 8) -> torch.Tensor:
     """The frozen UNet's last decoder features for every slice of the head crop and then for its
     mirror image, as inference computes them: (2 Z, base, H, W) float32."""
     x = slice_input(prep, context, 2 ** model.depth)
@@ -72,7 +72,7 @@ def case_features(model: torch.nn.Module, prep: pp.Prepared, context: int, batch
     return torch.cat(out)
 
 
-def anatomy_cases(model: torch.nn.Module, context: int, samseg: Path, held_out: frozenset[str] = frozenset(),
+def anatomy_cases(model: UNet2D, context: int, samseg: Path, held_out: frozenset[str] = frozenset(),
                   cases: list[Path] | None = None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, features, labels) of every case with SAMSEG labels that is not held out; the
     labels (2 Z, 3, H, W) float32 follow :func:`case_features` (mirror images second)."""

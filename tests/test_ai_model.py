@@ -22,7 +22,7 @@ PHANTOM_MIN_DICE = 0.85
 #: the cross-patient check: fold CHECK_FOLD's weights on the patients it held out
 FOLD_WEIGHTS = WEIGHTS.parent / "folds"
 CHECK_FOLD = "B"
-FOLD_MIN_DICE = 0.61  # measured 0.677 (mean of 5 patients; weights 8df44eec, stage 16 = stage 15's UNet; stage 14 0.665)
+FOLD_MIN_DICE = 0.61  # measured 0.677 (mean of 5 patients; weights 8df44eec, stage 16; stage 14 0.665)
 FOLD_MIN_LESION_F1 = 0.67  # measured 0.750 (stage 14 0.728)
 FOLD_MAX_FP_PER_TRUE = 0.85  # measured at most 0.63 on one patient (tabriz101627; stage 14 0.68)
 #: the 3D site: fold A's weights never saw patient19 (neither its lesions nor its brain)
