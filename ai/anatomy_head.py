@@ -89,7 +89,7 @@ def anatomy_cases(model: UNet2D, context: int, samseg: Path, held_out: frozenset
         ref = reference_anatomy(d, seg, prep.grid)[(slice(None),) + prep.crop].transpose(1, 0, 2, 3)
         y = torch.from_numpy(np.concatenate([ref, ref[..., ::-1]]).astype(np.float32))
         out.append((d.name, case_features(model, prep, context), y))
-        log.info("%s: %d slices with their mirror images", d.name, y.shape[0])
+        log.info("%s: %d slices and their mirror images", d.name, y.shape[0] // 2)
     return out
 
 

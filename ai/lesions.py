@@ -17,7 +17,8 @@ Location rules (applied per lesion in this order, first match wins; McDonald 201
 whose spacing exceeds :data:`CONTACT_MM` (3 mm): on a 6-8 mm 2D series a lesion does not touch
 what lies in the slice above or below, 6-8 mm away. With the 26-neighbourhood on those series,
 SAMSEG's cortex made 159 of the 291 manual lesions of the 10 clinical patients juxtacortical
-(55 %); with this rule 76 (26 %), with patient19 (1 mm) unchanged (model card, "Anatomy head").
+(55 %); with this rule 76 (26 %), with patient19 (1 mm) unchanged (model card, "The contact
+rule on thick slices").
 
 Study level: load category from the total lesion volume -- ``none`` (no lesion), ``low``
 (< 5 mL), ``moderate`` (5-15 mL), ``high`` (> 15 mL); dissemination in space on brain MRI is met
