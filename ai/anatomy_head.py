@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 
 from ai import preprocess as pp
 from ai.data import CLINICAL2D, REAL_CASE, _on_grid, samseg_anatomy
-from ai.infer import sha256, slice_input
+from ai.infer import mirror_images, sha256, slice_input
 from ai.model import AnatomyHead, UNet2D, model_from_meta, without_anatomy_head
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def case_features(model: UNet2D, prep: pp.Prepared, context: int, batch: int = 8
         for s in range(0, Z, batch):
             xb = torch.from_numpy(x[s:s + batch])
             if mirror:
-                xb = torch.nn.functional.pad(torch.flip(xb[..., :W], (-1,)), (0, x.shape[-1] - W))
+                xb = mirror_images(xb, W)
             out.append(model.features(xb)[..., :H, :W].clone())
     return torch.cat(out)
 

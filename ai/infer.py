@@ -111,7 +111,6 @@ class Segmenter:
         """Sigmoid outputs (C, z, y, x) on the model grid (zeros outside the head crop)."""
         x = slice_input(prep, self.context, 2 ** self.model.depth)
         Z, H, W = prep.flair[prep.crop].shape
-        Wp = x.shape[-1]
         out = np.zeros((len(OUTPUTS),) + prep.flair.shape, np.float32)
         if self.device.type == "cuda":
             ctx = torch.autocast("cuda", dtype=torch.float16)
@@ -123,8 +122,7 @@ class Segmenter:
                 xb = torch.from_numpy(x[s:s + self.batch]).to(self.device)
                 nb = xb.shape[0]
                 if self.tta:  # the mirror images ride in the same forward pass
-                    mirror = torch.nn.functional.pad(torch.flip(xb[..., :W], (-1,)), (0, Wp - W))
-                    xb = torch.cat([xb, mirror], 0)
+                    xb = torch.cat([xb, mirror_images(xb, W)], 0)
                 if self.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 p = torch.sigmoid(self.model(xb).float())
@@ -236,6 +234,12 @@ def slice_input(prep: pp.Prepared, context: int, multiple: int) -> np.ndarray:
         x[:, k, :H, :W] = f[zi]
         x[:, n + k, :H, :W] = t[zi]
     return x
+
+
+def mirror_images(xb: torch.Tensor, width: int) -> torch.Tensor:
+    """The left-right mirror images of a batch of :func:`slice_input` slices (B, C, Hp, Wp) whose
+    images are ``width`` pixels wide: those columns flipped, the zero padding kept on the right."""
+    return torch.nn.functional.pad(torch.flip(xb[..., :width], (-1,)), (0, xb.shape[-1] - width))
 
 
 #: lesions reaching within this distance (mm, in-plane) of the skin are dropped on images with a
