@@ -17,6 +17,7 @@ FLAIR. Each stage is timed separately; the peak RSS is the process high-water ma
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -126,18 +127,15 @@ def main() -> int:
     devices = ["cpu", "cuda"] if a.device == "all" else [a.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     cases = ["phantom"] + (["real3d", "real2d"] if a.real else [])
+    weights = a.weights.split(",") if a.weights else [None]
+    batches = [int(x) for x in a.batch.split(",")] if a.batch else [None]
+    t1s = [False] if a.no_t1 else [True, False]
     configs = []
-    for w in (a.weights.split(",") if a.weights else [None]):
-        for b in ([int(x) for x in a.batch.split(",")] if a.batch else [None]):
-            for case in cases:
-                for dev in devices:
-                    for t1 in ([False] if a.no_t1 else [True, False]):
-                        configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads, bf16=None,
-                                            tta=True, weights=w, batch=b))
-                        if a.compare and dev == "cpu":
-                            for tta in (True, False):
-                                configs.append(dict(case=case, device=dev, with_t1=t1, threads=a.threads,
-                                                    bf16=False, tta=tta, weights=w, batch=b))
+    for w, b, case, dev, t1 in itertools.product(weights, batches, cases, devices, t1s):
+        row = dict(case=case, device=dev, with_t1=t1, threads=a.threads, weights=w, batch=b)
+        configs.append(dict(row, bf16=None, tta=True))
+        if a.compare and dev == "cpu":
+            configs += [dict(row, bf16=False, tta=tta) for tta in (True, False)]
     print(f"{'weights':8} {'batch':5} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} "
           f"{'infer s':>8} {'post s':>7} "
           f"{'total s':>8} "
