@@ -36,7 +36,7 @@ def _train(a: argparse.Namespace) -> int:
                  group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)},
                  lesion_fade=_fade(a.lesion_fade), lesion_dice=a.lesion_dice,
                  ignore_painted=a.ignore_painted, plane_thick=a.plane_thick,
-                 blob=a.blob)
+                 blob=a.blob, samseg=Path(a.samseg) if a.samseg else None)
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="add W x a lesion-wise Dice to the lesion loss (each labelled lesion of a crop its "
                         "own Dice, the other lesions masked out: small lesions weigh as much as large "
                         "ones; 0: off)")
+    t.add_argument("--samseg", default=None, metavar="DIR",
+                   help="SAMSEG labels (DIR/<case>/seg.nii.gz, ai/recipes/samseg_anatomy.sh): the real cases' "
+                        "brain, cortex and infratentorial targets (default: heuristics on patient19, none on "
+                        "the clinical cases)")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

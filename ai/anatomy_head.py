@@ -30,30 +30,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage as ndi
 
 from ai import preprocess as pp
-from ai.data import CLINICAL2D, REAL_CASE, _on_grid, samseg_anatomy
+from ai.data import CLINICAL2D, REAL_CASE, SAMSEG_CHANNELS, samseg_reference
 from ai.infer import mirror_images, sha256, slice_input
 from ai.model import AnatomyHead, UNet2D, model_from_meta, without_anatomy_head
 
 log = logging.getLogger(__name__)
 
 #: the channels the head computes (the ventricles stay the UNet's, see the module docstring)
-CHANNELS: tuple[str, ...] = ("brain", "cortex", "infratentorial")
-
-
-def reference_anatomy(case_dir: Path, seg_path: Path, grid: sitk.Image) -> np.ndarray:
-    """SAMSEG's brain, cortex and infratentorial maps on a model grid, uint8 (3, z, y, x); the
-    cortex without the case's manual lesions and one voxel around them."""
-    img = sitk.ReadImage(str(seg_path), sitk.sitkInt16)
-    seg = sitk.GetArrayFromImage(sitk.Resample(img, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                                               sitk.sitkInt16))
-    anat = samseg_anatomy(seg)
-    les = case_dir / "lesion_mask.nii.gz"
-    if les.exists():
-        anat["cortex"] = anat["cortex"] & ~ndi.binary_dilation(_on_grid(les, grid))
-    return np.stack([anat[k] for k in CHANNELS]).astype(np.uint8)
+CHANNELS: tuple[str, ...] = SAMSEG_CHANNELS
 
 
 @torch.no_grad()
@@ -86,7 +72,7 @@ def anatomy_cases(model: UNet2D, context: int, samseg: Path, held_out: frozenset
         flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
         t1p = d / "T1.nii.gz"
         prep = pp.prepare(flair, sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None)
-        ref = reference_anatomy(d, seg, prep.grid)[(slice(None),) + prep.crop].transpose(1, 0, 2, 3)
+        ref = samseg_reference(d, seg, prep.grid)[(slice(None),) + prep.crop].transpose(1, 0, 2, 3)
         y = torch.from_numpy(np.concatenate([ref, ref[..., ::-1]]).astype(np.float32))
         out.append((d.name, case_features(model, prep, context), y))
         log.info("%s: %d slices and their mirror images", d.name, y.shape[0] // 2)

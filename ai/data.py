@@ -25,6 +25,7 @@ Sources (:func:`training_volumes` assembles them, leaving out the held-out patie
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_CASE = SHARED / "ms" / "cross_sectional" / "patient19"
 CLINICAL2D = SHARED / "ms" / "clinical2d"
 MNI_MASKS = SHARED / "ms" / "lesion_masks_mni"
+
+log = logging.getLogger(__name__)
 
 #: site of each labelled source, for per-site reporting
 SITE_3D = "3D 1 mm (skull-stripped, MNI)"
@@ -164,6 +167,41 @@ def samseg_anatomy(seg: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+#: the channels SAMSEG's anatomy stands in for: the lateral ventricles stay the manual masks (clinical)
+#: or the heuristic (patient19), which agree with the manual masks better than SAMSEG's do
+SAMSEG_CHANNELS: tuple[str, ...] = ("brain", "cortex", "infratentorial")
+
+
+def samseg_reference(case_dir: Path, seg_path: Path, grid: sitk.Image) -> np.ndarray:
+    """SAMSEG's brain, cortex and infratentorial maps (:data:`SAMSEG_CHANNELS`) on a model grid,
+    uint8 (3, z, y, x); the cortex without the case's manual lesions and one voxel around them
+    (SAMSEG without its lesion mode labels some lesion voxels grey matter)."""
+    img = sitk.ReadImage(str(seg_path), sitk.sitkInt16)
+    seg = sitk.GetArrayFromImage(sitk.Resample(img, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                               sitk.sitkInt16))
+    anat = samseg_anatomy(seg)
+    les = case_dir / "lesion_mask.nii.gz"
+    if les.exists():
+        anat["cortex"] = anat["cortex"] & ~ndi.binary_dilation(_on_grid(les, grid))
+    return np.stack([anat[k] for k in SAMSEG_CHANNELS]).astype(np.uint8)
+
+
+def with_samseg_anatomy(vol: Volume, case_dir: Path, samseg: Path | None) -> Volume:
+    """``vol`` with its brain, cortex and infratentorial labels replaced by SAMSEG's
+    (``<samseg>/<case>/seg.nii.gz``, :func:`samseg_reference`) and marked known; unchanged when
+    ``samseg`` is None or has no labels for the case. Voxels outside ``vol.region`` stay zero."""
+    if samseg is None or vol.grid is None:
+        return vol
+    seg = Path(samseg) / case_dir.name / "seg.nii.gz"
+    if not seg.exists():
+        log.warning("%s: no SAMSEG labels at %s; its anatomy stays as it was", case_dir.name, seg)
+        return vol
+    idx = [OUTPUTS.index(k) for k in SAMSEG_CHANNELS]
+    vol.labels[idx] = samseg_reference(case_dir, seg, vol.grid) * vol.region[None]
+    vol.valid[idx] = 1.0
+    return vol
+
+
 def _on_grid(path: Path, grid: sitk.Image) -> np.ndarray:
     """A label image resampled (nearest) onto a model grid, as a boolean array."""
     img = pp.to_canonical(sitk.ReadImage(str(path), sitk.sitkUInt8))
@@ -233,14 +271,19 @@ def mask_synthetic_volumes(base: Volume, masks: list[Path], seed: int, ignore_pa
 def training_volumes(held_out: frozenset[str] | set[str] = frozenset(), real_case: Path | None = REAL_CASE,
                      clinical: Path | None = CLINICAL2D, mni_masks: Path | None = MNI_MASKS,
                      seed: int = 0, holdout_hemisphere: bool = False,
-                     ignore_painted: bool = False) -> dict[str, list[Volume]]:
+                     ignore_painted: bool = False, samseg: Path | None = None) -> dict[str, list[Volume]]:
     """The real and real-mask training volumes by group (``real3d``, ``clinical``, ``masksynth``),
     leaving out every case named in ``held_out`` (a held-out patient19 takes its synthetic
-    variants with it: they are its brain). ``ignore_painted``: see :func:`mask_synthetic_volumes`."""
+    variants with it: they are its brain). ``ignore_painted``: see :func:`mask_synthetic_volumes`.
+    ``samseg``: a folder of SAMSEG labels (``ai/recipes/samseg_anatomy.sh``); the real cases' brain,
+    cortex and infratentorial labels are then SAMSEG's (:func:`with_samseg_anatomy`), the
+    real-mask volumes inheriting patient19's, instead of the heuristics (patient19) or nothing
+    (clinical)."""
     groups: dict[str, list[Volume]] = {"real3d": [], "clinical": [], "masksynth": []}
     if real_case is not None and (Path(real_case) / "lesion_mask.nii.gz").exists() \
             and Path(real_case).name not in held_out:
-        base = real_case_volume(Path(real_case), holdout=holdout_hemisphere)
+        base = with_samseg_anatomy(real_case_volume(Path(real_case), holdout=holdout_hemisphere),
+                                   Path(real_case), samseg)
         groups["real3d"].append(base)
         if mni_masks is not None and Path(mni_masks).is_dir() and not holdout_hemisphere:
             masks = sorted(Path(mni_masks).glob("*_lesion_mask.nii.gz"))
@@ -248,7 +291,7 @@ def training_volumes(held_out: frozenset[str] | set[str] = frozenset(), real_cas
     if clinical is not None and Path(clinical).is_dir():
         for d in sorted(Path(clinical).iterdir()):
             if (d / "lesion_mask.nii.gz").exists() and (d / "FLAIR.nii.gz").exists() and d.name not in held_out:
-                groups["clinical"].append(clinical_volume(d))
+                groups["clinical"].append(with_samseg_anatomy(clinical_volume(d), d, samseg))
     return groups
 
 

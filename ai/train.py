@@ -299,13 +299,15 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
 
 def training_groups(held_out: frozenset[str], *, seed: int, n_phantoms: int, real_case: Path | None,
                     clinical: Path | None, mni_masks: Path | None, holdout_hemisphere: bool = False,
-                    progress: bool = False, ignore_painted: bool = False) -> dict[str, list[Volume]]:
+                    progress: bool = False, ignore_painted: bool = False,
+                    samseg: Path | None = None) -> dict[str, list[Volume]]:
     """The sampler's groups: the real training volumes without ``held_out``
     (:func:`ai.data.training_volumes`) and ``n_phantoms`` seeded phantoms."""
     from tqdm import tqdm
 
     groups = training_volumes(held_out, real_case=real_case, clinical=clinical, mni_masks=mni_masks, seed=seed,
-                              holdout_hemisphere=holdout_hemisphere, ignore_painted=ignore_painted)
+                              holdout_hemisphere=holdout_hemisphere, ignore_painted=ignore_painted,
+                              samseg=samseg)
     groups["phantoms"] = [phantom_volume(1000 + seed * 100 + i)
                           for i in tqdm(range(n_phantoms), desc="phantoms", disable=not progress)]
     return groups
@@ -318,7 +320,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           held_out: set[str] | frozenset[str] = frozenset(),
           group_weights: dict[str, float] | None = None,
           lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch",
-          ignore_painted: bool = False, plane_thick: float = 0.0, blob: float = 0.0) -> Path:
+          ignore_painted: bool = False, plane_thick: float = 0.0, blob: float = 0.0,
+          samseg: Path | None = None) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -342,6 +345,9 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     thick-slice series (:func:`plane_slabs`, 3-6 mm); 0, the default, draws nothing.
     ``blob``: the weight of the lesion-wise Dice added to the lesion loss (:func:`loss_fn`); 0, the
     default, adds nothing.
+    ``samseg``: SAMSEG's labels of the real cases (``ai/recipes/samseg_anatomy.sh``) become their
+    brain, cortex and infratentorial targets (:func:`ai.data.with_samseg_anatomy`); None, the
+    default, keeps the heuristics (patient19) and no anatomy target (clinical).
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -355,7 +361,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     held_out = frozenset(held_out)
     groups = training_groups(held_out, seed=seed, n_phantoms=n_phantoms, real_case=real_case, clinical=clinical,
                              mni_masks=mni_masks, holdout_hemisphere=holdout, progress=progress,
-                             ignore_painted=ignore_painted)
+                             ignore_painted=ignore_painted, samseg=samseg)
     real = groups["real3d"]
     trained_on = sorted(v.name for k in ("real3d", "clinical") for v in groups[k])
     log.info("training volumes: %s; held out: %s", {k: len(v) for k, v in groups.items()}, sorted(held_out))
@@ -400,7 +406,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   **({"lesion_dice": lesion_dice} if lesion_dice != "batch" else {}),
                   **({"ignore_painted": True} if ignore_painted and groups["masksynth"] else {}),
                   **({"plane_thick": plane_thick} if plane_thick > 0 else {}),
-                  **({"blob": blob} if blob > 0 else {}))
+                  **({"blob": blob} if blob > 0 else {}),
+                  **({"samseg": str(samseg)} if samseg is not None else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))
