@@ -46,14 +46,13 @@ T=".venv/bin/python -m ai train --lesion-sampling component --no-progress --cont
 continue_folds s18 $W
 log "s18 folds done"
 H=".venv/bin/python -m ai train-anatomy --samseg $S --iters 600 --seed 0 --width 8 --threads 2"
-head() { local name=$1; shift; [ -f "$R/$name.pt" ] && { log "skip $name"; return; }
+train_head() { local name=$1; shift; [ -f "$R/$name.pt" ] && { log "skip $name"; return; }
          log "start $name"; nice $H --out "$R/$name.pt" "$@" > "$R/$name.log" 2>&1; log "done $name"; }
-head s18hB $R/s18B.pt --hold-out $FOLD_B
-head s18hC $R/s18C.pt --hold-out $FOLD_C
-head s18hA $R/s18A.pt --hold-out patient19
-head s18hA0 $R/s18A0.pt --hold-out patient19
+train_head s18hB $R/s18B.pt --hold-out $FOLD_B
+train_head s18hC $R/s18C.pt --hold-out $FOLD_C
+train_head s18hA $R/s18A.pt --hold-out patient19
+train_head s18hA0 $R/s18A0.pt --hold-out patient19
 log "s18 heads done"
 [ "${FINAL:-0}" = 1 ] || exit 0
-T="${T/--threads 1/}"
 run s18final --init $INIT --group-weights $G12 --threads 2
-head s18h_final $R/s18final.pt
+train_head s18h_final $R/s18final.pt
