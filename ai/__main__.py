@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--hold-out", default="", metavar="CASE[,CASE...]", help="cases the head must not see")
     n.add_argument("--iters", type=int, default=600)
     n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--width", type=int, default=16)
+    n.add_argument("--width", type=int, default=8,
+                   help="the head's channels (8: the shipped heads; 16: variant ah1, over the speed budget)")
     n.add_argument("--threads", type=int, default=None)
     n.set_defaults(fn=_train_anatomy)
     a = p.parse_args(argv)

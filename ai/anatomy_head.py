@@ -89,7 +89,7 @@ def head_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def train_anatomy(weights: Path, out: Path, samseg: Path, held_out: frozenset[str] = frozenset(),
                   iters: int = 600, batch: int = 8, crop: int = 128, lr: float = 3e-3, seed: int = 0,
-                  width: int = 16, threads: int | None = None, cases: list[Path] | None = None) -> str:
+                  width: int = 8, threads: int | None = None, cases: list[Path] | None = None) -> str:
     """Train an anatomy head on ``weights``' frozen features and write the weights with it to
     ``out`` (module docstring); returns the SHA-256 of ``out``."""
     if threads:

@@ -108,9 +108,10 @@ def contact_structure(spacing_zyx, contact_mm: float | None = None) -> np.ndarra
 
 
 def classify(comp: np.ndarray, anatomy: dict[str, np.ndarray], spacing_zyx, pv_mm: float = 3.0,
-             jc_mm: float = 2.0) -> str:
-    """Location class of one lesion (boolean mask of a local crop; anatomy maps on the same crop)."""
-    ring = ndi.binary_dilation(comp, contact_structure(spacing_zyx)) & ~comp
+             jc_mm: float = 2.0, contact_mm: float | None = None) -> str:
+    """Location class of one lesion (boolean mask of a local crop; anatomy maps on the same crop);
+    ``contact_mm``: see :func:`contact_structure`."""
+    ring = ndi.binary_dilation(comp, contact_structure(spacing_zyx, contact_mm)) & ~comp
     infra = anatomy.get("infratentorial")
     if infra is not None:
         # judged on the lesion plus its 1-voxel shell: the model tends to leave the lesion itself
@@ -140,7 +141,8 @@ def classify(comp: np.ndarray, anatomy: dict[str, np.ndarray], spacing_zyx, pv_m
 
 def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray], threshold: float = 0.5,
             min_voxels: int = 3, min_volume_mm3: float = 10.0, pv_mm: float = 3.0, jc_mm: float = 2.0,
-            mask: np.ndarray | None = None, grow: float | None = THIN_SLICE_GROW):
+            mask: np.ndarray | None = None, grow: float | None = THIN_SLICE_GROW,
+            contact_mm: float | None = None):
     """Labels, per-lesion measurements and the study summary on the source grid.
 
     Parameters
@@ -156,6 +158,9 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
         to ``grow`` on thin-slice grids).
     grow : float or None
         See :func:`lesion_mask`; None: the plain threshold on every grid.
+    contact_mm : float, optional
+        How far apart slices may be and still touch (:func:`contact_structure`; default
+        :data:`CONTACT_MM`).
 
     Returns
     -------
@@ -183,7 +188,7 @@ def analyse(prob: np.ndarray, source: sitk.Image, anatomy: dict[str, np.ndarray]
         nvox = int(len(idx))
         cz, cy, cx = (idx.mean(0) + [b.start for b in big]).tolist()
         cmm = source.TransformContinuousIndexToPhysicalPoint((cx, cy, cz))
-        loc = classify(comp, {k: v[big] for k, v in anatomy.items()}, sp, pv_mm, jc_mm)
+        loc = classify(comp, {k: v[big] for k, v in anatomy.items()}, sp, pv_mm, jc_mm, contact_mm)
         vol = nvox * vox_mm3
         lesions.append(Lesion(
             id=i, voxels=nvox, volume_mm3=round(vol, 3),

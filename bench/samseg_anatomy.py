@@ -61,10 +61,11 @@ def _on(img_path: Path, ref: sitk.Image) -> np.ndarray:
                                                 sitk.sitkInt16))
 
 
-def _classes(prob: np.ndarray, mask: np.ndarray, flair: sitk.Image, anatomy: dict) -> list[str]:
+def _classes(prob: np.ndarray, mask: np.ndarray, flair: sitk.Image, anatomy: dict,
+             contact_mm: float | None = None) -> list[str]:
     from ai.lesions import analyse
 
-    return [les.location for les in analyse(prob, flair, anatomy, mask=mask, grow=None)[1]]
+    return [les.location for les in analyse(prob, flair, anatomy, mask=mask, grow=None, contact_mm=contact_mm)[1]]
 
 
 def pseudo_vs_samseg(case: Path, seg_path: Path) -> dict:
@@ -109,7 +110,8 @@ def figure(path: Path, flair: sitk.Image, model_anat: dict, ref_anat: dict, titl
     plt.close(fig)
 
 
-def run(samseg: Path, weights: dict[str, Path], figure_case: tuple[str, Path] | None = None) -> dict:
+def run(samseg: Path, weights: dict[str, Path], figure_case: tuple[str, Path] | None = None,
+        contact_mm: float | None = None) -> dict:
     from ai.crossval import FOLDS
     from ai.data import samseg_anatomy
     from ai.infer import Segmenter
@@ -162,10 +164,11 @@ def run(samseg: Path, weights: dict[str, Path], figure_case: tuple[str, Path] | 
                 if manual_vent is not None:
                     ref_anat["ventricles"] = manual_vent  # the manual masks where they exist
                 pm = res.labels > 0
-                pred = list(zip(_classes(res.probability, pm, flair, model_anat),
-                                _classes(res.probability, pm, flair, ref_anat), strict=True))
-                refl = list(zip(_classes(lesion.astype(np.float32), lesion, flair, model_anat),
-                                _classes(lesion.astype(np.float32), lesion, flair, ref_anat), strict=True))
+                pred = list(zip(_classes(res.probability, pm, flair, model_anat, contact_mm),
+                                _classes(res.probability, pm, flair, ref_anat, contact_mm), strict=True))
+                les_p = lesion.astype(np.float32)
+                refl = list(zip(_classes(les_p, lesion, flair, model_anat, contact_mm),
+                                _classes(les_p, lesion, flair, ref_anat, contact_mm), strict=True))
                 pred_pairs.update(pred)
                 ref_pairs.update(refl)
                 row["predicted_lesions"] = len(pred)
@@ -205,18 +208,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="the location rule's contact limit between slices (default: the node's, "
                          "ai.lesions.CONTACT_MM; 99: the 26-neighbourhood everywhere)")
     a = ap.parse_args(argv)
-    import ai.lesions
+    from ai.lesions import CONTACT_MM
 
-    if a.contact_mm is not None:
-        ai.lesions.CONTACT_MM = a.contact_mm
     weights = {k: ROOT / v if not Path(v).is_absolute() else Path(v)
                for k, v in (kv.split("=", 1) for kv in a.weights.split(",") if kv)}
     fig = None
     if a.figure:
         case, png = a.figure.split(":", 1)
         fig = (case, Path(png))
-    res = run(Path(a.samseg), weights, fig)
-    res["contact_mm"] = ai.lesions.CONTACT_MM
+    res = run(Path(a.samseg), weights, fig, a.contact_mm)
+    res["contact_mm"] = CONTACT_MM if a.contact_mm is None else a.contact_mm
     _print_matrix("predicted lesions (clinical 2D, fold weights)", res["predicted_lesions"])
     _print_matrix("reference lesions (clinical 2D, manual masks)", res["reference_lesions"])
     if a.json:
