@@ -201,6 +201,9 @@ class Change:
     n_new: int = 0
     n_enlarging: int = 0
     activity: bool = False  #: new or enlarging lesions
+    #: the prior's lesion probability carried onto the follow-up grid (its labels when no
+    #: probability was given), as the rules read it
+    prior_probability: np.ndarray | None = None
 
 
 def _frames(prior_img: sitk.Image, follow_img: sitk.Image, transform: sitk.Transform, space: str
@@ -496,7 +499,7 @@ def compare(prior_labels: np.ndarray, prior_img: sitk.Image, follow_labels: np.n
     follow_vol = np.bincount(follow_labels.ravel().astype(np.int64)) * fv
     sy, sx = follow_img.GetSpacing()[1], follow_img.GetSpacing()[0]
     prior_seen = _through_plane_max(prior_p, sp_zyx)
-    out = Change(np.zeros(follow_labels.shape, np.uint8))
+    out = Change(np.zeros(follow_labels.shape, np.uint8), prior_probability=prior_p)
     touched_prior: dict[int, list[int]] = {}
     for j, bb in enumerate(ndi.find_objects(follow_labels.astype(np.int64)), start=1):
         if bb is None:

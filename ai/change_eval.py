@@ -36,7 +36,7 @@ from ai.change import (
     THICK_SLICE_RATIO,
     compare,
 )
-from ai.registration import QC_MIN_HEAD_DICE, comparable, moved_copy, register, resample
+from ai.registration import QC_MIN_HEAD_DICE, comparable, moved_copy, register
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def evaluate_pairs(pairs_dir: Path, weights=None, device: str = "auto", tta: boo
         pred = _predicted_change(ch.change_map)
         # by change-region volume; "not seen": the model's lesion probability stays < 0.1 there at
         # both time points (the prior's carried onto the follow-up grid)
-        seen = np.maximum(rf.probability, resample(rp.probability.astype(np.float32, copy=False), prior, follow,
-                                                   reg.transform, sitk.sitkLinear))
+        assert ch.prior_probability is not None  # compare() carries the prior's map onto the follow-up grid
+        seen = np.maximum(rf.probability, ch.prior_probability)
         m.update(_detection(pred, ref, sp, seen))
         new_ids = [j for j, s in ch.follow_status.items() if s == "new"]
         m["head_dice"] = reg.head_dice

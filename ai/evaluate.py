@@ -60,11 +60,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / s) if s else 1.0
 
 
+def overlap_hits(pred_lab: np.ndarray, ref_lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reference lesion ids a predicted lesion overlaps, predicted lesion ids that overlap a
+    reference lesion), each sorted and without 0."""
+    both = (pred_lab > 0) & (ref_lab > 0)
+    return np.unique(ref_lab[both]), np.unique(pred_lab[both])
+
+
 def lesion_match(pred_lab: np.ndarray, n_pred: int, ref_lab: np.ndarray, n_ref: int) -> dict:
     """Overlap-based lesion detection counts and sensitivity/PPV/F1."""
-    both = (pred_lab > 0) & (ref_lab > 0)
-    ref_hit = np.unique(ref_lab[both])
-    pred_hit = np.unique(pred_lab[both])
+    ref_hit, pred_hit = overlap_hits(pred_lab, ref_lab)
     tp_ref, tp_pred = int(len(ref_hit)), int(len(pred_hit))
     sens = tp_ref / n_ref if n_ref else 1.0
     ppv = tp_pred / n_pred if n_pred else (1.0 if n_ref == 0 else 0.0)
@@ -82,11 +87,11 @@ def detection_by_size(prob: np.ndarray, pred_lab: np.ndarray, n_pred: int, ref_l
     edges = list(SIZE_BINS_MM3) + [np.inf]
     rvol = np.bincount(ref_lab.ravel(), minlength=n_ref + 1)[1:] * voxel_mm3
     pvol = np.bincount(pred_lab.ravel(), minlength=n_pred + 1)[1:] * voxel_mm3
-    both = (pred_lab > 0) & (ref_lab > 0)
+    ref_hit, pred_hit = overlap_hits(pred_lab, ref_lab)
     ref_found = np.zeros(n_ref + 1, bool)
-    ref_found[np.unique(ref_lab[both])] = True
+    ref_found[ref_hit] = True
     pred_true = np.zeros(n_pred + 1, bool)
-    pred_true[np.unique(pred_lab[both])] = True
+    pred_true[pred_hit] = True
     rmax = np.zeros(n_ref + 1, np.float32)
     if n_ref:
         rmax[1:] = ndi.maximum(prob, ref_lab, np.arange(1, n_ref + 1))
