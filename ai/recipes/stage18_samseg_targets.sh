@@ -33,6 +33,11 @@
 #  5. final weights: the suite's floors; evaluate-change F1 >= 0.333 with no new lesion on the
 #     self and moved-self pairs; bench/inference.py within 3 GB and no slower than stage 16
 #     beside it (the same network).
+# Measured (runs/s18): 1. B+C 0.7065 / 0.757 / 0.94 (holds, at the floor; c9 0.7122 / 0.766 /
+# 0.63); 2. fold A 0.342 / 0.409 (fails; c9 0.401 / 0.433), fold A' 0.787 / 0.515 (F1 fails; c9
+# 0.788 / 0.530); 3. mean F1 0.462, mean Dice 0.565 (fails); 4. clinical cortex median 0.752
+# (the UNet's own channel 0.746), patient19 cortex by fold A 0.702 against stage 16's 0.559
+# (holds). Not adopted; the final weights were not trained. Model card, "Variant s18".
 #   R=runs/s18 bash ai/recipes/stage18_samseg_targets.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
