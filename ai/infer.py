@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from ai import preprocess as pp
 from ai.lesions import STRUCT26, analyse
-from ai.model import OUTPUTS, model_from_meta
+from ai.model import OUTPUTS, fuse_conv_bn, model_from_meta
 from ai.types import THIN_SLICE_GROW, SegmentationResult
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,15 @@ class Segmenter:
     tta : bool
         Test-time augmentation: average the outputs of the slices and of their left-right mirror
         images (default on; it removes inconsistent small false positives, see the model card).
+    fuse : bool
+        Fold the BatchNorms into the convolutions (:func:`ai.model.fuse_conv_bn`; outputs equal
+        to 1e-4). Off by default: on this VM's CPU (fp32) it took about 7 % off the network's
+        time in one process and nothing the end-to-end benchmark could tell from its noise.
     """
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", threads: int | None = None,
-                 batch: int | None = None, bf16: bool | None = None, tta: bool = True):
+                 batch: int | None = None, bf16: bool | None = None, tta: bool = True,
+                 fuse: bool = False):
         self.weights = Path(weights) if weights else WEIGHTS
         if not self.weights.exists():
             raise FileNotFoundError(f"model weights not found: {self.weights}")
@@ -103,6 +108,11 @@ class Segmenter:
         # logits equal to 5e-5 (bench/inference.py; measured on a CPU without bf16). bf16 and
         # CUDA keep the default layout (not measured here).
         self.channels_last = self.precision == "fp32"
+        # each BatchNorm folded into the convolution before it (ai.model.fuse_conv_bn): measured on
+        # this VM's CPU fp32 and not the default (model card, "Speed and memory")
+        self.fused = bool(fuse)
+        if self.fused:
+            fuse_conv_bn(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 

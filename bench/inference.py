@@ -1,7 +1,7 @@
 """Benchmark the AI engine: seconds and peak RSS for preprocessing, inference and post-processing.
 
     .venv/bin/python bench/inference.py [--device cpu|cuda|all] [--no-t1] [--threads 2] [--real] [--compare]
-                                        [--weights A.pt,B.pt] [--batch N,M]
+                                        [--weights A.pt,B.pt] [--batch N,M] [--fuse on,off] [--repeat K]
 
 Rows run with the node's defaults (mirror TTA on, precision auto: bf16 on CPUs that have it
 natively, fp32 otherwise, fp16 on CUDA); ``--compare`` adds CPU fp32 rows with and without TTA;
@@ -72,7 +72,7 @@ def _real_inputs(which: str, with_t1: bool):
 
 
 def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | None, tta: bool = True,
-            weights: str | None = None, batch: int | None = None) -> dict:
+            weights: str | None = None, batch: int | None = None, fuse: bool = False) -> dict:
     """Run one configuration in this process and return its figures."""
     import numpy as np
     import torch
@@ -83,7 +83,7 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     flair, t1 = _phantom_inputs(with_t1) if case == "phantom" else _real_inputs(case, with_t1)
     if flair is None:
         return {"case": case, "skipped": "shared data not found"}
-    seg = Segmenter(weights, device=device, threads=threads, bf16=bf16, tta=tta, batch=batch)
+    seg = Segmenter(weights, device=device, threads=threads, bf16=bf16, tta=tta, batch=batch, fuse=fuse)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seg.segment(flair, t1)  # warm-up (first call pays allocator / kernel selection)
     res = seg.segment(flair, t1)  # the timed run: the stages as the node runs them
@@ -92,7 +92,7 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     lesions, prob = res.lesions, res.probability
     times["total"] = sum(times.values())
     return {"case": case, "device": str(seg.device), "t1": with_t1, "threads": threads,
-            "weights": seg.model_version[:8], "batch": seg.batch,
+            "weights": seg.model_version[:8], "batch": seg.batch, "fused": seg.fused,
             "precision": seg.precision, "tta": tta,
             "size_xyz": list(flair.GetSize()), "model_grid_zyx": list(prep.flair.shape),
             "slices_run": int(prep.crop[0].stop - prep.crop[0].start),
@@ -116,6 +116,11 @@ def main() -> int:
                                                    "(default: the shipped weights)")
     p.add_argument("--batch", default=None, help="comma-separated slices per forward pass, each run in turn "
                                                  "(default: the node's)")
+    p.add_argument("--fuse", default=None, help="comma-separated on/off: BatchNorm folded into the convolutions "
+                                                "(ai.model.fuse_conv_bn), each run in turn (default: off, the node's)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the whole set of rows this many times, interleaved (on a noisy machine the "
+                        "rows then share its slow and quiet minutes), and print each row's median")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -129,18 +134,20 @@ def main() -> int:
     cases = ["phantom"] + (["real3d", "real2d"] if a.real else [])
     weights = a.weights.split(",") if a.weights else [None]
     batches = [int(x) for x in a.batch.split(",")] if a.batch else [None]
+    fuses = [{"on": True, "off": False}[x] for x in a.fuse.split(",")] if a.fuse else [False]
     t1s = [False] if a.no_t1 else [True, False]
     configs = []
-    for w, b, case, dev, t1 in itertools.product(weights, batches, cases, devices, t1s):
-        row = dict(case=case, device=dev, with_t1=t1, threads=a.threads, weights=w, batch=b)
+    for w, b, fu, case, dev, t1 in itertools.product(weights, batches, fuses, cases, devices, t1s):
+        row = dict(case=case, device=dev, with_t1=t1, threads=a.threads, weights=w, batch=b, fuse=fu)
         configs.append(dict(row, bf16=None, tta=True))
         if a.compare and dev == "cpu":
             configs += [dict(row, bf16=False, tta=tta) for tta in (True, False)]
-    print(f"{'weights':8} {'batch':5} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} "
+    print(f"{'weights':8} {'batch':5} {'fuse':4} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} "
           f"{'infer s':>8} {'post s':>7} "
           f"{'total s':>8} "
           f"{'peak RSS MB':>11}  grid")
-    for cfg in configs:
+    totals: dict[str, list[tuple[float, float]]] = {}
+    for cfg in configs * max(1, a.repeat):
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
         r = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
                            env=env, cwd=ROOT)
@@ -152,11 +159,24 @@ def main() -> int:
             print(f"{res['case']:8} skipped: {res['skipped']}")
             continue
         s = res["seconds"]
-        print(f"{res['weights']:8} {res['batch']:5} {res['case']:8} {res['device']:6} {'yes' if res['t1'] else 'no':3} "
+        print(f"{res['weights']:8} {res['batch']:5} {'on' if res['fused'] else 'off':4} {res['case']:8} "
+              f"{res['device']:6} {'yes' if res['t1'] else 'no':3} "
               f"{res['precision']:4} "
               f"{'on' if res['tta'] else 'off':3} "
               f"{s['preprocess']:7.2f} {s['inference']:8.2f} {s['postprocess']:7.2f} {s['total']:8.2f} "
               f"{res['peak_rss_mb']:11.0f}  {res['model_grid_zyx']} ({res['slices_run']} slices run)")
+        key = (f"{res['weights']:8} {res['batch']:5} {'on' if res['fused'] else 'off':4} {res['case']:8} "
+               f"{res['device']:6} {'yes' if res['t1'] else 'no':3} {res['precision']:4} "
+               f"{'on' if res['tta'] else 'off':3}")
+        totals.setdefault(key, []).append((s["inference"], s["total"]))
+    if a.repeat > 1:
+        import statistics
+
+        print(f"\nmedians over {a.repeat} interleaved runs: inference s, total s (min-max)")
+        for key, v in totals.items():
+            inf, tot = [x[0] for x in v], [x[1] for x in v]
+            print(f"{key}  {statistics.median(inf):8.2f} {statistics.median(tot):8.2f} "
+                  f"({min(tot):.2f}-{max(tot):.2f}, n={len(v)})")
     return 0
 
 

@@ -168,6 +168,29 @@ def test_fp32_channels_last_gives_the_default_layouts_result(phantom):
     assert abs(a.summary.total_volume_mm3 - b.summary.total_volume_mm3) <= 0.01 * b.summary.total_volume_mm3
 
 
+def test_batchnorm_folded_into_the_convolutions_gives_the_same_result(phantom):
+    """``Segmenter(fuse=True)`` folds each BatchNorm into its convolution (measured, not the
+    default); no BatchNorm is left, and the probabilities, lesions and location classes are
+    those of the model as trained. Folding a model in training mode is refused."""
+    import torch
+
+    from ai.model import UNet2D, fuse_conv_bn
+
+    ph, flair, t1 = phantom
+    fused = Segmenter(device="cpu", bf16=False, fuse=True)
+    plain = Segmenter(device="cpu", bf16=False)
+    assert fused.fused and not plain.fused
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.model.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules()) > 0
+    a, b = fused.segment(flair, t1), plain.segment(flair, t1)
+    assert np.abs(a.probability - b.probability).max() < 1e-3
+    assert a.summary.lesion_count == b.summary.lesion_count
+    assert abs(a.summary.total_volume_mm3 - b.summary.total_volume_mm3) <= 0.01 * b.summary.total_volume_mm3
+    assert [les.location for les in a.lesions] == [les.location for les in b.lesions]
+    with pytest.raises(ValueError, match="eval"):
+        fuse_conv_bn(UNet2D(base=4).train())
+
+
 def test_the_cpu_batch_size_changes_no_output(seg, phantom):
     """The CPU default runs 4 slices per forward pass (faster than 8 here: the model card's
     "Speed and memory"); every channel, lesion and anatomy, equals that of 8 slices at a time."""
