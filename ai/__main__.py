@@ -36,7 +36,8 @@ def _train(a: argparse.Namespace) -> int:
                  group_weights={k: float(v) for k, v in (kv.split("=") for kv in a.group_weights.split(",") if kv)},
                  lesion_fade=_fade(a.lesion_fade), lesion_dice=a.lesion_dice,
                  ignore_painted=a.ignore_painted, plane_thick=a.plane_thick,
-                 blob=a.blob, samseg=Path(a.samseg) if a.samseg else None)
+                 blob=a.blob, samseg=Path(a.samseg) if a.samseg else None,
+                 loss_channels=tuple(c for c in a.loss_channels.split(",") if c) if a.loss_channels else None)
     print(f"checkpoint: {ckpt}")
     if a.export:
         digest = export(ckpt, Path(a.export), {"command": " ".join(sys.argv)})
@@ -242,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="SAMSEG labels (DIR/<case>/seg.nii.gz, ai/recipes/samseg_anatomy.sh): the real cases' "
                         "brain, cortex and infratentorial targets (default: heuristics on patient19, none on "
                         "the clinical cases)")
+    t.add_argument("--loss-channels", default=None, metavar="NAME[,NAME...]",
+                   help="only these outputs count in the loss (e.g. lesion,ventricles: brain, cortex and "
+                        "infratentorial left to an anatomy head); default: every output")
     t.add_argument("--export", default=None, help="write shipped weights here after training")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=_train)

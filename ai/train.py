@@ -297,6 +297,18 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, lesion_d
     return les + 0.5 * per[1:].sum()
 
 
+def only_loss_channels(groups: dict[str, list[Volume]], loss_channels: tuple[str, ...]) -> None:
+    """Mark every output not in ``loss_channels`` unknown (``valid`` 0) on every volume of
+    ``groups``, in place, so that it counts in no loss (:func:`loss_fn`)."""
+    unknown = set(loss_channels) - set(OUTPUTS)
+    if unknown or not loss_channels:
+        raise ValueError(f"loss channels {sorted(unknown) or '(none)'} not among the outputs {OUTPUTS}")
+    off = [k for k, name in enumerate(OUTPUTS) if name not in loss_channels]
+    for vols in groups.values():
+        for v in vols:
+            v.valid[off] = 0.0
+
+
 def training_groups(held_out: frozenset[str], *, seed: int, n_phantoms: int, real_case: Path | None,
                     clinical: Path | None, mni_masks: Path | None, holdout_hemisphere: bool = False,
                     progress: bool = False, ignore_painted: bool = False,
@@ -321,7 +333,7 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
           group_weights: dict[str, float] | None = None,
           lesion_fade: tuple[float, float] = (0.0, 1.0), lesion_dice: str = "batch",
           ignore_painted: bool = False, plane_thick: float = 0.0, blob: float = 0.0,
-          samseg: Path | None = None) -> Path:
+          samseg: Path | None = None, loss_channels: tuple[str, ...] | None = None) -> Path:
     """Train and return the path of the final checkpoint (see module docstring).
 
     ``lesion_sampling='component'`` centres lesion crops on a uniformly drawn lesion component
@@ -348,6 +360,9 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     ``samseg``: SAMSEG's labels of the real cases (``ai/recipes/samseg_anatomy.sh``) become their
     brain, cortex and infratentorial targets (:func:`ai.data.with_samseg_anatomy`); None, the
     default, keeps the heuristics (patient19) and no anatomy target (clinical).
+    ``loss_channels``: only these outputs (:data:`ai.model.OUTPUTS`) count in the loss, the others
+    are marked unknown on every volume (e.g. ``("lesion", "ventricles")`` leaves brain, cortex and
+    infratentorial to an anatomy head); None, the default, counts every output.
     The config records the names of every real case trained on (``trained_on``).
     """
     from tqdm import tqdm
@@ -362,6 +377,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
     groups = training_groups(held_out, seed=seed, n_phantoms=n_phantoms, real_case=real_case, clinical=clinical,
                              mni_masks=mni_masks, holdout_hemisphere=holdout, progress=progress,
                              ignore_painted=ignore_painted, samseg=samseg)
+    if loss_channels is not None:
+        only_loss_channels(groups, loss_channels)
     real = groups["real3d"]
     trained_on = sorted(v.name for k in ("real3d", "clinical") for v in groups[k])
     log.info("training volumes: %s; held out: %s", {k: len(v) for k, v in groups.items()}, sorted(held_out))
@@ -407,7 +424,8 @@ def train(out: Path, iters: int = 3000, batch: int = 12, crop: int = 128, lr: fl
                   **({"ignore_painted": True} if ignore_painted and groups["masksynth"] else {}),
                   **({"plane_thick": plane_thick} if plane_thick > 0 else {}),
                   **({"blob": blob} if blob > 0 else {}),
-                  **({"samseg": str(samseg)} if samseg is not None else {}))
+                  **({"samseg": str(samseg)} if samseg is not None else {}),
+                  **({"loss_channels": list(loss_channels)} if loss_channels is not None else {}))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     scaler_ctx = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                   else torch.autocast("cpu", enabled=False))

@@ -271,3 +271,29 @@ def test_sampler_plane_thick_blurs_thin_volumes_in_plane_and_leaves_labels_and_s
     assert min(rp) > 0.8 and np.mean(rt) < 0.5 and max(rt) < 0.7
     clin = Sampler({"clinical": [vol(6.0)]}, seed=7, crop=64, plane_thick=1.0)
     assert min(anisotropy(clin._one()[0]) for _ in range(4)) > 0.8
+
+
+def test_loss_channels_leave_the_other_outputs_out_of_the_loss():
+    """``train --loss-channels lesion,ventricles``: brain, cortex and infratentorial count in no
+    loss (their targets may say anything), lesion and ventricles still do; an unknown name is
+    refused."""
+    import torch
+
+    from ai.model import OUTPUTS
+    from ai.train import loss_fn, only_loss_channels, phantom_volume
+
+    vol = phantom_volume(7)
+    only_loss_channels({"phantoms": [vol]}, ("lesion", "ventricles"))
+    assert vol.valid.tolist() == [float(n in ("lesion", "ventricles")) for n in OUTPUTS]
+    torch.manual_seed(0)
+    logits = torch.randn(2, len(OUTPUTS), 16, 16)
+    y = (torch.rand(2, len(OUTPUTS), 16, 16) > 0.5).float()
+    valid = torch.from_numpy(vol.valid).expand(2, -1)
+    base = loss_fn(logits, y, valid)
+    other = y.clone()
+    other[:, [OUTPUTS.index("brain"), OUTPUTS.index("cortex"), OUTPUTS.index("infratentorial")]] = 0
+    assert torch.allclose(loss_fn(logits, other, valid), base)
+    other[:, OUTPUTS.index("ventricles")] = 0
+    assert not torch.allclose(loss_fn(logits, other, valid), base)
+    with pytest.raises(ValueError, match="not among the outputs"):
+        only_loss_channels({"phantoms": [vol]}, ("lesion", "white matter"))
