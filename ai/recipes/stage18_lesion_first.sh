@@ -23,6 +23,10 @@
 #     patient19's cortex by fold A >= 0.509 (stage 16 - 0.05 each: the lesion channel comes first);
 #  5. final weights: the suite's floors; evaluate-change F1 >= 0.333 with no new lesion on the
 #     self and moved-self pairs; bench/inference.py within 3 GB and no slower than stage 16.
+# Measured (runs/l18): 2. fold A 0.389 / 0.470 (Dice fails), fold A' 0.794 / 0.544 (holds);
+# 3. mean F1 0.507, mean Dice 0.5915 (fails). Not adopted; the clinical folds were not trained.
+# Against c9 (0.401 / 0.433, 0.788 / 0.530) three of the four 3D figures rose, within one seed's
+# spread. Model card, "Variant s18".
 #   R=runs/l18 bash ai/recipes/stage18_lesion_first.sh        (STAGE=clinical for B and C)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
