@@ -159,15 +159,11 @@ def main() -> int:
             print(f"{res['case']:8} skipped: {res['skipped']}")
             continue
         s = res["seconds"]
-        print(f"{res['weights']:8} {res['batch']:5} {'on' if res['fused'] else 'off':4} {res['case']:8} "
-              f"{res['device']:6} {'yes' if res['t1'] else 'no':3} "
-              f"{res['precision']:4} "
-              f"{'on' if res['tta'] else 'off':3} "
-              f"{s['preprocess']:7.2f} {s['inference']:8.2f} {s['postprocess']:7.2f} {s['total']:8.2f} "
-              f"{res['peak_rss_mb']:11.0f}  {res['model_grid_zyx']} ({res['slices_run']} slices run)")
         key = (f"{res['weights']:8} {res['batch']:5} {'on' if res['fused'] else 'off':4} {res['case']:8} "
                f"{res['device']:6} {'yes' if res['t1'] else 'no':3} {res['precision']:4} "
                f"{'on' if res['tta'] else 'off':3}")
+        print(f"{key} {s['preprocess']:7.2f} {s['inference']:8.2f} {s['postprocess']:7.2f} {s['total']:8.2f} "
+              f"{res['peak_rss_mb']:11.0f}  {res['model_grid_zyx']} ({res['slices_run']} slices run)")
         totals.setdefault(key, []).append((s["inference"], s["total"]))
     if a.repeat > 1:
         import statistics
