@@ -172,17 +172,22 @@ def samseg_anatomy(seg: np.ndarray) -> dict[str, np.ndarray]:
 SAMSEG_CHANNELS: tuple[str, ...] = ("brain", "cortex", "infratentorial")
 
 
+def cortex_without_lesions(cortex: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """SAMSEG's cortex less a case's manual lesions and one voxel around them: SAMSEG without its
+    lesion mode labels some lesion voxels grey matter (boolean arrays on one grid)."""
+    return cortex & ~ndi.binary_dilation(lesion)
+
+
 def samseg_reference(case_dir: Path, seg_path: Path, grid: sitk.Image) -> np.ndarray:
     """SAMSEG's brain, cortex and infratentorial maps (:data:`SAMSEG_CHANNELS`) on a model grid,
-    uint8 (3, z, y, x); the cortex without the case's manual lesions and one voxel around them
-    (SAMSEG without its lesion mode labels some lesion voxels grey matter)."""
+    uint8 (3, z, y, x); the cortex without the case's manual lesions (:func:`cortex_without_lesions`)."""
     img = sitk.ReadImage(str(seg_path), sitk.sitkInt16)
     seg = sitk.GetArrayFromImage(sitk.Resample(img, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                                                sitk.sitkInt16))
     anat = samseg_anatomy(seg)
     les = case_dir / "lesion_mask.nii.gz"
     if les.exists():
-        anat["cortex"] = anat["cortex"] & ~ndi.binary_dilation(_on_grid(les, grid))
+        anat["cortex"] = cortex_without_lesions(anat["cortex"], _on_grid(les, grid))
     return np.stack([anat[k] for k in SAMSEG_CHANNELS]).astype(np.uint8)
 
 

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -113,7 +112,7 @@ def figure(path: Path, flair: sitk.Image, model_anat: dict, ref_anat: dict, titl
 def run(samseg: Path, weights: dict[str, Path], figure_case: tuple[str, Path] | None = None,
         contact_mm: float | None = None) -> dict:
     from ai.crossval import FOLDS
-    from ai.data import samseg_anatomy
+    from ai.data import cortex_without_lesions, samseg_anatomy
     from ai.infer import Segmenter
 
     segs: dict[str, Segmenter] = {}
@@ -158,9 +157,8 @@ def run(samseg: Path, weights: dict[str, Path], figure_case: tuple[str, Path] | 
                 row["pseudo_anatomy_dice_vs_samseg"] = pseudo_vs_samseg(case, seg_path)
             else:
                 lesion = _on(case / "lesion_mask.nii.gz", flair) > 0
-                # SAMSEG (without its lesion mode) labels some lesion voxels grey matter: the
-                # reference cortex leaves the manual lesions and a voxel around them out
-                ref_anat = dict(ref_anat, cortex=ref_anat["cortex"] & ~ndi.binary_dilation(lesion))
+                # the reference cortex leaves the manual lesions and a voxel around them out
+                ref_anat = dict(ref_anat, cortex=cortex_without_lesions(ref_anat["cortex"], lesion))
                 if manual_vent is not None:
                     ref_anat["ventricles"] = manual_vent  # the manual masks where they exist
                 pm = res.labels > 0
