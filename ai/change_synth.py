@@ -370,6 +370,8 @@ def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11, opts: Options
     rng = np.random.default_rng(seed)
     pairs: list[Pair] = []
     mpaths = sorted(Path(D.MNI_MASKS).glob("*_lesion_mask.nii.gz"))
+    # read once: on patient19's model grid for the mask pairs, on their own grid for the bank
+    mask_imgs = [sitk.ReadImage(str(p), sitk.sitkUInt8) for p in mpaths] if n_masks or n_clinical else []
     if n_masks and (Path(D.REAL_CASE) / "lesion_mask.nii.gz").exists() and len(mpaths) >= 2:
         base = D.real_case_volume(Path(D.REAL_CASE), holdout=False)
         brain, vent = base.labels[1] > 0, base.labels[2] > 0
@@ -378,7 +380,7 @@ def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11, opts: Options
         tissue = brain & ~ndi.binary_dilation(vent, iterations=1) & (f0 > 0.6)
         grid = base.grid
         assert grid is not None  # real_case_volume always sets it
-        masks = [D._on_grid(p, grid) for p in mpaths]
+        masks = [D._on_grid(img, grid) for img in mask_imgs]
         for _ in range(n_masks):
             i, j = rng.choice(len(masks), 2, replace=False)
             s = int(rng.choice([1, 2, 3, 3, 3, 4, 5]))
@@ -387,7 +389,7 @@ def synthetic_pairs(n_masks: int, n_clinical: int, seed: int = 11, opts: Options
                 pairs.append(p)
     if n_clinical:
         rng = np.random.default_rng(seed + 1)
-        bank = lesion_bank(load_mni_masks()) if mpaths else []
+        bank = lesion_bank([sitk.GetArrayFromImage(img) > 0 for img in mask_imgs]) if mask_imgs else []
         vols: list[tuple[str, np.ndarray, np.ndarray | None, float]] = []
         if Path(D.CLINICAL2D).is_dir():
             for d in sorted(Path(D.CLINICAL2D).iterdir()):

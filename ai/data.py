@@ -207,9 +207,11 @@ def with_samseg_anatomy(vol: Volume, case_dir: Path, samseg: Path | None) -> Vol
     return vol
 
 
-def _on_grid(path: Path, grid: sitk.Image) -> np.ndarray:
-    """A label image resampled (nearest) onto a model grid, as a boolean array."""
-    img = pp.to_canonical(sitk.ReadImage(str(path), sitk.sitkUInt8))
+def _on_grid(path: Path | sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """A label image (a file, or one already read as uint8) resampled (nearest) onto a model
+    grid, as a boolean array."""
+    src = path if isinstance(path, sitk.Image) else sitk.ReadImage(str(path), sitk.sitkUInt8)
+    img = pp.to_canonical(src)
     return sitk.GetArrayFromImage(pp.resample(img, _as_u8(grid), sitk.sitkNearestNeighbor)) > 0
 
 
