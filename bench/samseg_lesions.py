@@ -4,7 +4,7 @@ SAMSEG (FreeSurfer's contrast-adaptive whole-brain segmentation, PyPI ``samseg``
 lesion mode (``--lesion``, a lesion shape model that needs tensorflow). It is a training-time
 tool here, in its own environment (``.venv-train``), never needed by the node:
 ``ai/recipes/samseg_lesions.sh`` runs it (T1 + FLAIR, FLAIR lesions brighter than the cortex:
-``--lesion-mask-pattern 0 1``; about 25-45 min per case on one thread of this VM).
+``--lesion-mask-pattern 0 1``; 18-30 min per case on one thread of this VM).
 
 This script scores both on each labelled case that has SAMSEG's output, with the same metrics
 and lesion rules as ``python -m ai evaluate`` (lesions >= 3 voxels and >= 10 mm3, 26-connected;
