@@ -214,6 +214,17 @@ def _mean_over(results: dict, names: list[str], keys=("dice", "lesion_sensitivit
     return out
 
 
+def load_case(case_dir: Path) -> tuple[sitk.Image, sitk.Image | None, np.ndarray]:
+    """A labelled case folder's FLAIR, its T1 (None when absent) and its reference lesion mask on
+    the FLAIR grid (nearest; boolean z, y, x)."""
+    flair = sitk.ReadImage(str(case_dir / "FLAIR.nii.gz"), sitk.sitkFloat32)
+    t1p = case_dir / "T1.nii.gz"
+    t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
+    ref_img = pp.resample(sitk.ReadImage(str(case_dir / "lesion_mask.nii.gz"), sitk.sitkUInt8), flair,
+                          sitk.sitkNearestNeighbor)
+    return flair, t1, sitk.GetArrayFromImage(ref_img) > 0
+
+
 def evaluate(cases_dir: Path, weights=None, plots: Path | None = None, threshold: float = 0.5,
              device: str = "auto", tta: bool = True, bf16: bool | None = None, baseline: bool = False,
              only: set[str] | None = None, grow: float | None = THIN_SLICE_GROW) -> dict:
@@ -244,11 +255,7 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
     pv_check = np.zeros((2, 2), int)  # predicted lesions: [periventricular by true ventricles][by predicted]
     shares = {"pred": dict.fromkeys(LOCATIONS, 0), "ref": dict.fromkeys(LOCATIONS, 0)}
     for d in cases:
-        flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
-        t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
-        ref_img = sitk.ReadImage(str(d / "lesion_mask.nii.gz"), sitk.sitkUInt8)
-        ref_img = pp.resample(ref_img, flair, sitk.sitkNearestNeighbor)
-        ref = sitk.GetArrayFromImage(ref_img) > 0
+        flair, t1, ref = load_case(d)
         res, anatomy = seg.segment_with_maps(flair, t1, threshold=threshold, grow=grow)
         prob = res.probability
         sp = flair.GetSpacing()[::-1]

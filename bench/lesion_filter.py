@@ -102,6 +102,7 @@ def collect(out: Path, weights: dict[str, Path]) -> None:
 
     from ai import preprocess as pp
     from ai.crossval import FOLDS
+    from ai.evaluate import load_case
     from ai.infer import Segmenter
     from ai.lesions import components, lesion_mask
     from ai.types import THIN_SLICE_GROW
@@ -112,10 +113,7 @@ def collect(out: Path, weights: dict[str, Path]) -> None:
     segs: dict = {}
     for fold, d in jobs:
         seg = segs.setdefault(fold, Segmenter(weights[fold]))
-        flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
-        t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
-        ref = sitk.GetArrayFromImage(pp.resample(sitk.ReadImage(str(d / "lesion_mask.nii.gz"), sitk.sitkUInt8),
-                                                 flair, sitk.sitkNearestNeighbor)) > 0
+        flair, t1, ref = load_case(d)
         res, anatomy = seg.segment_with_maps(flair, t1)
         sp = flair.GetSpacing()[::-1]
         pl, npred = components(lesion_mask(res.probability, sp, 0.5, THIN_SLICE_GROW), sp, 3, 10.0)

@@ -17,12 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from ai import preprocess as pp
 from ai.crossval import FOLDS
-from ai.evaluate import case_metrics
+from ai.evaluate import case_metrics, load_case
 from ai.infer import Segmenter
 from ai.lesions import STRUCT26, components
 
@@ -85,12 +83,9 @@ def predict(weights: dict[str, Path]) -> dict[str, dict]:
         for d in FOLDS[fold]:
             if not (d / "lesion_mask.nii.gz").exists():
                 continue
-            flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
-            t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
-            ref_img = pp.resample(sitk.ReadImage(str(d / "lesion_mask.nii.gz"), sitk.sitkUInt8), flair,
-                                  sitk.sitkNearestNeighbor)
+            flair, t1, ref = load_case(d)
             res = seg.segment(flair, t1)
-            out[d.name] = {"fold": fold, "prob": res.probability, "ref": sitk.GetArrayFromImage(ref_img) > 0,
+            out[d.name] = {"fold": fold, "prob": res.probability, "ref": ref,
                            "sp": tuple(flair.GetSpacing()[::-1])}
     return out
 

@@ -36,17 +36,15 @@ def samseg_lesion_mask(seg_path: Path, flair):
     """SAMSEG's lesion label on the FLAIR grid (boolean z, y, x)."""
     import SimpleITK as sitk
 
-    seg = sitk.ReadImage(str(seg_path), sitk.sitkInt16)
-    on = sitk.Resample(seg, flair, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkInt16)
+    from ai import preprocess as pp
+
+    on = pp.resample(sitk.ReadImage(str(seg_path), sitk.sitkInt16), flair, sitk.sitkNearestNeighbor)
     return sitk.GetArrayFromImage(on) == SAMSEG_LESION
 
 
 def run(samseg: Path) -> dict:
-    import SimpleITK as sitk
-
-    from ai import preprocess as pp
     from ai.crossval import FOLDS
-    from ai.evaluate import case_metrics
+    from ai.evaluate import case_metrics, load_case
     from ai.infer import Segmenter
     from ai.types import THIN_SLICE_GROW
 
@@ -60,10 +58,7 @@ def run(samseg: Path) -> dict:
         if not seg_path.exists():
             print(f"{d.name}: no SAMSEG lesion output at {seg_path} (ai/recipes/samseg_lesions.sh); skipped")
             continue
-        flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
-        t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
-        ref = sitk.GetArrayFromImage(pp.resample(sitk.ReadImage(str(d / "lesion_mask.nii.gz"), sitk.sitkUInt8),
-                                                 flair, sitk.sitkNearestNeighbor)) > 0
+        flair, t1, ref = load_case(d)
         sp = flair.GetSpacing()[::-1]
         sam = samseg_lesion_mask(seg_path, flair)
         row = {"samseg": {k: case_metrics(sam.astype(np.float32), ref, sp, 0.5, by_size=True)[k]

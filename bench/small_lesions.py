@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from ai import preprocess as pp  # noqa: E402
 from ai.data import REAL_CASE  # noqa: E402
-from ai.evaluate import _class_of  # noqa: E402
+from ai.evaluate import _class_of, load_case  # noqa: E402
 from ai.infer import Segmenter  # noqa: E402
 from ai.lesions import components  # noqa: E402
 
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (case / "lesion_mask.nii.gz").exists():
         print(f"no labelled case at {case} (../shared absent?)")
         return 1
-    flair_img = sitk.ReadImage(str(case / "FLAIR.nii.gz"), sitk.sitkFloat32)
-    t1_img = sitk.ReadImage(str(case / "T1.nii.gz"), sitk.sitkFloat32) if (case / "T1.nii.gz").exists() else None
-    ref_img = pp.resample(sitk.ReadImage(str(case / "lesion_mask.nii.gz"), sitk.sitkUInt8), flair_img,
-                          sitk.sitkNearestNeighbor)
-    ref = sitk.GetArrayFromImage(ref_img) > 0
+    flair_img, t1_img, ref = load_case(case)
     sp = flair_img.GetSpacing()[::-1]
     ref_lab, n_ref = components(ref, sp)
     prep = pp.prepare(flair_img, t1_img)
