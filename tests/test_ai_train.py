@@ -1,6 +1,7 @@
 """Training smoke run: a few steps on a phantom, checkpoint, resume, export, load the export."""
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -8,9 +9,20 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from ai.data import phantom_volume
 from ai.infer import Segmenter
 from ai.synth import make_phantom
 from ai.train import export, train
+
+#: the training runs below draw their crops from seeded phantoms, each 10-15 s to make on 2 cores;
+#: a seed's phantom is made once in this module and handed to every run that asks for that seed
+#: (training only reads it: the determinism test below would see a changed one)
+_phantom_once = functools.cache(phantom_volume)
+
+
+@pytest.fixture(autouse=True)
+def _phantoms_made_once(monkeypatch):
+    monkeypatch.setattr("ai.train.phantom_volume", _phantom_once)
 
 
 def test_phantom_generator_is_seeded_and_labels_are_consistent():
