@@ -1,17 +1,11 @@
 """bench/lesion_filter.py: the per-lesion features and the filter, on arrays with known answers."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from bench_script import load
 
-spec = importlib.util.spec_from_file_location("lesion_filter", Path(__file__).resolve().parents[1] / "bench"
-                                              / "lesion_filter.py")
-assert spec and spec.loader
-lf = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lf)
+lf = load("lesion_filter")
 
 
 def _scene():

@@ -2,16 +2,10 @@
 ratings with known answers."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_script import load
 
-spec = importlib.util.spec_from_file_location("pv_thick", Path(__file__).resolve().parents[1] / "bench"
-                                              / "pv_thick.py")
-assert spec and spec.loader
-pv = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pv)
+pv = load("pv_thick")
 
 
 def test_kappa_is_one_for_agreement_zero_for_chance_and_negative_against():

@@ -1,17 +1,11 @@
 """bench/samseg_lesions.py: SAMSEG's lesion label lands on the FLAIR grid where it lies in space."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import SimpleITK as sitk
+from bench_script import load
 
-spec = importlib.util.spec_from_file_location("samseg_lesions", Path(__file__).resolve().parents[1] / "bench"
-                                              / "samseg_lesions.py")
-assert spec and spec.loader
-sl = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sl)
+sl = load("samseg_lesions")
 
 
 def test_lesion_label_is_resampled_onto_the_flair_grid(tmp_path):

@@ -3,21 +3,15 @@ only for that study; the trained statistics come back afterwards, and alpha 1 is
 inference."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
+from bench_script import load
 
 from ai import preprocess as pp
 from ai.infer import Segmenter
 from ai.synth import corrupt, make_phantom
 
-spec = importlib.util.spec_from_file_location("test_time_bn", Path(__file__).resolve().parents[1] / "bench"
-                                              / "test_time_bn.py")
-assert spec and spec.loader
-tbn = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tbn)
+tbn = load("test_time_bn")
 
 
 def _bn_buffers(seg) -> list[torch.Tensor]:
