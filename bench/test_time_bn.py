@@ -5,10 +5,12 @@ another site may sit elsewhere in feature space (the 3D site under-calls: fold A
 sensitivity 0.33 against PPV 0.89). Here, per study and before the node's usual inference, the
 network runs once with its BatchNorms in train mode (cumulative averages) over at most
 ``--slices`` evenly spaced axial slices of the study's head crop (no mirror images), and each
-BatchNorm's running mean and variance become ``alpha * trained + (1 - alpha) * study``. No
-weight changes and nothing is trained; the study's own slices are all it sees.
+BatchNorm's running mean and variance become ``alpha * trained + (1 - alpha) * study``
+(variant tbn20). Setting ``rel`` (variant tbn20b) keeps the trained statistics and shifts them by
+how the study differs from the real studies the file trained on, measured the same way
+(:func:`reference_cases`). No weight changes and nothing is trained.
 
-    python bench/test_time_bn.py --alpha 0,0.5 --json runs/tbn/tbn.json [--what folds,change]
+    python bench/test_time_bn.py --alpha 0,0.5,rel --json runs/tbn/tbn.json [--what folds,change]
 
 ``folds``: the shipped fold files on the cases they never saw (clinical folds B and C through
 ``ai.crossval``; folds A and A' on patient19 through ``ai.evaluate``), node defaults otherwise
@@ -16,7 +18,7 @@ weight changes and nothing is trained; the study's own slices are all it sees.
 (``ai.change_eval``, shipped weights). Each setting is printed beside the shipped inference
 (``alpha`` 1 is the shipped model: its statistics are kept).
 
-The adoption rule was written before anything was scored (model card, "Variant tbn20").
+The adoption rules were written before each was scored (model card, "Variants tbn20 and tbn20b").
 """
 from __future__ import annotations
 
@@ -40,31 +42,48 @@ SHARED = ROOT.parent / "shared" / "data" / "ms"
 FOLDS = ROOT / "ai" / "weights" / "folds"
 
 
+def reference_cases(weights: Path) -> list[Path]:
+    """The real studies a file trained on, whose statistics variant tbn20b measures the scored
+    study against (``runs/tbn/CRITERION_b.txt``)."""
+    from ai.crossval import FOLDS as CASES
+
+    clinical = list(CASES["B"]) + list(CASES["C"])
+    p19 = list(CASES["A"])
+    return {"foldA.pt": clinical, "foldA_prime.pt": clinical + p19, "foldB.pt": list(CASES["C"]) + p19,
+            "foldC.pt": list(CASES["B"]) + p19}.get(Path(weights).name, clinical + p19)
+
+
 class AdaptiveSegmenter(Segmenter):
-    """A :class:`~ai.infer.Segmenter` whose BatchNorm statistics are re-estimated on each study
-    (``alpha`` 1: the trained statistics, the shipped behaviour)."""
+    """A :class:`~ai.infer.Segmenter` whose BatchNorm statistics are re-estimated on each study.
+
+    ``alpha``: the trained statistics' share (1: the shipped behaviour). ``relative`` (variant
+    tbn20b): instead, shift the trained statistics by how the study's differ from those of the
+    real studies the file trained on (:func:`reference_cases`), all measured the same way:
+    mean_trained + (mean_study - mean_ref), var_trained * var_study / var_ref."""
 
     #: studies adapted by any instance (the report shows the patched evaluation really used it)
     studies_adapted = 0
 
-    def __init__(self, *args, alpha: float = 0.0, slices: int = 32, **kw):
+    def __init__(self, *args, alpha: float = 0.0, slices: int = 32, relative: bool = False, **kw):
         super().__init__(*args, **kw)
         if self.fused:
             raise ValueError("test-time BatchNorm statistics need the BatchNorms unfused")
         self.alpha = float(alpha)
         self.slices = int(slices)
         self.adapt_s: list[float] = []
+        self.bns = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        self.reference: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if relative:
+            self.reference = self.reference_statistics(reference_cases(self.weights))
 
-    def predict_grid(self, prep: pp.Prepared) -> np.ndarray:
-        if self.alpha >= 1.0:
-            return super().predict_grid(prep)
-        t0 = time.perf_counter()
-        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in bns]
+    def study_statistics(self, prep: pp.Prepared) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each BatchNorm's (mean, variance) over at most ``slices`` evenly spaced slices of the
+        study's head crop, in train mode (cumulative); the trained statistics are left as they were."""
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in self.bns]
         x = slice_input(prep, self.context, 2 ** self.model.depth)
         z = x.shape[0]
         idx = np.unique(np.linspace(0, z - 1, min(z, self.slices)).round().astype(int))
-        for m in bns:
+        for m in self.bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
             m.train()
@@ -75,29 +94,59 @@ class AdaptiveSegmenter(Segmenter):
                     if self.channels_last:
                         xb = xb.contiguous(memory_format=torch.channels_last)
                     self.model(xb)
-            for m, (rm, rv, mom) in zip(bns, saved, strict=True):
-                m.running_mean.mul_(1.0 - self.alpha).add_(self.alpha * rm)
-                m.running_var.mul_(1.0 - self.alpha).add_(self.alpha * rv)
-                m.momentum = mom
-                m.eval()
+            return [(m.running_mean.clone(), m.running_var.clone()) for m in self.bns]
+        finally:
+            self._restore(saved)
+
+    def reference_statistics(self, cases: list[Path]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`study_statistics` averaged over labelled case folders (FLAIR, optional T1)."""
+        import SimpleITK as sitk
+
+        stats = []
+        for d in cases:
+            flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
+            t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
+            stats.append(self.study_statistics(pp.prepare(flair, t1)))
+        return [(torch.stack([s[k][0] for s in stats]).mean(0), torch.stack([s[k][1] for s in stats]).mean(0))
+                for k in range(len(self.bns))]
+
+    def _restore(self, saved) -> None:
+        for m, (rm, rv, mom) in zip(self.bns, saved, strict=True):
+            m.running_mean.copy_(rm)
+            m.running_var.copy_(rv)
+            m.momentum = mom
+            m.eval()
+
+    def predict_grid(self, prep: pp.Prepared) -> np.ndarray:
+        if self.alpha >= 1.0 and self.reference is None:
+            return super().predict_grid(prep)
+        t0 = time.perf_counter()
+        study = self.study_statistics(prep)
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in self.bns]
+        try:
+            for k, (m, (mean_s, var_s)) in enumerate(zip(self.bns, study, strict=True)):
+                if self.reference is None:
+                    m.running_mean.mul_(self.alpha).add_((1.0 - self.alpha) * mean_s)
+                    m.running_var.mul_(self.alpha).add_((1.0 - self.alpha) * var_s)
+                else:
+                    mean_r, var_r = self.reference[k]
+                    m.running_mean.add_(mean_s - mean_r)
+                    m.running_var.mul_(var_s / var_r.clamp_min(1e-6))
             self.adapt_s.append(time.perf_counter() - t0)
             AdaptiveSegmenter.studies_adapted += 1
             return super().predict_grid(prep)
         finally:
-            for m, (rm, rv, mom) in zip(bns, saved, strict=True):
-                m.running_mean.copy_(rm)
-                m.running_var.copy_(rv)
-                m.momentum = mom
-                m.eval()
+            self._restore(saved)
 
 
-def _patched(alpha: float, slices: int):
+def _patched(setting: str, slices: int):
     """Make ``ai.evaluate`` and ``ai.change_eval`` build :class:`AdaptiveSegmenter` (the latter
-    imports ``Segmenter`` from ``ai.infer`` when it runs)."""
+    imports ``Segmenter`` from ``ai.infer`` when it runs); ``setting``: an alpha, or ``rel``."""
     import ai.evaluate
     import ai.infer
 
-    factory = functools.partial(AdaptiveSegmenter, alpha=alpha, slices=slices)
+    kw = {"relative": True} if setting == "rel" else {"alpha": float(setting)}
+    factory = functools.partial(AdaptiveSegmenter, slices=slices, **kw)
     ai.evaluate.Segmenter = factory  # type: ignore[misc]
     ai.infer.Segmenter = factory  # type: ignore[misc]
 
@@ -108,11 +157,11 @@ def _summary(u: dict) -> dict:
     return {k: u.get(k) for k in keys if k in u}
 
 
-def run_folds(alpha: float, slices: int) -> dict:
+def run_folds(setting: str, slices: int) -> dict:
     from ai.crossval import crossval
     from ai.evaluate import evaluate_cases
 
-    _patched(alpha, slices)
+    _patched(setting, slices)
     n0 = AdaptiveSegmenter.studies_adapted
     out: dict = {}
     p19 = SHARED / "cross_sectional" / "patient19"
@@ -128,10 +177,10 @@ def run_folds(alpha: float, slices: int) -> dict:
     return out
 
 
-def run_change(alpha: float, slices: int) -> dict:
+def run_change(setting: str, slices: int) -> dict:
     from ai.change_eval import evaluate_pairs
 
-    _patched(alpha, slices)
+    _patched(setting, slices)
     n0 = AdaptiveSegmenter.studies_adapted
     res = evaluate_pairs(SHARED / "longitudinal", device="cpu")
     o = res["overall"]
@@ -144,7 +193,8 @@ def run_change(alpha: float, slices: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--alpha", default="0,0.5", help="comma-separated; 1 = the shipped statistics")
+    ap.add_argument("--alpha", default="0,0.5",
+                    help="comma-separated settings: an alpha (1 = the shipped statistics) or rel (tbn20b)")
     ap.add_argument("--slices", type=int, default=32)
     ap.add_argument("--what", default="folds,change")
     ap.add_argument("--json", type=Path)
@@ -153,7 +203,7 @@ def main(argv=None) -> int:
         print(f"{SHARED} not found", file=sys.stderr)
         return 2
     res: dict = {"slices": a.slices, "settings": {}}
-    for alpha in (float(v) for v in a.alpha.split(",")):
+    for alpha in a.alpha.split(","):
         r: dict = {}
         if "folds" in a.what:
             r["folds"] = run_folds(alpha, a.slices)
@@ -166,7 +216,7 @@ def main(argv=None) -> int:
         if "change" in a.what:
             r["change"] = run_change(alpha, a.slices)
             print(f"alpha {alpha}: change {r['change']}", flush=True)
-        res["settings"][str(alpha)] = r
+        res["settings"][alpha] = r
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(res, indent=1))

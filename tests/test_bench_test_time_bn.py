@@ -45,3 +45,18 @@ def test_study_statistics_change_the_output_and_the_trained_ones_come_back():
     half = tbn.AdaptiveSegmenter(device="cpu", bf16=False, alpha=0.5, slices=8).predict_grid(prep)
     d_full, d_half = np.abs(adapted - shipped).mean(), np.abs(half - shipped).mean()
     assert 0 < d_half < d_full
+
+
+def test_relative_statistics_leave_a_study_like_the_reference_as_shipped():
+    """Variant tbn20b shifts the trained statistics by how a study differs from the reference
+    studies: a study measured against itself gets the trained statistics back, so the shipped
+    output; against a reference that differs from it the output moves."""
+    ph = make_phantom(8, shape=(40, 128, 112), n_lesions=6)
+    rng = np.random.default_rng(8)
+    prep = pp.prepare(ph.image(corrupt(ph.flair, rng)), None)
+    shipped = Segmenter(device="cpu", bf16=False).predict_grid(prep)
+    seg = tbn.AdaptiveSegmenter(device="cpu", bf16=False, slices=8)
+    seg.reference = seg.study_statistics(prep)
+    assert np.abs(seg.predict_grid(prep) - shipped).max() < 1e-4
+    seg.reference = [(m + 0.5, v * 2.0) for m, v in seg.study_statistics(prep)]
+    assert np.abs(seg.predict_grid(prep) - shipped).max() > 1e-3
