@@ -20,9 +20,15 @@ from ai.train import export, train
 _phantom_once = functools.cache(phantom_volume)
 
 
+@pytest.fixture(scope="module")
+def _phantom_cache():
+    yield _phantom_once
+    _phantom_once.cache_clear()  # ~70 MB a phantom: not kept for the rest of the worker's tests
+
+
 @pytest.fixture(autouse=True)
-def _phantoms_made_once(monkeypatch):
-    monkeypatch.setattr("ai.train.phantom_volume", _phantom_once)
+def _phantoms_made_once(monkeypatch, _phantom_cache):
+    monkeypatch.setattr("ai.train.phantom_volume", _phantom_cache)
 
 
 def test_phantom_generator_is_seeded_and_labels_are_consistent():
