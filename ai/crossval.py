@@ -19,6 +19,7 @@ import numpy as np
 
 from ai.data import CLINICAL2D, REAL_CASE
 from ai.evaluate import _mean_over, evaluate_cases, format_by_size, pool_by_size, trained_cases
+from ai.lesions import LOW_CONFIDENCE
 from ai.types import THIN_SLICE_GROW
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,12 @@ def crossval(weights: dict[str, Path], threshold: float = 0.5, tta: bool = True,
 CONF_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 
 
-def confidence_table(pred_lesions: list) -> dict:
+def confidence_table(pred_lesions: list, node_cut: float = LOW_CONFIDENCE) -> dict:
     """Predicted lesions ``[mean_p, max_p, true]`` by mean-probability bin: how many, how many
-    overlap a reference lesion; and the cut below which predicted lesions are more often false
-    than true (cumulative PPV under 0.5), the basis of :data:`ai.lesions.LOW_CONFIDENCE`."""
+    overlap a reference lesion; the cut below which predicted lesions are more often false than
+    true (cumulative PPV under 0.5; 0.0 when there is none); and how many are true below and at
+    or above the node's low-confidence cut (:data:`ai.lesions.LOW_CONFIDENCE`), what that flag
+    tells a reader."""
     a = np.array([[p[0], float(p[2])] for p in pred_lesions]) if pred_lesions else np.zeros((0, 2))
     rows = []
     for lo, hi in zip(CONF_EDGES[:-1], CONF_EDGES[1:], strict=False):
@@ -107,7 +110,14 @@ def confidence_table(pred_lesions: list) -> dict:
         below = a[:, 0] < e
         if below.any() and a[below, 1].mean() < 0.5:
             cut = e
-    return {"bins": rows, "cut_below_which_most_are_false": cut}
+    low = a[:, 0] < node_cut
+
+    def side(sel: np.ndarray) -> dict:
+        n, tp = int(sel.sum()), int(a[sel, 1].sum())
+        return {"n": n, "true": tp, "ppv": tp / n if n else None}
+
+    return {"bins": rows, "cut_below_which_most_are_false": cut,
+            "node_cut": {"cut": node_cut, "below": side(low), "at_or_above": side(~low)}}
 
 
 def print_report(res: dict) -> None:
@@ -124,7 +134,15 @@ def print_report(res: dict) -> None:
         print(f"  predicted lesions with mean probability {lo:.1f}-{hi:.1f}: {r['n']:4d}, true {r['true']:4d}, "
               f"PPV {ppv}")
     cut = res["confidence"]["cut_below_which_most_are_false"]
-    print(f"  low-confidence cut (cumulative PPV < 0.5 below it): {cut}")
+    print(f"  low-confidence cut (cumulative PPV < 0.5 below it): {cut if cut else 'none'}")
+    nc = res["confidence"]["node_cut"]
+
+    def ppv(d: dict) -> str:
+        return "-" if d["ppv"] is None else f"{d['ppv']:.2f}"
+
+    print(f"  the node's cut {nc['cut']}: below it {nc['below']['true']} of {nc['below']['n']} true "
+          f"(PPV {ppv(nc['below'])}), at or above {nc['at_or_above']['true']} of {nc['at_or_above']['n']} "
+          f"(PPV {ppv(nc['at_or_above'])})")
     for s, u in res["by_site"].items():
         b = res["baseline_by_site"][s]
         print(f"{s}: {u['n_cases']} cases, mean dice {u['dice']:.3f}, lesion F1 {u['lesion_f1']:.3f}, "

@@ -39,11 +39,12 @@ STRUCT26 = np.ones((3, 3, 3), bool)
 #: the location rules' "touches" (:func:`contact_structure`) reaches the next voxel along an axis
 #: only where that axis's spacing is at most this (mm)
 CONTACT_MM = 3.0
-#: a lesion whose mean probability is below this is reported as low confidence: in the
-#: cross-patient folds on the 10 clinical 2D patients (weights of stage 13), 18 of the 37 predicted
-#: lesions with a mean probability under 0.7 overlapped a reference lesion (PPV 0.49), 70 of 123
-#: under 0.8 (0.57), 179 of 207 above 0.8 (model card, "Confidence"; stages 9-12 gave 0.7 too,
-#: stage 8 0.8)
+#: a lesion whose mean probability is below this is reported as low confidence: the least reliable
+#: lesions. Cross-patient folds of the shipped stage-16 files: on the 10 clinical 2D patients 25 of
+#: the 44 predicted lesions under 0.7 overlap a reference lesion (PPV 0.57) against 221 of 274 at
+#: or above (0.81); on patient19 (fold A') 4 of 13 (0.31) against 31 of 45 (0.69). Chosen with
+#: stage 13, where fewer than half of those under 0.7 were true (18 of 37; stages 9-12 gave 0.7
+#: too, stage 8 0.8); ``crossval`` prints both sides of it (model card, "Confidence")
 LOW_CONFIDENCE = 0.7
 
 

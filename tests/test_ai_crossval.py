@@ -30,3 +30,8 @@ def test_confidence_table_and_cut():
     # below 0.7: 1 of 4 true -> most are false; below 0.8: 2 of 5 -> still; below 0.9: 3 of 6 -> not
     assert t["cut_below_which_most_are_false"] == 0.8
     assert confidence_table([])["cut_below_which_most_are_false"] == 0.0
+    # what the node's flag (0.7) says of these lesions: 1 of 4 below it true, 3 of 3 above
+    nc = t["node_cut"]
+    assert nc["cut"] == 0.7 and (nc["below"]["n"], nc["below"]["true"]) == (4, 1)
+    assert (nc["at_or_above"]["n"], nc["at_or_above"]["true"], nc["at_or_above"]["ppv"]) == (3, 3, 1.0)
+    assert confidence_table([])["node_cut"]["below"] == {"n": 0, "true": 0, "ppv": None}
