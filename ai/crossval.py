@@ -120,6 +120,10 @@ def confidence_table(pred_lesions: list, node_cut: float = LOW_CONFIDENCE) -> di
             "node_cut": {"cut": node_cut, "below": side(low), "at_or_above": side(~low)}}
 
 
+def _ppv(row: dict) -> str:
+    return "-" if row["ppv"] is None else f"{row['ppv']:.2f}"
+
+
 def print_report(res: dict) -> None:
     """The per-case and per-site table a person reads."""
     print(f"{'case':14} {'fold':4} {'site':34} {'dice':>5} {'sens':>5} {'ppv':>5} {'F1':>5} "
@@ -130,19 +134,14 @@ def print_report(res: dict) -> None:
               f"{m['baseline']['lesion_f1']:7.3f}")
     for r in res["confidence"]["bins"]:
         lo, hi = r["mean_probability"]
-        ppv = "-" if r["ppv"] is None else f"{r['ppv']:.2f}"
         print(f"  predicted lesions with mean probability {lo:.1f}-{hi:.1f}: {r['n']:4d}, true {r['true']:4d}, "
-              f"PPV {ppv}")
+              f"PPV {_ppv(r)}")
     cut = res["confidence"]["cut_below_which_most_are_false"]
     print(f"  low-confidence cut (cumulative PPV < 0.5 below it): {cut if cut else 'none'}")
     nc = res["confidence"]["node_cut"]
-
-    def ppv(d: dict) -> str:
-        return "-" if d["ppv"] is None else f"{d['ppv']:.2f}"
-
     print(f"  the node's cut {nc['cut']}: below it {nc['below']['true']} of {nc['below']['n']} true "
-          f"(PPV {ppv(nc['below'])}), at or above {nc['at_or_above']['true']} of {nc['at_or_above']['n']} "
-          f"(PPV {ppv(nc['at_or_above'])})")
+          f"(PPV {_ppv(nc['below'])}), at or above {nc['at_or_above']['true']} of {nc['at_or_above']['n']} "
+          f"(PPV {_ppv(nc['at_or_above'])})")
     for s, u in res["by_site"].items():
         b = res["baseline_by_site"][s]
         print(f"{s}: {u['n_cases']} cases, mean dice {u['dice']:.3f}, lesion F1 {u['lesion_f1']:.3f}, "
