@@ -102,22 +102,22 @@ def confidence_table(pred_lesions: list, node_cut: float = LOW_CONFIDENCE) -> di
     a = np.array([[p[0], float(p[2])] for p in pred_lesions]) if pred_lesions else np.zeros((0, 2))
     rows = []
     for lo, hi in zip(CONF_EDGES[:-1], CONF_EDGES[1:], strict=False):
-        sel = (a[:, 0] >= lo) & (a[:, 0] < hi)
-        n, tp = int(sel.sum()), int(a[sel, 1].sum())
-        rows.append({"mean_probability": [lo, min(hi, 1.0)], "n": n, "true": tp, "ppv": tp / n if n else None})
+        rows.append({"mean_probability": [lo, min(hi, 1.0)], **_count(a, (a[:, 0] >= lo) & (a[:, 0] < hi))})
     cut = 0.0
     for e in CONF_EDGES[1:-1]:
         below = a[:, 0] < e
         if below.any() and a[below, 1].mean() < 0.5:
             cut = e
     low = a[:, 0] < node_cut
-
-    def side(sel: np.ndarray) -> dict:
-        n, tp = int(sel.sum()), int(a[sel, 1].sum())
-        return {"n": n, "true": tp, "ppv": tp / n if n else None}
-
     return {"bins": rows, "cut_below_which_most_are_false": cut,
-            "node_cut": {"cut": node_cut, "below": side(low), "at_or_above": side(~low)}}
+            "node_cut": {"cut": node_cut, "below": _count(a, low), "at_or_above": _count(a, ~low)}}
+
+
+def _count(a: np.ndarray, sel: np.ndarray) -> dict:
+    """Of the lesions ``a`` (rows: mean probability, true) selected by ``sel``: how many, how many
+    true, and the PPV (None when none)."""
+    n, tp = int(sel.sum()), int(a[sel, 1].sum())
+    return {"n": n, "true": tp, "ppv": tp / n if n else None}
 
 
 def _ppv(row: dict) -> str:

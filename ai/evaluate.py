@@ -214,15 +214,24 @@ def _mean_over(results: dict, names: list[str], keys=("dice", "lesion_sensitivit
     return out
 
 
-def load_case(case_dir: Path) -> tuple[sitk.Image, sitk.Image | None, np.ndarray]:
-    """A labelled case folder's FLAIR, its T1 (None when absent) and its reference lesion mask on
-    the FLAIR grid (nearest; boolean z, y, x)."""
+def load_study(case_dir: Path) -> tuple[sitk.Image, sitk.Image | None]:
+    """A case folder's FLAIR and its T1 (None when absent), float32."""
     flair = sitk.ReadImage(str(case_dir / "FLAIR.nii.gz"), sitk.sitkFloat32)
     t1p = case_dir / "T1.nii.gz"
-    t1 = sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
-    ref_img = pp.resample(sitk.ReadImage(str(case_dir / "lesion_mask.nii.gz"), sitk.sitkUInt8), flair,
-                          sitk.sitkNearestNeighbor)
-    return flair, t1, sitk.GetArrayFromImage(ref_img) > 0
+    return flair, sitk.ReadImage(str(t1p), sitk.sitkFloat32) if t1p.exists() else None
+
+
+def mask_on_flair(path: Path, flair: sitk.Image) -> np.ndarray:
+    """A label mask file on the FLAIR grid (nearest; boolean z, y, x)."""
+    return sitk.GetArrayFromImage(pp.resample(sitk.ReadImage(str(path), sitk.sitkUInt8), flair,
+                                              sitk.sitkNearestNeighbor)) > 0
+
+
+def load_case(case_dir: Path) -> tuple[sitk.Image, sitk.Image | None, np.ndarray]:
+    """A labelled case folder's FLAIR, its T1 (None when absent) and its reference lesion mask on
+    the FLAIR grid (:func:`mask_on_flair`)."""
+    flair, t1 = load_study(case_dir)
+    return flair, t1, mask_on_flair(case_dir / "lesion_mask.nii.gz", flair)
 
 
 def evaluate(cases_dir: Path, weights=None, plots: Path | None = None, threshold: float = 0.5,
@@ -285,9 +294,7 @@ def evaluate_cases(cases: list[Path], weights=None, plots: Path | None = None, t
         m["curves"] = curves[d.name]
         true_vent = None
         if (d / "ventricle_mask.nii.gz").exists():
-            vimg = pp.resample(sitk.ReadImage(str(d / "ventricle_mask.nii.gz"), sitk.sitkUInt8), flair,
-                               sitk.sitkNearestNeighbor)
-            true_vent = sitk.GetArrayFromImage(vimg) > 0
+            true_vent = mask_on_flair(d / "ventricle_mask.nii.gz", flair)
             m["ventricle_dice"] = dice(anatomy["ventricles"], true_vent)
         m["location_check"] = _location_check(res, ref, anatomy, true_vent, sp, region, confusion, pv_check,
                                               shares, d / "lesion_location.nii.gz", flair)

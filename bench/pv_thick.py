@@ -26,13 +26,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ai import preprocess as pp  # noqa: E402
-from ai.evaluate import load_case  # noqa: E402
+from ai.evaluate import load_study, mask_on_flair  # noqa: E402
 from ai.infer import Segmenter, _dark_ventricles, _drop_small  # noqa: E402
 from ai.lesions import analyse, is_thin_slice  # noqa: E402
 from ai.model import OUTPUTS  # noqa: E402
@@ -72,15 +71,13 @@ def collect(cuts: list[float], pv_mms: list[float]) -> dict:
         for d in FOLDS[fold]:
             if not (d / "ventricle_mask.nii.gz").exists():
                 continue
-            flair, t1, _ = load_case(d)
-            prep = pp.prepare(flair, t1)
-            if is_thin_slice(prep.source.GetSpacing()):
+            flair, t1 = load_study(d)
+            if is_thin_slice(flair.GetSpacing()):
                 continue
+            prep = pp.prepare(flair, t1)
             out = seg.predict_grid(prep)
             prob, anatomy = seg.to_source(prep, out)
-            true_vent = sitk.GetArrayFromImage(pp.resample(
-                sitk.ReadImage(str(d / "ventricle_mask.nii.gz"), sitk.sitkUInt8), flair,
-                sitk.sitkNearestNeighbor)) > 0
+            true_vent = mask_on_flair(d / "ventricle_mask.nii.gz", flair)
             _, les_t, sum_t = analyse(prob, prep.source, {**anatomy, "ventricles": true_vent})
             c = {"fold": fold, "truth": [x.location == "periventricular" for x in les_t],
                  "dis_truth": bool(sum_t.dis_met), "variants": {}}
@@ -112,9 +109,10 @@ def _key(v: str) -> tuple:
 
 
 def choose(cases: dict, names: list[str]) -> str:
+    """The variant with the best kappa on ``names`` (``max`` keeps the first of a tie, in
+    :func:`_key` order)."""
     variants = sorted(next(iter(cases.values()))["variants"], key=_key)
-    best = max(score(cases, names, v)["kappa"] for v in variants)
-    return next(v for v in variants if score(cases, names, v)["kappa"] == best)
+    return max(variants, key=lambda v: score(cases, names, v)["kappa"])
 
 
 def main(argv=None) -> int:

@@ -99,14 +99,10 @@ class AdaptiveSegmenter(Segmenter):
             self._restore(saved)
 
     def reference_statistics(self, cases: list[Path]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """:meth:`study_statistics` averaged over labelled case folders (FLAIR, optional T1)."""
-        import SimpleITK as sitk
+        """:meth:`study_statistics` averaged over case folders (FLAIR, optional T1)."""
+        from ai.evaluate import load_study
 
-        stats = []
-        for d in cases:
-            flair = sitk.ReadImage(str(d / "FLAIR.nii.gz"), sitk.sitkFloat32)
-            t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32) if (d / "T1.nii.gz").exists() else None
-            stats.append(self.study_statistics(pp.prepare(flair, t1)))
+        stats = [self.study_statistics(pp.prepare(*load_study(d))) for d in cases]
         return [(torch.stack([s[k][0] for s in stats]).mean(0), torch.stack([s[k][1] for s in stats]).mean(0))
                 for k in range(len(self.bns))]
 

@@ -4,6 +4,7 @@ inference."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from bench_script import load
 
@@ -19,13 +20,19 @@ def _bn_buffers(seg) -> list[torch.Tensor]:
             for b in (m.running_mean, m.running_var)]
 
 
-def test_study_statistics_change_the_output_and_the_trained_ones_come_back():
+@pytest.fixture(scope="module")
+def study():
+    """A small phantom study, prepared, and the shipped network's maps of it (fp32)."""
     ph = make_phantom(7, shape=(40, 128, 112), n_lesions=6)
     rng = np.random.default_rng(7)
     flair = ph.image(corrupt(ph.flair, rng))
     flair = flair * 0.5 + 30.0  # another scanner's scale; the normalisation divides by the median
     prep = pp.prepare(flair, None)
-    shipped = Segmenter(device="cpu", bf16=False).predict_grid(prep)
+    return prep, Segmenter(device="cpu", bf16=False).predict_grid(prep)
+
+
+def test_study_statistics_change_the_output_and_the_trained_ones_come_back(study):
+    prep, shipped = study
 
     same = tbn.AdaptiveSegmenter(device="cpu", bf16=False, alpha=1.0)
     assert np.array_equal(same.predict_grid(prep), shipped) and same.adapt_s == []
@@ -47,14 +54,11 @@ def test_study_statistics_change_the_output_and_the_trained_ones_come_back():
     assert 0 < d_half < d_full
 
 
-def test_relative_statistics_leave_a_study_like_the_reference_as_shipped():
+def test_relative_statistics_leave_a_study_like_the_reference_as_shipped(study):
     """Variant tbn20b shifts the trained statistics by how a study differs from the reference
     studies: a study measured against itself gets the trained statistics back, so the shipped
     output; against a reference that differs from it the output moves."""
-    ph = make_phantom(8, shape=(40, 128, 112), n_lesions=6)
-    rng = np.random.default_rng(8)
-    prep = pp.prepare(ph.image(corrupt(ph.flair, rng)), None)
-    shipped = Segmenter(device="cpu", bf16=False).predict_grid(prep)
+    prep, shipped = study
     seg = tbn.AdaptiveSegmenter(device="cpu", bf16=False, slices=8)
     seg.reference = seg.study_statistics(prep)
     assert np.abs(seg.predict_grid(prep) - shipped).max() < 1e-4
