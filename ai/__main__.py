@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     n.set_defaults(fn=_train_anatomy)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ai.memory import tune
+
+    tune()  # as the node's workers (runner.allocator: tuned); results are the same either way
     return a.fn(a)
 
 

@@ -2,11 +2,15 @@
 
     .venv/bin/python bench/inference.py [--device cpu|cuda|all] [--no-t1] [--threads 2] [--real] [--compare]
                                         [--weights A.pt,B.pt] [--batch N,M] [--fuse on,off] [--repeat K]
+                                        [--allocator tuned,system]
 
 Rows run with the node's defaults (mirror TTA on, precision auto: bf16 on CPUs that have it
 natively, fp32 otherwise, fp16 on CUDA); ``--compare`` adds CPU fp32 rows with and without TTA;
 ``--weights`` runs every row with each weights file in turn (default: the shipped ones), side by
-side; ``--batch`` likewise with each number of slices per forward pass (default: the node's).
+side; ``--batch`` likewise with each number of slices per forward pass (default: the node's);
+``--allocator`` likewise with each way of getting memory (:func:`ai.memory.tune`; default
+``tuned``, the node's ``runner.allocator``: the timed run then starts from a released heap, as
+a study does on the node's idle worker).
 
 Input: a synthetic phantom resampled to a 176 x 256 x 256 grid (sagittal 3D FLAIR geometry,
 1 mm, permuted direction so the orientation step does real work) plus a T1 on its own grid, and
@@ -72,8 +76,12 @@ def _real_inputs(which: str, with_t1: bool):
 
 
 def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | None, tta: bool = True,
-            weights: str | None = None, batch: int | None = None, fuse: bool = False) -> dict:
+            weights: str | None = None, batch: int | None = None, fuse: bool = False,
+            allocator: str = "tuned") -> dict:
     """Run one configuration in this process and return its figures."""
+    from ai import memory
+
+    memory.tune(allocator)  # as the node's worker does at start-up (runner.allocator)
     import numpy as np
     import torch
 
@@ -86,6 +94,8 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     seg = Segmenter(weights, device=device, threads=threads, bf16=bf16, tta=tta, batch=batch, fuse=fuse)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seg.segment(flair, t1)  # warm-up (first call pays allocator / kernel selection)
+    if allocator == "tuned":
+        memory.release()  # the node's idle worker returns its kept heap before the next study
     res = seg.segment(flair, t1)  # the timed run: the stages as the node runs them
     times = {k: float(v) for k, v in res.timings_s.items()}
     prep = pp.prepare(flair, t1)  # for the figures below only (grid, slices run)
@@ -93,7 +103,7 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     times["total"] = sum(times.values())
     return {"case": case, "device": str(seg.device), "t1": with_t1, "threads": threads,
             "weights": seg.model_version[:8], "batch": seg.batch, "fused": seg.fused,
-            "precision": seg.precision, "tta": tta,
+            "precision": seg.precision, "tta": tta, "allocator": allocator,
             "size_xyz": list(flair.GetSize()), "model_grid_zyx": list(prep.flair.shape),
             "slices_run": int(prep.crop[0].stop - prep.crop[0].start),
             "seconds": {k: round(v, 2) for k, v in times.items()}, "lesions": len(lesions),
@@ -118,6 +128,9 @@ def main() -> int:
                                                  "(default: the node's)")
     p.add_argument("--fuse", default=None, help="comma-separated on/off: BatchNorm folded into the convolutions "
                                                 "(ai.model.fuse_conv_bn), each run in turn (default: off, the node's)")
+    p.add_argument("--allocator", default=None,
+                   help="comma-separated tuned/system: how the process gets memory (ai.memory.tune), each "
+                        "run in turn (default: tuned, the node's runner.allocator)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the whole set of rows this many times, interleaved (on a noisy machine the "
                         "rows then share its slow and quiet minutes), and print each row's median")
@@ -135,15 +148,20 @@ def main() -> int:
     weights = a.weights.split(",") if a.weights else [None]
     batches = [int(x) for x in a.batch.split(",")] if a.batch else [None]
     fuses = [{"on": True, "off": False}[x] for x in a.fuse.split(",")] if a.fuse else [False]
+    allocators = a.allocator.split(",") if a.allocator else ["tuned"]
+    bad = [x for x in allocators if x not in ("tuned", "system")]
+    if bad:
+        p.error(f"--allocator: tuned or system, not {', '.join(bad)}")
     t1s = [False] if a.no_t1 else [True, False]
     configs = []
-    for w, b, fu, case, dev, t1 in itertools.product(weights, batches, fuses, cases, devices, t1s):
-        row = dict(case=case, device=dev, with_t1=t1, threads=a.threads, weights=w, batch=b, fuse=fu)
+    for w, b, fu, al, case, dev, t1 in itertools.product(weights, batches, fuses, allocators, cases, devices, t1s):
+        row = dict(case=case, device=dev, with_t1=t1, threads=a.threads, weights=w, batch=b, fuse=fu,
+                   allocator=al)
         configs.append(dict(row, bf16=None, tta=True))
         if a.compare and dev == "cpu":
             configs += [dict(row, bf16=False, tta=tta) for tta in (True, False)]
-    print(f"{'weights':8} {'batch':5} {'fuse':4} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} {'prep s':>7} "
-          f"{'infer s':>8} {'post s':>7} "
+    print(f"{'weights':8} {'batch':5} {'fuse':4} {'alloc':6} {'case':8} {'device':6} {'T1':3} {'prec':4} {'tta':3} "
+          f"{'prep s':>7} {'infer s':>8} {'post s':>7} "
           f"{'total s':>8} "
           f"{'peak RSS MB':>11}  grid")
     totals: dict[str, list[tuple[float, float]]] = {}
@@ -159,7 +177,8 @@ def main() -> int:
             print(f"{res['case']:8} skipped: {res['skipped']}")
             continue
         s = res["seconds"]
-        key = (f"{res['weights']:8} {res['batch']:5} {'on' if res['fused'] else 'off':4} {res['case']:8} "
+        key = (f"{res['weights']:8} {res['batch']:5} {'on' if res['fused'] else 'off':4} {res['allocator']:6} "
+               f"{res['case']:8} "
                f"{res['device']:6} {'yes' if res['t1'] else 'no':3} {res['precision']:4} "
                f"{'on' if res['tta'] else 'off':3}")
         print(f"{key} {s['preprocess']:7.2f} {s['inference']:8.2f} {s['postprocess']:7.2f} {s['total']:8.2f} "

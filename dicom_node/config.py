@@ -135,6 +135,9 @@ class RunnerConfig(_Strict):
     weights: Path | None = None  # None: the shipped model (ai/weights/ms_unet.pt)
     tta: bool = _DEFAULT.tta
     precision: Precision = _DEFAULT.precision
+    # how the worker processes get memory (ai.memory.tune): "tuned" (numpy without huge-page
+    # advice, glibc keeps freed blocks up to 32 MB during a job) or "system" (the defaults)
+    allocator: Literal["tuned", "system"] = "tuned"
 
     def pipeline_options(self) -> PipelineOptions:
         """Options handed to the pipeline of every job."""

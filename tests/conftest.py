@@ -17,6 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from orthanc_harness import ORTHANC_BIN, OrthancServer
 
+from ai.memory import tune
+
+tune()  # the tests' own model runs get memory as the node's workers do (runner.allocator: tuned)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -53,8 +53,18 @@ def results_dir(data_dir: Path, job_id: str) -> Path:
     return Path(data_dir) / "results" / job_id
 
 
-def _worker_init(threads: int | None, log_cfg: tuple[str, str, str | None]) -> None:
-    """Worker start-up: die with the parent, bounded threads, the node's log settings."""
+#: the worker's ``runner.allocator`` (set by :func:`_worker_init`)
+_ALLOCATOR = "system"
+#: with the tuned allocator, a worker idle this long returns its kept heap to the kernel
+#: (:func:`ai.memory.release`); back-to-back jobs (a study and its follow-up comparison) reuse it
+RELEASE_AFTER_IDLE_S = 60.0
+_release_timer: threading.Timer | None = None
+
+
+def _worker_init(threads: int | None, log_cfg: tuple[str, str, str | None], allocator: str = "tuned") -> None:
+    """Worker start-up: die with the parent, bounded threads, the node's log settings, the
+    allocation of ``runner.allocator`` (:func:`ai.memory.tune`)."""
+    global _ALLOCATOR
     try:  # Linux: SIGKILL this worker when the node process dies (kill -9 included).
         import ctypes
         import signal
@@ -71,6 +81,12 @@ def _worker_init(threads: int | None, log_cfg: tuple[str, str, str | None]) -> N
 
     fmt, level, file = log_cfg
     setup_logging(fmt, level, Path(file) if file else None)
+    from ai.memory import tune
+
+    _ALLOCATOR = allocator
+    applied = tune(allocator)
+    logging.getLogger(__name__).info("worker %d: allocator %s (%s)", os.getpid(), allocator,
+                                     ", ".join(f"{k} {v}" for k, v in applied.items()))
 
 
 def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +95,19 @@ def _worker_run(pipeline: str, payload: dict[str, Any]) -> dict[str, Any]:
     fn = PIPELINES.get(pipeline)
     if fn is None:
         raise PipelineError(f"unknown pipeline {pipeline!r} (known: {', '.join(PIPELINES)})")
-    return fn(payload)
+    global _release_timer
+    if _release_timer is not None:
+        _release_timer.cancel()
+        _release_timer = None
+    try:
+        return fn(payload)
+    finally:
+        if _ALLOCATOR == "tuned":
+            from ai.memory import release
+
+            _release_timer = threading.Timer(RELEASE_AFTER_IDLE_S, release)
+            _release_timer.daemon = True
+            _release_timer.start()
 
 
 def _worker_warmup(device: str, options: PipelineOptions) -> str:
@@ -191,7 +219,7 @@ class Runner:
         log = self.cfg.log
         log_cfg = (log.format, log.level, str(log.file) if log.file else None)
         return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
-                                      initargs=(threads, log_cfg))
+                                      initargs=(threads, log_cfg, self.cfg.runner.allocator))
 
     def _ensure_executor(self) -> cf.Executor:
         if self._executor is None:
