@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+from collections.abc import Callable
 
 __all__ = ["ALLOCATORS", "KEEP_MAX_BYTES", "TRIM_THRESHOLD_BYTES", "numpy_hugepage_advice", "release", "tune"]
 
@@ -52,6 +53,18 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+def _numpy_hugepage_switch() -> Callable[[bool], bool] | None:
+    """numpy's ``_set_madvise_hugepage`` (numpy 2: ``numpy._core``, 1.x: ``numpy.core``), which
+    sets the advice and returns the previous setting; None when this numpy has none."""
+    import numpy as np
+
+    for mod in ("_core", "core"):
+        fn = getattr(getattr(getattr(np, mod, None), "multiarray", None), "_set_madvise_hugepage", None)
+        if callable(fn):
+            return fn
+    return None
+
+
 def tune(allocator: str = "tuned") -> dict[str, bool]:
     """Set this process's allocation as ``allocator`` says (one of :data:`ALLOCATORS`).
 
@@ -66,12 +79,11 @@ def tune(allocator: str = "tuned") -> dict[str, bool]:
     done = {"numpy_hugepage_off": False, "glibc_keep": False}
     if allocator == "system":
         return done
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
-
-        _set_madvise_hugepage(False)
+    switch = _numpy_hugepage_switch()
+    if switch is not None:
+        switch(False)
         done["numpy_hugepage_off"] = True
-    except ImportError:
+    else:
         log.info("allocation: this numpy has no huge-page switch; left as it is")
     libc = _glibc()
     if libc is not None:
@@ -84,12 +96,11 @@ def tune(allocator: str = "tuned") -> dict[str, bool]:
 
 def numpy_hugepage_advice() -> bool | None:
     """Whether numpy asks for huge pages for its large arrays now (None: this numpy has no switch)."""
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
-    except ImportError:
+    switch = _numpy_hugepage_switch()
+    if switch is None:
         return None
-    was = bool(_set_madvise_hugepage(False))
-    _set_madvise_hugepage(was)
+    was = bool(switch(False))
+    switch(was)
     return was
 
 
