@@ -148,10 +148,12 @@ def main() -> int:
     weights = a.weights.split(",") if a.weights else [None]
     batches = [int(x) for x in a.batch.split(",")] if a.batch else [None]
     fuses = [{"on": True, "off": False}[x] for x in a.fuse.split(",")] if a.fuse else [False]
+    from ai.memory import ALLOCATORS
+
     allocators = a.allocator.split(",") if a.allocator else ["tuned"]
-    bad = [x for x in allocators if x not in ("tuned", "system")]
+    bad = [x for x in allocators if x not in ALLOCATORS]
     if bad:
-        p.error(f"--allocator: tuned or system, not {', '.join(bad)}")
+        p.error(f"--allocator: one of {', '.join(ALLOCATORS)}, not {', '.join(bad)}")
     t1s = [False] if a.no_t1 else [True, False]
     configs = []
     for w, b, fu, al, case, dev, t1 in itertools.product(weights, batches, fuses, allocators, cases, devices, t1s):
