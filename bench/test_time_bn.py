@@ -79,7 +79,7 @@ class AdaptiveSegmenter(Segmenter):
     def study_statistics(self, prep: pp.Prepared) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each BatchNorm's (mean, variance) over at most ``slices`` evenly spaced slices of the
         study's head crop, in train mode (cumulative); the trained statistics are left as they were."""
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in self.bns]
+        saved = self._snapshot()
         x = slice_input(prep, self.context, 2 ** self.model.depth)
         z = x.shape[0]
         idx = np.unique(np.linspace(0, z - 1, min(z, self.slices)).round().astype(int))
@@ -106,6 +106,10 @@ class AdaptiveSegmenter(Segmenter):
         return [(torch.stack([s[k][0] for s in stats]).mean(0), torch.stack([s[k][1] for s in stats]).mean(0))
                 for k in range(len(self.bns))]
 
+    def _snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor, float | None]]:
+        """Each BatchNorm's running statistics and momentum, for :meth:`_restore`."""
+        return [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in self.bns]
+
     def _restore(self, saved) -> None:
         for m, (rm, rv, mom) in zip(self.bns, saved, strict=True):
             m.running_mean.copy_(rm)
@@ -118,7 +122,7 @@ class AdaptiveSegmenter(Segmenter):
             return super().predict_grid(prep)
         t0 = time.perf_counter()
         study = self.study_statistics(prep)
-        saved = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in self.bns]
+        saved = self._snapshot()
         try:
             for k, (m, (mean_s, var_s)) in enumerate(zip(self.bns, study, strict=True)):
                 if self.reference is None:
