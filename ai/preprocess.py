@@ -167,7 +167,10 @@ class Prepared:
         else:
             img = sitk.GetImageFromArray(arr.astype(np.float32, copy=False))
             img.CopyInformation(self.grid)
-            on_canon = sitk.GetArrayViewFromImage(resample(img, self.canon, interp))
+            # a copy, not a view: a view of the resampled image outlives that image (freed at the
+            # end of this statement), and reading it crashed the process on large grids (0.5 mm
+            # 3D FLAIR) and gave garbage in its first voxels on small ones
+            on_canon = sitk.GetArrayFromImage(resample(img, self.canon, interp))
         out = canonical_to_source_array(on_canon, self.canon, self.source)
         assert out.shape == sitk.GetArrayViewFromImage(self.source).shape
         return out

@@ -123,3 +123,33 @@ def test_numpy_back_orientation_equals_dicomorient(perm, signs):
     ours = pp.canonical_to_source_array(sitk.GetArrayViewFromImage(canon), canon, img)
     ref = sitk.GetArrayFromImage(pp.from_canonical(canon, pp.orientation_code(img)))
     assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
+_HIGH_RES = r"""
+import numpy as np, SimpleITK as sitk
+from ai import preprocess as pp
+arr = np.zeros((240, 448, 448), np.float32)
+arr[40:200, 80:370, 80:370] = 100.0
+img = sitk.GetImageFromArray(arr)
+img.SetSpacing((0.5, 0.5, 0.6))
+prep = pp.prepare(img)
+for _ in range(2):
+    back = prep.to_source(np.ones(prep.flair.shape, np.float32))
+    assert back.shape == arr.shape and back.min() == 1.0 and back.max() == 1.0, (back.min(), back.max())
+print("ok")
+"""
+
+
+def test_high_resolution_3d_flair_maps_back_without_crashing():
+    """A 3D FLAIR reconstructed at 0.5 mm (448 x 448 x 240, 190 MB as float) is mapped back from
+    the model grid to its own grid. The back-mapping once read a freed SimpleITK buffer: on a grid
+    this large the process died (SIGSEGV, so the node's worker died and the study failed); on
+    smaller ones the first voxels held garbage. Run in its own process, so that a crash is a
+    failure with its signal rather than a lost test worker."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", _HIGH_RES], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
