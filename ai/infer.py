@@ -184,9 +184,11 @@ class Segmenter:
         """Clean brain mask on the model grid: threshold 0.5, open (erode 3 mm / dilate), keep the
         largest 3D component, fill holes per axial slice. Detaches scalp, neck and vertex pieces
         that the brain channel may leave on raw (skull-on) images."""
-        m = brain_prob >= 0.5
-        if not m.any():
-            return m
+        full = brain_prob >= 0.5
+        if not full.any():
+            return full
+        box = _box(full, 1)  # every step below gives inside this box what it gives on the whole grid
+        m = full[box]
         r = [max(1, int(round(3.0 / s))) for s in spacing_xyz[::-1]]  # (z, y, x) radii in voxels
         r[0] = min(r[0], 1)
         st = np.zeros([2 * v + 1 for v in r], bool)
@@ -199,9 +201,10 @@ class Segmenter:
             sizes[0] = 0
             core = lab == int(sizes.argmax())
         elif n == 0:
-            return m
-        m = ndi.binary_dilation(core, st) & m
-        return fill_holes_per_slice(m)
+            return full
+        out = np.zeros_like(full)
+        out[box] = ndi.binary_dilation(core, st) & m
+        return fill_holes_per_slice(out)
 
     def to_source(self, prep: pp.Prepared, out: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Map model outputs to the source grid: lesion probability + boolean anatomy maps.
@@ -216,7 +219,10 @@ class Segmenter:
         lesion = out[0]
         vox = float(np.prod(prep.grid.GetSpacing()))
         if brain_g.sum() * vox > 200_000:
-            lesion = lesion * ndi.binary_dilation(brain_g, iterations=2)
+            gate = np.zeros_like(brain_g)
+            box = _box(brain_g, 2)  # a dilation by 2 stays inside
+            gate[box] = ndi.binary_dilation(brain_g[box], iterations=2)
+            lesion = lesion * gate
             lesion = drop_scalp_lesions(lesion, prep.flair, brain_g, prep.grid.GetSpacing())
         prob = np.clip(prep.to_source(lesion), 0.0, 1.0).astype(np.float32)
         maps = {name: out[k] >= 0.5 for k, name in enumerate(OUTPUTS) if k > 1}
@@ -257,13 +263,27 @@ def mirror_images(xb: torch.Tensor, width: int) -> torch.Tensor:
 SCALP_BAND_MM = 8.0
 
 
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels (the whole grid when it is empty).
+
+    The post-processing below works inside such boxes instead of on the whole model grid (a
+    head fills a third to a half of it). Each use takes a margin at least as wide as its own
+    reach, so its result equals the result on the whole grid; ``tests/test_ai_postprocess.py``
+    compares the two, with this function made to return the whole grid.
+    """
+    return pp.bbox(mask, margin)
+
+
 def head_mask(flair: np.ndarray) -> np.ndarray:
     """The head (skin and everything inside it) on the model grid: foreground, closed and
     hole-filled per axial slice."""
     st = np.zeros((3, 3, 3), bool)
     st[1] = True
-    fg = ndi.binary_closing(pp.foreground_mask(flair), st, iterations=2)
-    return fill_holes_per_slice(fg)
+    fg = pp.foreground_mask(flair)
+    box = _box(fg, 3)  # the closing's dilation reaches 2 voxels in-plane: zero beyond, as in the box's border
+    closed = np.zeros_like(fg)
+    closed[box] = ndi.binary_closing(fg[box], st, iterations=2)
+    return fill_holes_per_slice(closed)
 
 
 def drop_scalp_lesions(lesion: np.ndarray, flair: np.ndarray, brain: np.ndarray, spacing_xyz,
@@ -282,19 +302,28 @@ def drop_scalp_lesions(lesion: np.ndarray, flair: np.ndarray, brain: np.ndarray,
     nb = int(brain.sum())
     if nb == 0 or nb >= skull_ratio * int(head.sum()):
         return lesion
-    cand, n = ndi.label(lesion >= 0.5, STRUCT26)
+    seed = lesion >= 0.5
+    cbox = _box(seed, 0)
+    cand, n = ndi.label(seed[cbox], STRUCT26)
     if n == 0:
         return lesion
     sy, sx = spacing_xyz[1], spacing_xyz[0]
+    # the in-plane distance to the nearest voxel outside the head, computed inside the head's box
+    # grown by one voxel: its rim is outside the head, and nearer than anything beyond it
+    hbox = _box(head, 1)[1:]
     near = np.zeros(n + 1, bool)
-    for z in np.nonzero(cand.any((1, 2)))[0]:
-        d = ndi.distance_transform_edt(head[z], sampling=(sy, sx))
-        near[np.unique(cand[z][(cand[z] > 0) & (d <= band_mm)])] = True
+    for zc in np.nonzero(cand.any((1, 2)))[0]:
+        d = np.zeros(head.shape[1:])
+        d[hbox] = ndi.distance_transform_edt(head[cbox[0].start + zc][hbox], sampling=(sy, sx))
+        c = cand[zc]
+        near[np.unique(c[(c > 0) & (d[cbox[1:]] <= band_mm)])] = True
     near[0] = False
     if not near.any():
         return lesion
     log.info("dropped %d lesion candidates within %.0f mm of the skin (scalp, not brain)", int(near.sum()), band_mm)
-    return np.where(near[cand], 0.0, lesion).astype(lesion.dtype, copy=False)
+    drop = np.zeros(lesion.shape, bool)
+    drop[cbox] = near[cand]
+    return np.where(drop, 0.0, lesion).astype(lesion.dtype, copy=False)
 
 
 def _dark_ventricles(flair: np.ndarray, brain: np.ndarray, spacing_xyz, min_voxels: float) -> np.ndarray:
@@ -316,24 +345,29 @@ def _dark_ventricles(flair: np.ndarray, brain: np.ndarray, spacing_xyz, min_voxe
 
 def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     """Remove 26-connected components smaller than ``min_voxels``."""
-    lab, n = ndi.label(mask, np.ones((3, 3, 3), bool))
+    box = _box(mask, 0)
+    lab, n = ndi.label(mask[box], np.ones((3, 3, 3), bool))
     if n == 0:
         return mask
     sizes = np.bincount(lab.ravel())
     keep = sizes >= min_voxels
     keep[0] = False
-    return keep[lab]
+    out = np.zeros_like(mask)
+    out[box] = keep[lab]
+    return out
 
 
 def _infratentorial(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Largest component of the predicted infratentorial map, kept only when its centroid lies in
     the inferior half of the brain (removes spurious islands, e.g. at the vertex)."""
-    lab, n = ndi.label(mask, np.ones((3, 3, 3), bool))
+    box = _box(mask, 0)
+    lab, n = ndi.label(mask[box], np.ones((3, 3, 3), bool))
     if n == 0:
         return mask
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    m = lab == int(sizes.argmax())
+    m = np.zeros_like(mask)
+    m[box] = lab == int(sizes.argmax())
     zs = np.nonzero(brain.any((1, 2)))[0]
     if zs.size and np.nonzero(m.any((1, 2)))[0].mean() > 0.5 * (zs[0] + zs[-1]):
         return np.zeros_like(mask)
@@ -351,11 +385,15 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     A hole is a background region (4-connected within its slice) that does not reach the
     slice's border; the result equals filling each slice separately.
     """
-    lab, n = ndi.label(~mask, _INPLANE4)
+    box = _box(mask, 1)  # its rim is background joined to everything outside the box
+    m = mask[box]
+    out = mask.copy()
+    lab, n = ndi.label(~m, _INPLANE4)
     if n == 0:
-        return mask.copy()
+        return out
     outside = np.zeros(n + 1, bool)
     for edge in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
         outside[edge] = True
     outside[0] = True  # label 0 is the mask itself
-    return mask | ~outside[lab]
+    out[box] = m | ~outside[lab]
+    return out
