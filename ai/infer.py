@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage as ndi
 
 from ai import preprocess as pp
-from ai.lesions import STRUCT26, analyse
+from ai.lesions import STRUCT26, analyse, work_box
 from ai.model import OUTPUTS, fuse_conv_bn, model_from_meta
 from ai.types import THIN_SLICE_GROW, SegmentationResult
 
@@ -187,7 +187,7 @@ class Segmenter:
         full = brain_prob >= 0.5
         if not full.any():
             return full
-        box = _box(full, 1)  # every step below gives inside this box what it gives on the whole grid
+        box = work_box(full, 1)  # every step below gives inside this box what it gives on the whole grid
         m = full[box]
         r = [max(1, int(round(3.0 / s))) for s in spacing_xyz[::-1]]  # (z, y, x) radii in voxels
         r[0] = min(r[0], 1)
@@ -220,7 +220,7 @@ class Segmenter:
         vox = float(np.prod(prep.grid.GetSpacing()))
         if brain_g.sum() * vox > 200_000:
             gate = np.zeros_like(brain_g)
-            box = _box(brain_g, 2)  # a dilation by 2 stays inside
+            box = work_box(brain_g, 2)  # a dilation by 2 stays inside
             gate[box] = ndi.binary_dilation(brain_g[box], iterations=2)
             lesion = lesion * gate
             lesion = drop_scalp_lesions(lesion, prep.flair, brain_g, prep.grid.GetSpacing())
@@ -230,8 +230,8 @@ class Segmenter:
         maps["ventricles"] = _drop_small(maps["ventricles"], 300.0 / vox)
         if maps["ventricles"].sum() * vox < 5000.0 and brain_g.sum() * vox > 200_000:
             maps["ventricles"] |= _dark_ventricles(prep.flair, brain_g, prep.grid.GetSpacing(), 300.0 / vox)
-        anatomy = {name: prep.to_source(m.astype(np.float32)) >= 0.5 for name, m in maps.items()}
-        anatomy["brain"] = prep.to_source(brain_g.astype(np.float32)) >= 0.5
+        anatomy = {name: prep.mask_to_source(m) for name, m in maps.items()}
+        anatomy["brain"] = prep.mask_to_source(brain_g)
         return prob, anatomy
 
 
@@ -263,24 +263,13 @@ def mirror_images(xb: torch.Tensor, width: int) -> torch.Tensor:
 SCALP_BAND_MM = 8.0
 
 
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
-    """The bounding box of ``mask`` grown by ``margin`` voxels (the whole grid when it is empty).
-
-    The post-processing below works inside such boxes instead of on the whole model grid (a
-    head fills a third to a half of it). Each use takes a margin at least as wide as its own
-    reach, so its result equals the result on the whole grid; ``tests/test_ai_postprocess.py``
-    compares the two, with this function made to return the whole grid.
-    """
-    return pp.bbox(mask, margin)
-
-
 def head_mask(flair: np.ndarray) -> np.ndarray:
     """The head (skin and everything inside it) on the model grid: foreground, closed and
     hole-filled per axial slice."""
     st = np.zeros((3, 3, 3), bool)
     st[1] = True
     fg = pp.foreground_mask(flair)
-    box = _box(fg, 3)  # the closing's dilation reaches 2 voxels in-plane: zero beyond, as in the box's border
+    box = work_box(fg, 3)  # the closing reaches 2 voxels in-plane: beyond that it is zero, as past the box
     closed = np.zeros_like(fg)
     closed[box] = ndi.binary_closing(fg[box], st, iterations=2)
     return fill_holes_per_slice(closed)
@@ -303,14 +292,14 @@ def drop_scalp_lesions(lesion: np.ndarray, flair: np.ndarray, brain: np.ndarray,
     if nb == 0 or nb >= skull_ratio * int(head.sum()):
         return lesion
     seed = lesion >= 0.5
-    cbox = _box(seed, 0)
+    cbox = work_box(seed, 0)
     cand, n = ndi.label(seed[cbox], STRUCT26)
     if n == 0:
         return lesion
     sy, sx = spacing_xyz[1], spacing_xyz[0]
     # the in-plane distance to the nearest voxel outside the head, computed inside the head's box
     # grown by one voxel: its rim is outside the head, and nearer than anything beyond it
-    hbox = _box(head, 1)[1:]
+    hbox = work_box(head, 1)[1:]
     near = np.zeros(n + 1, bool)
     for zc in np.nonzero(cand.any((1, 2)))[0]:
         d = np.zeros(head.shape[1:])
@@ -345,7 +334,7 @@ def _dark_ventricles(flair: np.ndarray, brain: np.ndarray, spacing_xyz, min_voxe
 
 def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     """Remove 26-connected components smaller than ``min_voxels``."""
-    box = _box(mask, 0)
+    box = work_box(mask, 0)
     lab, n = ndi.label(mask[box], np.ones((3, 3, 3), bool))
     if n == 0:
         return mask
@@ -360,7 +349,7 @@ def _drop_small(mask: np.ndarray, min_voxels: float) -> np.ndarray:
 def _infratentorial(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Largest component of the predicted infratentorial map, kept only when its centroid lies in
     the inferior half of the brain (removes spurious islands, e.g. at the vertex)."""
-    box = _box(mask, 0)
+    box = work_box(mask, 0)
     lab, n = ndi.label(mask[box], np.ones((3, 3, 3), bool))
     if n == 0:
         return mask
@@ -385,7 +374,7 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     A hole is a background region (4-connected within its slice) that does not reach the
     slice's border; the result equals filling each slice separately.
     """
-    box = _box(mask, 1)  # its rim is background joined to everything outside the box
+    box = work_box(mask, 1)  # its rim is background joined to everything outside the box
     m = mask[box]
     out = mask.copy()
     lab, n = ndi.label(~m, _INPLANE4)

@@ -31,6 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from ai.preprocess import bbox
 from ai.types import LOCATIONS, THIN_SLICE_GROW, THIN_SLICE_MM, Lesion, StudySummary
 
 DIS_AREAS = ("periventricular", "juxtacortical", "infratentorial")
@@ -67,6 +68,18 @@ def is_thin_slice(spacing, thin_mm: float = THIN_SLICE_MM) -> bool:
     return max(float(s) for s in spacing) <= thin_mm
 
 
+def work_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels (the whole grid when it is empty).
+
+    The post-processing here and in :mod:`ai.infer` works inside such boxes instead of on the
+    whole grid (a head fills a third to a half of the model grid, lesions far less of the source
+    grid). Each use takes a margin at least as wide as its own reach, so its result equals the
+    result on the whole grid; ``tests/test_ai_postprocess.py`` compares the two, with this
+    function made to return the whole grid.
+    """
+    return bbox(mask, margin)
+
+
 def lesion_mask(prob: np.ndarray, spacing_zyx, threshold: float = 0.5,
                 grow: float | None = THIN_SLICE_GROW) -> np.ndarray:
     """Binary lesion mask: ``prob >= threshold``; on thin-slice grids (:func:`is_thin_slice`)
@@ -76,25 +89,32 @@ def lesion_mask(prob: np.ndarray, spacing_zyx, threshold: float = 0.5,
     seed = prob >= threshold
     if grow is None or grow >= threshold or not is_thin_slice(spacing_zyx) or not seed.any():
         return seed
-    lab, n = ndi.label(prob >= grow, structure=STRUCT26)
+    grown = prob >= grow
+    box = work_box(grown)  # every seed lies in it (threshold > grow)
+    lab, n = ndi.label(grown[box], structure=STRUCT26)
     keep = np.zeros(n + 1, bool)
-    keep[np.unique(lab[seed])] = True
+    keep[np.unique(lab[seed[box]])] = True
     keep[0] = False
-    return keep[lab]
+    out = np.zeros_like(seed)
+    out[box] = keep[lab]
+    return out
 
 
 def components(mask: np.ndarray, spacing_zyx, min_voxels: int = 3, min_volume_mm3: float = 10.0):
     """26-connected components of ``mask`` that pass both size limits, relabelled 1..n (uint16)."""
-    lab, n = ndi.label(mask, structure=STRUCT26)
+    out = np.zeros(mask.shape, np.uint16)
+    box = work_box(mask)  # labels inside it come in the same (raster) order as on the whole grid
+    lab, n = ndi.label(mask[box], structure=STRUCT26)
     if n == 0:
-        return lab.astype(np.uint16), 0
+        return out, 0
     counts = np.bincount(lab.ravel(), minlength=n + 1)
     vox_mm3 = float(np.prod(spacing_zyx))
     keep = (counts >= min_voxels) & (counts * vox_mm3 >= min_volume_mm3)
     keep[0] = False
     new = np.zeros(n + 1, np.uint16)
     new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
-    return new[lab], int(keep.sum())
+    out[box] = new[lab]
+    return out, int(keep.sum())
 
 
 def contact_structure(spacing_zyx, contact_mm: float | None = None) -> np.ndarray:

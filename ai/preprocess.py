@@ -162,16 +162,57 @@ class Prepared:
 
     def to_source(self, arr: np.ndarray, interp=sitk.sitkLinear) -> np.ndarray:
         """Map a model-grid array back onto the source FLAIR grid (array in source voxel order)."""
+        return self._to_source(arr, interp, None)
+
+    def mask_to_source(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean model-grid map on the source grid: ``to_source(mask) >= 0.5``.
+
+        Only the part of the source grid that the mask's bounding box (grown by one model-grid
+        voxel) covers is resampled: every source voxel outside it interpolates between model-grid
+        voxels outside the mask, so it is 0 there either way. On a 0.5 mm 3D FLAIR the brain's box
+        is under half of the grid and the ventricles' a few per cent of it.
+        """
+        if same_grid(self.grid, self.canon) or not mask.any():
+            return self._to_source(mask, sitk.sitkLinear, 0.5)
+        from ai.lesions import work_box  # the post-processing's boxes (tests make them the whole grid)
+
+        box = work_box(mask, 1)
+        corners = [self.grid.TransformIndexToPhysicalPoint([int(b.start if k else b.stop - 1)
+                                                             for b, k in zip(box[::-1], bits, strict=True)])
+                   for bits in np.ndindex(2, 2, 2)]
+        ci = np.array([self.canon.TransformPhysicalPointToContinuousIndex(c) for c in corners])  # (x, y, z)
+        size = np.array(self.canon.GetSize())
+        lo = np.clip(np.floor(ci.min(0)).astype(int) - 1, 0, size)
+        hi = np.clip(np.ceil(ci.max(0)).astype(int) + 2, 0, size)
+        on_canon = np.zeros(size[::-1], bool)
+        if (hi > lo).all():
+            ref = sitk.Image([int(v) for v in hi - lo], sitk.sitkFloat32)
+            ref.SetSpacing(self.canon.GetSpacing())
+            ref.SetDirection(self.canon.GetDirection())
+            ref.SetOrigin(self.canon.TransformIndexToPhysicalPoint([int(v) for v in lo]))
+            img = sitk.GetImageFromArray(mask.astype(np.float32))
+            img.CopyInformation(self.grid)
+            moved = resample(img, ref)
+            on_canon[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = sitk.GetArrayViewFromImage(moved) >= 0.5
+        return canonical_to_source_array(on_canon, self.canon, self.source)  # on_canon is ours alone
+
+    def _to_source(self, arr: np.ndarray, interp, cut: float | None) -> np.ndarray:
         if same_grid(self.grid, self.canon):  # 1 mm in-plane input: no resampling at all
-            on_canon = arr.astype(np.float32)  # a copy: the result never aliases the input
+            on_canon = arr.astype(np.float32, copy=False)
+            keep = arr
         else:
             img = sitk.GetImageFromArray(arr.astype(np.float32, copy=False))
             img.CopyInformation(self.grid)
-            # a copy, not a view: a view of the resampled image outlives that image (freed at the
-            # end of this statement), and reading it crashed the process on large grids (0.5 mm
-            # 3D FLAIR) and gave garbage in its first voxels on small ones
-            on_canon = sitk.GetArrayFromImage(resample(img, self.canon, interp))
+            # the view is read only while ``moved`` holds its image: a view of a temporary image
+            # outlived it once, which crashed the process on 0.5 mm 3D FLAIR grids and left garbage
+            # in the first voxels of smaller ones
+            moved = resample(img, self.canon, interp)
+            on_canon = keep = sitk.GetArrayViewFromImage(moved)
+        if cut is not None:
+            on_canon = on_canon >= cut
         out = canonical_to_source_array(on_canon, self.canon, self.source)
+        if np.shares_memory(out, keep):  # no permutation to copy it: the result never aliases
+            out = out.copy()
         assert out.shape == sitk.GetArrayViewFromImage(self.source).shape
         return out
 

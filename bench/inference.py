@@ -1,6 +1,6 @@
 """Benchmark the AI engine: seconds and peak RSS for preprocessing, inference and post-processing.
 
-    .venv/bin/python bench/inference.py [--device cpu|cuda|all] [--no-t1] [--threads 2] [--real] [--compare]
+    .venv/bin/python bench/inference.py [--device cpu|cuda|all] [--no-t1] [--threads 2] [--real] [--hires] [--compare]
                                         [--weights A.pt,B.pt] [--batch N,M] [--fuse on,off] [--repeat K]
                                         [--allocator tuned,system]
 
@@ -15,8 +15,10 @@ a study does on the node's idle worker).
 Input: a synthetic phantom resampled to a 176 x 256 x 256 grid (sagittal 3D FLAIR geometry,
 1 mm, permuted direction so the orientation step does real work) plus a T1 on its own grid, and
 (with ``--real`` and when ``../shared/data`` exists) the real labelled case and a raw clinical 2D
-FLAIR. Each stage is timed separately; the peak RSS is the process high-water mark
-(``resource.getrusage``), so every configuration runs in its own subprocess.
+FLAIR; with ``--hires`` the phantom as a 3D FLAIR reconstructed at 0.5 mm (448 x 448 x 300), the
+grid that is mapped back from the 1 mm model grid. Each stage is timed separately; the peak RSS is
+the process high-water mark (``resource.getrusage``), so every configuration runs in its own
+subprocess.
 """
 from __future__ import annotations
 
@@ -59,6 +61,25 @@ def _phantom_inputs(with_t1: bool):
     return flair, t1
 
 
+def _hires_inputs(with_t1: bool):
+    """A 3D FLAIR reconstructed at 0.5 x 0.5 x 0.6 mm (448 x 448 x 300, axial), as scanners that
+    interpolate their 3D FLAIR to a 512 matrix send it; the T1 as in the phantom case."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ai.synth import corrupt, make_phantom
+
+    ph = make_phantom(7, shape=(180, 230, 180), skull=True)
+    rng = np.random.default_rng(7)
+    f = ph.image(corrupt(ph.flair, rng))
+    ref = sitk.Image([448, 448, 300], sitk.sitkFloat32)
+    ref.SetSpacing((0.5, 0.5, 0.6))
+    centre = np.array(f.TransformContinuousIndexToPhysicalPoint([s / 2 for s in f.GetSize()]))
+    ref.SetOrigin(tuple(centre - np.array([112.0, 112.0, 90.0])))
+    flair = sitk.Resample(f, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return flair, (ph.image(corrupt(ph.t1, rng)) if with_t1 else None)
+
+
 def _real_inputs(which: str, with_t1: bool):
     import SimpleITK as sitk
 
@@ -88,7 +109,12 @@ def run_one(case: str, device: str, with_t1: bool, threads: int, bf16: bool | No
     from ai import preprocess as pp
     from ai.infer import Segmenter
 
-    flair, t1 = _phantom_inputs(with_t1) if case == "phantom" else _real_inputs(case, with_t1)
+    if case == "phantom":
+        flair, t1 = _phantom_inputs(with_t1)
+    elif case == "hires":
+        flair, t1 = _hires_inputs(with_t1)
+    else:
+        flair, t1 = _real_inputs(case, with_t1)
     if flair is None:
         return {"case": case, "skipped": "shared data not found"}
     seg = Segmenter(weights, device=device, threads=threads, bf16=bf16, tta=tta, batch=batch, fuse=fuse)
@@ -122,6 +148,8 @@ def main() -> int:
                    help="besides the node's defaults (TTA on, precision auto), time CPU fp32 with and "
                         "without TTA")
     p.add_argument("--real", action="store_true", help="also the real cases from ../shared/data")
+    p.add_argument("--hires", action="store_true",
+                   help="also a phantom FLAIR reconstructed at 0.5 x 0.5 x 0.6 mm (448 x 448 x 300)")
     p.add_argument("--weights", default=None, help="comma-separated weights files, each run in turn "
                                                    "(default: the shipped weights)")
     p.add_argument("--batch", default=None, help="comma-separated slices per forward pass, each run in turn "
@@ -144,7 +172,7 @@ def main() -> int:
 
     devices = ["cpu", "cuda"] if a.device == "all" else [a.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    cases = ["phantom"] + (["real3d", "real2d"] if a.real else [])
+    cases = ["phantom"] + (["hires"] if a.hires else []) + (["real3d", "real2d"] if a.real else [])
     weights = a.weights.split(",") if a.weights else [None]
     batches = [int(x) for x in a.batch.split(",")] if a.batch else [None]
     fuses = [{"on": True, "off": False}[x] for x in a.fuse.split(",")] if a.fuse else [False]

@@ -1,8 +1,8 @@
-"""The post-processing on the model grid works inside bounding boxes (``ai.infer._box``) for
-speed; every result must equal the result on the whole grid. Each test runs the same function
-twice, once as shipped and once with ``_box`` made to return the whole grid, and compares the
-bytes: on random masks that also touch the grid's faces, on a phantom head with skull, and (when
-../shared is present) on the shipped network's output for a raw clinical FLAIR."""
+"""The post-processing works inside bounding boxes (``ai.lesions.work_box``) for speed; every
+result must equal the result on the whole grid. Each test runs the same function twice, once as
+shipped and once with ``work_box`` made to return the whole grid, and compares the bytes: on
+random masks that also touch the grid's faces, on a phantom head with skull, and (when ../shared
+is present) on the shipped network's output for a raw clinical FLAIR, through ``analyse``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 import ai.infer as infer
+import ai.lesions as lesions
 from ai import preprocess as pp
 from ai.model import OUTPUTS
 from ai.synth import corrupt, make_phantom
@@ -20,7 +21,7 @@ from ai.synth import corrupt, make_phantom
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _whole(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
+def _whole(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
     return tuple(slice(0, n) for n in mask.shape)  # type: ignore[return-value]
 
 
@@ -28,7 +29,8 @@ def both(monkeypatch, fn, *args):
     """``fn(*args)`` as shipped (inside boxes) and on the whole grid."""
     boxed = fn(*args)
     with monkeypatch.context() as m:
-        m.setattr(infer, "_box", _whole)
+        m.setattr(lesions, "work_box", _whole)
+        m.setattr(infer, "work_box", _whole)
         whole = fn(*args)
     return boxed, whole
 
@@ -64,7 +66,7 @@ def test_mask_steps_equal_on_boxes_and_on_the_whole_grid(monkeypatch, seed, touc
     m = blobs(seed, touch=touch)
     assert m.any() and not m.all()
     if not touch:  # the box is smaller than the grid, so the two runs differ in what they see
-        assert np.prod([s.stop - s.start for s in infer._box(m, 1)]) < m.size
+        assert np.prod([s.stop - s.start for s in lesions.work_box(m, 1)]) < m.size
     filled, ref = both(monkeypatch, infer.fill_holes_per_slice, m)
     assert same(filled, ref) and (filled & ~m).any()  # there were holes to fill
     assert same(*both(monkeypatch, infer._drop_small, m, 40.0))
@@ -86,14 +88,28 @@ def test_empty_masks_stay_empty(monkeypatch):
         assert same(boxed, whole) and not boxed.any()
 
 
-def _phantom_outputs(seed: int):
+#: a sagittal series of 0.7 x 0.7 mm pixels in 1.2 mm slices: the model grid is resampled back
+SAGITTAL_07 = dict(size=[150, 190, 110], spacing=(0.7, 0.7, 1.2), direction=(0.0, 0.0, -1.0, 1.0, 0.0, 0.0,
+                                                                          0.0, -1.0, 0.0))
+
+
+def _phantom_outputs(seed: int, geometry: dict | None = None):
     """A phantom head with skull and 'network outputs' made from its truth: smoothed maps, a
     brain channel that leaks into the scalp and bright false lesions in the scalp and at the
     vertex, so that every step (brain cleaning, gate, scalp drop, small-piece and island removal)
-    has work to do (the brain gate's edge included)."""
+    has work to do (the brain gate's edge included). ``geometry``: the FLAIR resampled onto that
+    grid (size, spacing, direction), centred on the phantom."""
     ph = make_phantom(seed, shape=(110, 160, 140), skull=True)
     rng = np.random.default_rng(seed)
     flair = ph.image(corrupt(ph.flair, rng))
+    if geometry is not None:
+        ref = sitk.Image(geometry["size"], sitk.sitkFloat32)
+        ref.SetSpacing(geometry["spacing"])
+        ref.SetDirection(geometry["direction"])
+        centre = np.array(flair.TransformContinuousIndexToPhysicalPoint([v / 2 for v in flair.GetSize()]))
+        half = np.array(geometry["direction"]).reshape(3, 3) @ (np.array(geometry["size"]) * geometry["spacing"] / 2)
+        ref.SetOrigin(tuple(centre - half))
+        flair = sitk.Resample(flair, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     prep = pp.prepare(flair)
     grid_of = lambda a: sitk.GetArrayFromImage(pp.resample(ph.image(a.astype(np.float32)), prep.grid))  # noqa: E731
     truth = {k: grid_of(v) for k, v in ph.anatomy.items()}
@@ -112,14 +128,31 @@ def _phantom_outputs(seed: int):
     return prep, out
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_to_source_equals_on_boxes_and_on_the_whole_grid_phantom_with_skull(monkeypatch, seed):
-    prep, out = _phantom_outputs(seed)
+def post(seg, prep, out):
+    """What the node makes of the network's output: maps on the source grid, then the lesions."""
+    prob, anatomy = seg.to_source(prep, out)
+    labels, found, summary = lesions.analyse(prob, prep.source, anatomy)
+    return prob, anatomy, labels, found, summary
+
+
+def found_mask(result, les) -> np.ndarray:
+    return result[2] == les.id
+
+
+def same_post(a, b) -> bool:
+    return same(a[:3], b[:3]) and a[3] == b[3] and a[4] == b[4]
+
+
+@pytest.mark.parametrize("seed, geometry", [(11, None), (12, SAGITTAL_07)])
+def test_to_source_equals_on_boxes_and_on_the_whole_grid_phantom_with_skull(monkeypatch, seed, geometry):
+    prep, out = _phantom_outputs(seed, geometry)
+    assert pp.same_grid(prep.grid, prep.canon) == (geometry is None)
     seg = infer.Segmenter.__new__(infer.Segmenter)  # to_source reads no weights
-    boxed, whole = both(monkeypatch, seg.to_source, prep, out)
-    assert same(boxed, whole)
-    prob, anatomy = boxed
+    boxed, whole = both(monkeypatch, post, seg, prep, out)
+    assert same_post(boxed, whole)
+    prob, anatomy, _, found, _ = boxed
     assert (prob >= 0.5).any() and anatomy["brain"].any() and anatomy["ventricles"].any()
+    assert len(found) >= 3 and any(les.voxels > (prob[found_mask(boxed, les)] >= 0.5).sum() for les in found)
 
 
 @pytest.mark.shared
@@ -133,9 +166,9 @@ def test_to_source_equals_on_boxes_and_on_the_whole_grid_clinical(monkeypatch):
     t1 = sitk.ReadImage(str(d / "T1.nii.gz"), sitk.sitkFloat32)
     prep = pp.prepare(flair, t1)
     out = seg.predict_grid(prep)
-    boxed, whole = both(monkeypatch, seg.to_source, prep, out)
-    assert same(boxed, whole)
-    assert (boxed[0] >= 0.5).sum() > 100
+    boxed, whole = both(monkeypatch, post, seg, prep, out)
+    assert same_post(boxed, whole)
+    assert len(boxed[3]) >= 5
 
 
 def test_scalp_band_measured_across_the_heads_box(monkeypatch):

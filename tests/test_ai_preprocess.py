@@ -50,6 +50,8 @@ def test_permuted_flipped_1mm_roundtrip_is_exact():
     # the model grid equals the canonical grid here, so any model-grid array maps back exactly
     grid_arr = sitk.GetArrayFromImage(pp.to_canonical(src))
     assert np.array_equal(prep.to_source(grid_arr), arr)
+    assert not np.shares_memory(prep.to_source(grid_arr), grid_arr)
+    assert np.array_equal(prep.mask_to_source(grid_arr >= 0.5), arr >= 0.5)
 
 
 def test_anisotropic_oblique_lesion_maps_back_onto_the_same_physical_lesion():
@@ -75,6 +77,9 @@ def test_anisotropic_oblique_lesion_maps_back_onto_the_same_physical_lesion():
         c = np.argwhere(mask).mean(0)[::-1]
         return np.array(src.TransformContinuousIndexToPhysicalPoint(c.tolist()))
     assert np.linalg.norm(centroid_mm(back) - centroid_mm(ref)) < 0.5
+    # boolean maps (the anatomy) are cut before they are copied out: the same voxels
+    grid_mask = on_grid >= 0.5
+    assert np.array_equal(prep.mask_to_source(grid_mask), prep.to_source(grid_mask.astype(np.float32)) >= 0.5)
 
 
 def test_normalisation_puts_tissue_near_one_with_and_without_background():
