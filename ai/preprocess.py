@@ -197,6 +197,7 @@ class Prepared:
         return canonical_to_source_array(on_canon, self.canon, self.source)  # on_canon is ours alone
 
     def _to_source(self, arr: np.ndarray, interp, cut: float | None) -> np.ndarray:
+        on_canon: np.ndarray
         if same_grid(self.grid, self.canon):  # 1 mm in-plane input: no resampling at all
             on_canon = arr.astype(np.float32, copy=False)
             keep = arr
